@@ -1,0 +1,115 @@
+"""From user inputs (sequences or slice embeddings) to ground-cost tensors over pairs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch import Tensor
+
+from sugar.align._inputs import SequenceSet, as_batch, as_sequence, check_same_dim
+from sugar.align.kernels import (
+    SliceEmbeddings,
+    TypeMedians,
+    cdist_cost,
+    paired_cost,
+    triple_kernel_cost,
+)
+
+GroundMetric = Literal["sqeuclidean", "cosine", "triple_kernel"]
+Data = Tensor | SliceEmbeddings
+
+
+def resolve_metric(data: Data, metric: str | None) -> GroundMetric:
+    """The metric to use: ``triple_kernel`` for slice embeddings, ``sqeuclidean`` by default."""
+    is_slices = isinstance(data, SliceEmbeddings)
+    if metric is None:
+        return "triple_kernel" if is_slices else "sqeuclidean"
+    if metric not in ("sqeuclidean", "cosine", "triple_kernel"):
+        raise ValueError(
+            f"metric must be 'sqeuclidean', 'cosine' or 'triple_kernel', got {metric!r}"
+        )
+    if is_slices != (metric == "triple_kernel"):
+        raise ValueError(
+            f"metric={metric!r} does not fit the input: SliceEmbeddings take "
+            "metric='triple_kernel', tensors take 'sqeuclidean' or 'cosine'"
+        )
+    return metric  # type: ignore[return-value]
+
+
+def prepare_set(
+    name: str, x: SequenceSet | SliceEmbeddings, lengths: Any = None
+) -> tuple[Data, Tensor]:
+    """A set of sequences -> (padded data, (B,) lengths)."""
+    if isinstance(x, SliceEmbeddings):
+        if lengths is not None:
+            raise ValueError(f"lengths of {name}: SliceEmbeddings carry their own lengths")
+        return x, x.lengths
+    return as_batch(name, x, lengths)
+
+
+def prepare_pair(
+    x: SequenceSet | SliceEmbeddings,
+    y: SequenceSet | SliceEmbeddings,
+    lengths_x: Any,
+    lengths_y: Any,
+) -> tuple[Data, Tensor, Data, Tensor, bool]:
+    """Two sequences, or two equally long batches of sequences paired row by row.
+
+    Returns (x, lengths_x, y, lengths_y, single) with batch dimensions; ``single`` says the
+    inputs were one (n, D) and one (m, D) sequence.
+    """
+    single = not isinstance(x, SliceEmbeddings | list | tuple) and _ndim(x) <= 2
+    if single:
+        if lengths_x is not None or lengths_y is not None:
+            raise ValueError("lengths_x / lengths_y are for batches of sequences, not single ones")
+        xs, ys = as_sequence("x", x), as_sequence("y", y)
+        check_same_dim("x", xs, "y", ys)
+        return xs[None], _lengths(xs), ys[None], _lengths(ys), True
+    xd, lx = prepare_set("x", x, lengths_x)
+    yd, ly = prepare_set("y", y, lengths_y)
+    if lx.shape != ly.shape:
+        raise ValueError(
+            f"x and y must hold as many sequences, got {lx.shape[0]} and {ly.shape[0]}"
+        )
+    if isinstance(xd, Tensor) and isinstance(yd, Tensor):
+        check_same_dim("x", xd, "y", yd)
+    return xd, lx, yd, ly, False
+
+
+def _ndim(x: Any) -> int:
+    return int(getattr(x, "ndim", 2))
+
+
+def _lengths(seq: Tensor) -> Tensor:
+    import torch
+
+    return torch.tensor([seq.shape[0]], device=seq.device)
+
+
+def cost_all_pairs(
+    x: Data,
+    y: Data,
+    metric: str,
+    triple_kernel: bool = True,
+    medians: TypeMedians | None = None,
+) -> Tensor:
+    """(Bx, By, Sx, Sy) ground cost of every step pair of every sequence pair."""
+    if isinstance(x, SliceEmbeddings) and isinstance(y, SliceEmbeddings):
+        return triple_kernel_cost(x, y, triple_kernel, medians)
+    assert isinstance(x, Tensor) and isinstance(y, Tensor)
+    check_same_dim("X", x, "Y", y)
+    return cdist_cost(x, y, metric)  # type: ignore[arg-type]
+
+
+def cost_paired(
+    x: Data,
+    y: Data,
+    metric: str,
+    triple_kernel: bool = True,
+    medians: TypeMedians | None = None,
+) -> Tensor:
+    """(B, Sx, Sy) ground cost of every step pair of the b-th sequence pair."""
+    if isinstance(x, SliceEmbeddings) and isinstance(y, SliceEmbeddings):
+        return triple_kernel_cost(x, y, triple_kernel, medians, paired=True)
+    assert isinstance(x, Tensor) and isinstance(y, Tensor)
+    return paired_cost(x, y, metric)  # type: ignore[arg-type]

@@ -1,0 +1,151 @@
+"""Soft-DTW and its divergence: batched, masked, differentiable.
+
+Shapes: X holds Bx sequences of up to Sx steps (Y: By, Sy); D features.
+
+Definition (Cuturi & Blondel 2017, "Soft-DTW: a differentiable loss function for time-series")::
+
+    R[0, 0] = 0,  R[i, 0] = R[0, j] = inf,
+    R[i, j] = C[i, j] + softmin_gamma(R[i-1, j], R[i, j-1], R[i-1, j-1]),
+    softmin_gamma(a) = -gamma * log sum exp(-a / gamma),   soft_dtw(x, y) = R[n, m]
+
+with ``C`` the ground cost (squared Euclidean by default, as tslearn). Computed as
+``-gamma * V`` where ``V`` is the log-alignment DP of :mod:`sugar.align._dp` on ``-C / gamma``
+(log-GAK with gamma = 1 on ``-log k`` is the same DP). soft-DTW can be negative and
+``soft_dtw(x, x) != 0``; the divergence (Blondel, Mensch & Vert 2021)
+``D(x, y) = sdtw(x, y) - (sdtw(x, x) + sdtw(y, y)) / 2`` is >= 0 and 0 at x = y.
+
+Precision: float32 values are fine, float32 gradients on large unnormalised costs are not (the
+error grows like ulp(R) / gamma): normalise the cost or use float64 (KERNEL_NOTES.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sugar.align._dp import log_alignment_table
+from sugar.align._inputs import SequenceSet, check_positive
+from sugar.align._pairs import (
+    GroundMetric,
+    cost_all_pairs,
+    cost_paired,
+    prepare_pair,
+    prepare_set,
+    resolve_metric,
+)
+
+__all__ = ["cdist_soft_dtw", "soft_dtw", "soft_dtw_divergence", "soft_dtw_from_cost"]
+
+
+def _ends(cost: Tensor, gamma: float, lx: Tensor, ly: Tensor) -> Tensor:
+    """(P, N, M) cost -> (P,) soft-DTW values."""
+    table = log_alignment_table(-cost / gamma, lx, ly)
+    return -gamma * table[torch.arange(table.shape[0]), lx - 1, ly - 1]
+
+
+def soft_dtw_from_cost(
+    cost: Tensor,
+    gamma: float = 1.0,
+    lengths_x: Tensor | None = None,
+    lengths_y: Tensor | None = None,
+) -> Tensor:
+    """soft-DTW from a precomputed cost: (n, m) -> scalar, or (P, N, M) (+ (P,) lengths) -> (P,).
+
+    >>> float(soft_dtw_from_cost(torch.tensor([[1.0]]), gamma=0.1))
+    1.0
+    """
+    gamma = check_positive("gamma", gamma)
+    single = cost.dim() == 2
+    cells = cost[None] if single else cost
+    if cells.dim() != 3 or 0 in cells.shape[1:]:
+        raise ValueError(
+            f"cost must have shape (n, m) or (P, N, M) with n, m >= 1, got {tuple(cost.shape)}"
+        )
+    if not torch.isfinite(cells.detach()).all():
+        raise ValueError("cost contains NaN or inf")
+    p, n, m = cells.shape
+    lx = torch.full((p,), n) if lengths_x is None else torch.as_tensor(lengths_x).reshape(p)
+    ly = torch.full((p,), m) if lengths_y is None else torch.as_tensor(lengths_y).reshape(p)
+    out = _ends(cells, gamma, lx, ly)
+    return out[0] if single else out
+
+
+def soft_dtw(
+    x: SequenceSet,
+    y: SequenceSet,
+    gamma: float = 1.0,
+    *,
+    lengths_x: Any = None,
+    lengths_y: Any = None,
+    metric: GroundMetric | None = None,
+) -> Tensor:
+    """soft-DTW of one pair (x (n, D), y (m, D) -> scalar) or of paired batches (-> (B,)).
+
+    Same value as ``tslearn.metrics.soft_dtw`` (squared Euclidean cost).
+
+    >>> x = torch.tensor([[0.0], [1.0], [2.0]])
+    >>> round(float(soft_dtw(x, x, gamma=1e-4)), 6)  # gamma -> 0: DTW, 0 for x = x
+    -0.0
+    """
+    gamma = check_positive("gamma", gamma)
+    xd, lx, yd, ly, single = prepare_pair(x, y, lengths_x, lengths_y)
+    cost = cost_paired(xd, yd, resolve_metric(xd, metric))
+    out = _ends(cost, gamma, lx, ly)
+    return out[0] if single else out
+
+
+def soft_dtw_divergence(
+    x: SequenceSet,
+    y: SequenceSet,
+    gamma: float = 1.0,
+    *,
+    lengths_x: Any = None,
+    lengths_y: Any = None,
+    metric: GroundMetric | None = None,
+) -> Tensor:
+    """``sdtw(x, y) - (sdtw(x, x) + sdtw(y, y)) / 2``: >= 0, and 0 when x = y.
+
+    >>> x = torch.tensor([[0.0], [1.0]])
+    >>> float(soft_dtw_divergence(x, x, gamma=1.0))
+    0.0
+    """
+    gamma = check_positive("gamma", gamma)
+    xd, lx, yd, ly, single = prepare_pair(x, y, lengths_x, lengths_y)
+    metric_ = resolve_metric(xd, metric)
+    xy = _ends(cost_paired(xd, yd, metric_), gamma, lx, ly)
+    xx = _ends(cost_paired(xd, xd, metric_), gamma, lx, lx)
+    yy = _ends(cost_paired(yd, yd, metric_), gamma, ly, ly)
+    out = xy - (xx + yy) / 2
+    return out[0] if single else out
+
+
+def cdist_soft_dtw(
+    X: SequenceSet,
+    Y: SequenceSet | None = None,
+    gamma: float = 1.0,
+    *,
+    lengths_x: Any = None,
+    lengths_y: Any = None,
+    metric: GroundMetric | None = None,
+) -> Tensor:
+    """(Bx, By) soft-DTW of every pair of sequences of X and Y (Y defaults to X).
+
+    Same values as ``tslearn.metrics.cdist_soft_dtw``; differentiable.
+
+    >>> cdist_soft_dtw([torch.zeros(2, 1), torch.ones(3, 1)], gamma=0.1).shape
+    torch.Size([2, 2])
+    """
+    gamma = check_positive("gamma", gamma)
+    xd, lx = prepare_set("X", X, lengths_x)
+    if Y is None:
+        if lengths_y is not None:
+            raise ValueError("lengths_y given without Y")
+        yd, ly = xd, lx
+    else:
+        yd, ly = prepare_set("Y", Y, lengths_y)
+    cost = cost_all_pairs(xd, yd, resolve_metric(xd, metric))
+    bx, by, sx, sy = cost.shape
+    px, py = lx[:, None].expand(bx, by).reshape(-1), ly[None, :].expand(bx, by).reshape(-1)
+    return _ends(cost.reshape(bx * by, sx, sy), gamma, px, py).reshape(bx, by)
