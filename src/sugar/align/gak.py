@@ -136,9 +136,9 @@ def log_gak(
     row) give (B,). ``metric``: ``sqeuclidean`` (default, as tslearn), ``cosine`` (1 - cos) or
     ``triple_kernel`` (the default for :class:`SliceEmbeddings`).
 
-    >>> x = torch.tensor([[0.0], [1.0]])
+    >>> x = torch.tensor([[0.0], [1.0]])  # k(0) = 1, k(1) = e^-.5 / (2 - e^-.5); M = 1 + 2 k(1)
     >>> round(float(log_gak(x, x, sigma=1.0)), 4)
-    0.5108
+    0.6262
     """
     xd, lx, yd, ly, single = prepare_pair(x, y, lengths_x, lengths_y)
     metric_ = resolve_metric(xd, metric)
@@ -161,9 +161,8 @@ def _self_log_gak(
     return _log_ends(phi, _sigma(sigma, sigma_mode, lengths, lengths), lengths, lengths)
 
 
-def _zscore_by_length_pair(values: Tensor, n: Tensor, m: Tensor) -> Tensor:
-    """z-score of ``values`` within each unordered length pair {n, m}; NaN entries are skipped."""
-    valid = ~torch.isnan(values)
+def _zscore_by_length_pair(values: Tensor, n: Tensor, m: Tensor, valid: Tensor) -> Tensor:
+    """z-score of ``values`` within each unordered length pair {n, m}, over ``valid`` entries."""
     lo, hi = torch.minimum(n, m), torch.maximum(n, m)
     key = (lo * (int(hi.max()) + 1) + hi).expand_as(values)[valid]
     v = values[valid]
@@ -171,12 +170,13 @@ def _zscore_by_length_pair(values: Tensor, n: Tensor, m: Tensor) -> Tensor:
     zeros = torch.zeros(int(group.max()) + 1, dtype=v.dtype, device=v.device)
     count = zeros.scatter_add(0, group, torch.ones_like(v))
     mean = zeros.scatter_add(0, group, v) / count
-    std = (zeros.scatter_add(0, group, (v - mean[group]) ** 2) / count).sqrt()
-    spread = std[group]
-    tiny = 64 * torch.finfo(v.dtype).eps * (1 + mean[group].abs())
-    z = torch.where(spread > tiny, (v - mean[group]) / spread.clamp_min(tiny), torch.zeros_like(v))
-    out = torch.full_like(values, float("nan"))
-    return out.masked_scatter(valid, z)
+    var = zeros.scatter_add(0, group, (v - mean[group]) ** 2) / count
+    # equal values (or a group of one) have no spread: z = 0; the where() keeps sqrt away from 0
+    spread = (64 * torch.finfo(v.dtype).eps * (1 + mean.abs())) ** 2
+    has_spread = var > spread
+    std = torch.sqrt(torch.where(has_spread, var, torch.ones_like(var)))
+    z = torch.where(has_spread[group], (v - mean[group]) / std[group], torch.zeros_like(v))
+    return torch.zeros_like(values).masked_scatter(valid, z)
 
 
 def normalise_log_gak(
@@ -186,27 +186,41 @@ def normalise_log_gak(
     n: Tensor,
     m: Tensor,
     normalisation: Normalisation = "cosine",
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Turn log kernels into a similarity (see the module docstring for the four rules).
 
     All arguments broadcast to ``log_xy``'s shape: ``log_xx`` / ``log_yy`` are the self-kernels
-    of the x / y side, ``n`` / ``m`` their lengths. NaN entries of ``log_xy`` stay NaN.
+    of the x / y side, ``n`` / ``m`` their lengths. ``valid`` (bool, broadcasting) marks the
+    entries that exist: the others are left out of the standardisation groups, come out NaN, and
+    pass no gradient (whatever finite or non-finite values they hold).
 
     >>> one = torch.tensor(1)
     >>> float(normalise_log_gak(torch.tensor(2.0), torch.tensor(2.0), torch.tensor(2.0), one, one))
     1.0
     """
+    if normalisation not in _NORMALISATIONS:
+        raise ValueError(
+            f"normalisation must be one of {list(_NORMALISATIONS)}, got {normalisation!r}"
+        )
+    keep = torch.ones_like(log_xy, dtype=torch.bool) if valid is None else valid.expand_as(log_xy)
+    zero = torch.zeros((), dtype=log_xy.dtype, device=log_xy.device)
+    log_xy, log_xx, log_yy = (
+        torch.where(keep, t.expand_as(log_xy), zero) for t in (log_xy, log_xx, log_yy)
+    )
     if normalisation == "none":
-        return torch.exp(log_xy)
-    if normalisation == "length":
+        out = torch.exp(log_xy)
+    elif normalisation == "length":
         nx, my = n.to(log_xy.dtype), m.to(log_xy.dtype)
-        return torch.exp(log_xy / ((nx + my) / 2) - (log_xx / nx + log_yy / my) / 2)
-    cosine = log_xy - (log_xx + log_yy) / 2
-    if normalisation == "cosine":
-        return torch.exp(cosine)
-    if normalisation == "length_pair_standardised":
-        return torch.sigmoid(_zscore_by_length_pair(cosine, n, m))
-    raise ValueError(f"normalisation must be one of {list(_NORMALISATIONS)}, got {normalisation!r}")
+        out = torch.exp(log_xy / ((nx + my) / 2) - (log_xx / nx + log_yy / my) / 2)
+    elif normalisation == "cosine":
+        out = torch.exp(log_xy - (log_xx + log_yy) / 2)
+    else:
+        cosine = log_xy - (log_xx + log_yy) / 2
+        out = torch.sigmoid(_zscore_by_length_pair(cosine, n, m, keep))
+    if valid is None:
+        return out
+    return torch.where(keep, out, torch.full((), float("nan"), dtype=out.dtype))
 
 
 def gak(
@@ -352,21 +366,16 @@ def _prefix_tables(
     bx, by, sx, sy = phi.shape
     px, py = lx[:, None].expand(bx, by).reshape(-1), ly[None, :].expand(bx, by).reshape(-1)
     table = _log_table(phi.reshape(bx * by, sx, sy), _sigma(sigma, "fixed", px, py), px, py)
-    return _nan_beyond(
-        table.reshape(bx, by, sx, sy), lx[:, None].expand(bx, by), ly[None, :].expand(bx, by)
-    )
+    return table.reshape(bx, by, sx, sy)
 
 
 def _self_prefix_diagonals(
     data: Data, lengths: Tensor, sigma: float, metric: str, tk: bool, med: TypeMedians | None
 ) -> Tensor:
-    """(B, S): log-GAK of each prefix x_1..i with itself, from one DP per sequence."""
+    """(B, S): log-GAK of each prefix x_1..i with itself (meaningless beyond the length)."""
     phi = cost_paired(data, data, metric, tk, med)
     table = _log_table(phi, _sigma(sigma, "fixed", lengths, lengths), lengths, lengths)
-    diag = table.diagonal(dim1=-2, dim2=-1)
-    s = diag.shape[-1]
-    keep = torch.arange(s, device=diag.device)[None, :] < lengths[:, None]
-    return torch.where(keep, diag, torch.full((), float("nan"), dtype=diag.dtype))
+    return table.diagonal(dim1=-2, dim2=-1)
 
 
 def cdist_log_gak_prefixes(
@@ -386,7 +395,9 @@ def cdist_log_gak_prefixes(
     table). Entries beyond a sequence's length are NaN.
     """
     xd, lx, yd, ly, metric_, _ = _prepare_sets(X, Y, lengths_x, lengths_y, metric)
-    return _prefix_tables(xd, lx, yd, ly, sigma, metric_, triple_kernel, medians)
+    table = _prefix_tables(xd, lx, yd, ly, sigma, metric_, triple_kernel, medians)
+    bx, by = table.shape[:2]
+    return _nan_beyond(table, lx[:, None].expand(bx, by), ly[None, :].expand(bx, by))
 
 
 def cdist_gak_prefixes(
@@ -414,6 +425,7 @@ def cdist_gak_prefixes(
     sx, sy = log_xy.shape[-2:]
     n = torch.arange(1, sx + 1, device=log_xy.device)[:, None]
     m = torch.arange(1, sy + 1, device=log_xy.device)[None, :]
+    valid = (n <= lx[:, None, None, None]) & (m <= ly[None, :, None, None])
     return normalise_log_gak(
-        log_xy, dx[:, None, :, None], dy[None, :, None, :], n, m, normalisation
+        log_xy, dx[:, None, :, None], dy[None, :, None, :], n, m, normalisation, valid
     )
