@@ -1,0 +1,1 @@
+"""Interleaved image-text data: the sample schema, JSONL I/O, slices, converters, the world."""
