@@ -84,6 +84,18 @@ def as_batch(name: str, x: SequenceSet, lengths: Any = None) -> tuple[Tensor, Te
     return t, lens.to(t.device)
 
 
+def raise_if_not_finite(out: Tensor, name: str, source: Tensor) -> None:
+    """After a computation: a clear error when ``out`` is not finite because ``source`` was not.
+
+    Checking the (small) result instead of every input cell keeps a full pass over large cost
+    tensors out of the hot path.
+    """
+    if not bool(torch.isfinite(out.detach()).all()):
+        if not bool(torch.isfinite(source.detach()).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+        raise FloatingPointError(f"non-finite result from finite {name}: please report this")
+
+
 def check_same_dim(name_x: str, x: Tensor, name_y: str, y: Tensor) -> None:
     """``ValueError`` naming both arguments unless their last dimensions agree."""
     if x.shape[-1] != y.shape[-1]:

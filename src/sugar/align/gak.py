@@ -33,8 +33,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from sugar.align._dp import log_alignment_table
-from sugar.align._inputs import SequenceSet, check_positive
+from sugar.align._dp import log_alignment, log_alignment_table
+from sugar.align._inputs import SequenceSet, check_positive, raise_if_not_finite
 from sugar.align._pairs import (
     Data,
     GroundMetric,
@@ -84,8 +84,9 @@ def _log_table(phi: Tensor, sigma: float | Tensor, lx: Tensor, ly: Tensor) -> Te
 
 def _log_ends(phi: Tensor, sigma: float | Tensor, lx: Tensor, ly: Tensor) -> Tensor:
     """(P, N, M) distances -> (P,) log-GAK of each whole pair."""
-    table = _log_table(phi, sigma, lx, ly)
-    return table[torch.arange(table.shape[0]), lx - 1, ly - 1]
+    if isinstance(sigma, Tensor):
+        sigma = sigma.to(phi.dtype).reshape(-1, 1, 1)
+    return log_alignment(local_log_kernel(phi, sigma), lx, ly)
 
 
 def log_gak_from_cost(
@@ -109,12 +110,13 @@ def log_gak_from_cost(
         raise ValueError(
             f"phi must have shape (n, m) or (P, N, M) with n, m >= 1, got {tuple(phi.shape)}"
         )
-    if not torch.isfinite(cells.detach()).all() or (cells.detach() < 0).any():
-        raise ValueError("phi must hold finite distances >= 0")
+    if float(cells.detach().min()) < 0:
+        raise ValueError("phi must hold finite distances >= 0, got a negative one")
     p, n, m = cells.shape
     lx = torch.full((p,), n) if lengths_x is None else torch.as_tensor(lengths_x).reshape(p)
     ly = torch.full((p,), m) if lengths_y is None else torch.as_tensor(lengths_y).reshape(p)
     out = _log_ends(cells, _sigma(sigma, sigma_mode, lx, ly), lx, ly)
+    raise_if_not_finite(out, "phi", cells)
     return out[0] if single else out
 
 
@@ -331,12 +333,11 @@ def cdist_gak(
         medians=medians,
         **_lengths_kwargs(xd, lx, yd, ly),
     )
-    log_xx = _self_log_gak(xd, lx, sigma, sigma_mode, metric_, triple_kernel, medians)
-    log_yy = (
-        log_xx
-        if same
-        else _self_log_gak(yd, ly, sigma, sigma_mode, metric_, triple_kernel, medians)
-    )
+    if same:  # the self-kernels are the diagonal: no second DP
+        log_xx = log_yy = log_xy.diagonal()
+    else:
+        log_xx = _self_log_gak(xd, lx, sigma, sigma_mode, metric_, triple_kernel, medians)
+        log_yy = _self_log_gak(yd, ly, sigma, sigma_mode, metric_, triple_kernel, medians)
     return normalise_log_gak(
         log_xy, log_xx[:, None], log_yy[None, :], lx[:, None], ly[None, :], normalisation
     )
@@ -420,8 +421,12 @@ def cdist_gak_prefixes(
     """
     xd, lx, yd, ly, metric_, same = _prepare_sets(X, Y, lengths_x, lengths_y, metric)
     log_xy = _prefix_tables(xd, lx, yd, ly, sigma, metric_, triple_kernel, medians)
-    dx = _self_prefix_diagonals(xd, lx, sigma, metric_, triple_kernel, medians)
-    dy = dx if same else _self_prefix_diagonals(yd, ly, sigma, metric_, triple_kernel, medians)
+    if same:  # each prefix's self-kernel is on the diagonal of its own pair's table
+        b = torch.arange(log_xy.shape[0], device=log_xy.device)
+        dx = dy = log_xy[b, b].diagonal(dim1=-2, dim2=-1)
+    else:
+        dx = _self_prefix_diagonals(xd, lx, sigma, metric_, triple_kernel, medians)
+        dy = _self_prefix_diagonals(yd, ly, sigma, metric_, triple_kernel, medians)
     sx, sy = log_xy.shape[-2:]
     n = torch.arange(1, sx + 1, device=log_xy.device)[:, None]
     m = torch.arange(1, sy + 1, device=log_xy.device)[None, :]

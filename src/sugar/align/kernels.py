@@ -72,16 +72,30 @@ def _distances(a: Tensor, b: Tensor, metric: str) -> Tensor:
 def cdist_cost(x: Tensor, y: Tensor, metric: Metric = "sqeuclidean") -> Tensor:
     """Cost of every step pair of every sequence pair: (Bx, Sx, D), (By, Sy, D) -> (Bx, By, Sx, Sy).
 
-    One matrix product over all steps, ``(Bx*Sx, D) @ (D, By*Sy)``. Padded steps get a cost like
-    any other; the alignment functions ignore them.
+    One matrix product over all steps, ``(Sx*Bx, D) @ (D, Sy*By)``. The result's memory is laid
+    out (Sx, Sy, Bx, By), pairs innermost, which is what the alignment DP reads without a copy;
+    ``.reshape(Bx * By, Sx, Sy)`` of it is a view. Padded steps get a cost like any other; the
+    alignment functions ignore them.
 
     >>> cdist_cost(torch.zeros(2, 3, 4), torch.ones(5, 6, 4)).shape
     torch.Size([2, 5, 3, 6])
     """
+    _check_metric(metric)
     bx, sx, d = x.shape
     by, sy, _ = y.shape
-    flat = _distances(x.reshape(bx * sx, d), y.reshape(by * sy, d), metric)
-    return flat.reshape(bx, sx, by, sy).permute(0, 2, 1, 3)
+    if metric == "cosine":
+        x = torch.nn.functional.normalize(x, dim=-1)
+        y = torch.nn.functional.normalize(y, dim=-1)
+    xs = x.transpose(0, 1).reshape(sx * bx, d)
+    ys = y.transpose(0, 1).reshape(sy * by, d)
+    prod = (xs @ ys.T).view(sx, bx, sy, by).permute(0, 2, 1, 3)  # (Sx, Sy, Bx, By) view
+    if metric == "cosine":
+        cost = 1.0 - prod.contiguous()
+    else:
+        x2 = (x * x).sum(-1).T.reshape(sx, 1, bx, 1)
+        y2 = (y * y).sum(-1).T.reshape(1, sy, 1, by)
+        cost = (x2 + y2) - 2 * prod  # the first operand's (contiguous) layout is kept
+    return cost.clamp_min(0.0).permute(2, 3, 0, 1)
 
 
 def paired_cost(x: Tensor, y: Tensor, metric: Metric = "sqeuclidean") -> Tensor:
@@ -100,7 +114,10 @@ def local_log_kernel(phi: Tensor, sigma: float | Tensor) -> Tensor:
     True
     """
     t = phi / (2.0 * sigma * sigma)
-    return -t - torch.log1p(-torch.expm1(-t))
+    if torch.is_grad_enabled() and t.requires_grad:
+        return -t - torch.log1p(-torch.expm1(-t))
+    # no graph to keep: the same formula in place, one temporary instead of five
+    return t.neg().expm1_().neg_().log1p_().add_(t).neg_()
 
 
 def prefix_mean_local_kernel(
@@ -203,7 +220,7 @@ def triple_kernel_cost(
     text-text, all-pairs cross) and a mask. ``triple_kernel=False`` ("w/o TK") uses the
     cross-modal vectors for every pair. ``medians`` divides each distance type by its training
     median (``tk_standardise = median``). ``paired=True`` pairs the b-th sequences only and
-    returns (B, Sx, Sy).
+    returns (B, Sx, Sy). Entries at padded slices are finite but unspecified.
     """
     y = x if y is None else y
     for kind in ("image", "text", "cross"):
@@ -217,18 +234,39 @@ def triple_kernel_cost(
             "paired costs need as many sequences in x as in y, "
             f"got {x.lengths.shape[0]} and {y.lengths.shape[0]}"
         )
-    cost = paired_cost if paired else cdist_cost
     m = medians or TypeMedians()
-    cross = cost(x.cross, y.cross) / m.cross
+    if paired:
+        cross = paired_cost(x.cross, y.cross) / m.cross
+        if not triple_kernel:
+            return cross
+        tx, ty = x.is_text[:, :, None], y.is_text[:, None, :]
+        text = paired_cost(x.text, y.text) / m.text
+        image = paired_cost(x.image, y.image) / m.image
+        return torch.where(tx & ty, text, torch.where(~tx & ~ty, image, cross))
+    cross = cdist_cost(x.cross, y.cross) / m.cross
     if not triple_kernel:
         return cross
-    if paired:
-        tx, ty = x.is_text[:, :, None], y.is_text[:, None, :]
-    else:
-        tx, ty = x.is_text[:, None, :, None], y.is_text[None, :, None, :]
-    image = cost(x.image, y.image) / m.image
-    text = cost(x.text, y.text) / m.text
-    return torch.where(tx & ty, text, torch.where(~tx & ~ty, image, cross))
+    # Uni-modal distances only where both slices have that modality: one product over the real
+    # image slices and one over the real text slices (not over every padded slot), written
+    # into the cross-modal costs, whose memory order (Sx, Sy, Bx, By) is kept.
+    index: list[list[Tensor]] = [[], [], [], []]
+    values = []
+    for kind, median in (("image", m.image), ("text", m.text)):
+        want = x.is_text if kind == "text" else ~x.is_text
+        got = y.is_text if kind == "text" else ~y.is_text
+        bi, si = (want & x.valid).nonzero(as_tuple=True)
+        bj, sj = (got & y.valid).nonzero(as_tuple=True)
+        if len(bi) == 0 or len(bj) == 0:
+            continue
+        block = _sq_distances(getattr(x, kind)[bi, si], getattr(y, kind)[bj, sj]) / median
+        ni, nj = len(bi), len(bj)
+        for slot, ids in enumerate((si[:, None], sj[None, :], bi[:, None], bj[None, :])):
+            index[slot].append(ids.expand(ni, nj).reshape(-1))
+        values.append(block.reshape(-1))
+    memory = cross.permute(2, 3, 0, 1)  # contiguous
+    if values:
+        memory = memory.index_put(tuple(torch.cat(ids) for ids in index), torch.cat(values))
+    return memory.permute(2, 3, 0, 1)
 
 
 def _pair_phi(

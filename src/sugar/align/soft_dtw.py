@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sugar.align._dp import log_alignment_table
-from sugar.align._inputs import SequenceSet, check_positive
+from sugar.align._dp import log_alignment
+from sugar.align._inputs import SequenceSet, check_positive, raise_if_not_finite
 from sugar.align._pairs import (
     GroundMetric,
     cost_all_pairs,
@@ -41,8 +41,7 @@ __all__ = ["cdist_soft_dtw", "soft_dtw", "soft_dtw_divergence", "soft_dtw_from_c
 
 def _ends(cost: Tensor, gamma: float, lx: Tensor, ly: Tensor) -> Tensor:
     """(P, N, M) cost -> (P,) soft-DTW values."""
-    table = log_alignment_table(-cost / gamma, lx, ly)
-    return -gamma * table[torch.arange(table.shape[0]), lx - 1, ly - 1]
+    return -gamma * log_alignment(cost, lx, ly, scale=-1.0 / gamma)
 
 
 def soft_dtw_from_cost(
@@ -63,12 +62,11 @@ def soft_dtw_from_cost(
         raise ValueError(
             f"cost must have shape (n, m) or (P, N, M) with n, m >= 1, got {tuple(cost.shape)}"
         )
-    if not torch.isfinite(cells.detach()).all():
-        raise ValueError("cost contains NaN or inf")
     p, n, m = cells.shape
     lx = torch.full((p,), n) if lengths_x is None else torch.as_tensor(lengths_x).reshape(p)
     ly = torch.full((p,), m) if lengths_y is None else torch.as_tensor(lengths_y).reshape(p)
     out = _ends(cells, gamma, lx, ly)
+    raise_if_not_finite(out, "cost", cells)
     return out[0] if single else out
 
 
