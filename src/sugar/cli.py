@@ -9,6 +9,7 @@ exit with status 2; they never print a traceback.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect and resolve configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+data_app = typer.Typer(help="Validate, convert and generate datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,6 +101,59 @@ def config_save(
     cfg = load_config(config, overrides or [])
     save_config(cfg, out)
     typer.echo(f"wrote {out}")
+
+
+@data_app.command("validate")
+@user_errors
+def data_validate(
+    file: Annotated[Path, typer.Argument(help="A sugar JSONL file.")],
+    root: Annotated[
+        Path | None, typer.Option(help="Dataset root for image paths (default: FILE's folder).")
+    ] = None,
+) -> None:
+    """Check every sample and image of FILE; print counts, or the first problem (file:line)."""
+    from sugar.data.jsonl import validate_file
+
+    counts = validate_file(file, root)
+    typer.echo(json.dumps(counts, indent=2))
+
+
+@data_app.command("convert")
+@user_errors
+def data_convert(
+    fmt: Annotated[
+        str,
+        typer.Argument(
+            metavar="FORMAT",
+            help="image_caption_csv | image_caption_jsonl | coco_captions | "
+            "llava_conversations | interleaved_documents",
+        ),
+    ],
+    src: Annotated[Path, typer.Argument(help="The file to convert.")],
+    out: Annotated[Path, typer.Argument(help="The sugar JSONL to write (atomically).")],
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Dataset root the output is read with (default: OUT's folder)."),
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="Converter option KEY=VALUE, e.g. -o image_dir=images -o caption_column=text.",
+        ),
+    ] = None,
+) -> None:
+    """Convert a corpus in another format to sugar JSONL."""
+    from sugar.config import parse_override
+    from sugar.data.convert import convert_file
+
+    options = {}
+    for text in option or []:
+        keys, value = parse_override(text)
+        options[".".join(keys)] = value
+    count = convert_file(fmt, src, out, root, **options)
+    typer.echo(f"wrote {count} samples to {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -78,3 +78,23 @@ def test_installed_console_script_prints_help() -> None:
     assert "config" in proc.stdout
     version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
     assert version.stdout.startswith("sugar ")
+
+
+def test_data_convert_then_validate(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
+    (tmp_path / "c.csv").write_text("image,caption\na.png,A red square.\n")
+    out = tmp_path / "out.jsonl"
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["data", "convert", "image_caption_csv", str(tmp_path / "c.csv"), str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    checked = runner.invoke(app, ["data", "validate", str(out)])
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.output)["images_checked"] == 1
+    (tmp_path / "bad.jsonl").write_text('{"id": "x", "segments": []}\n')
+    bad = runner.invoke(app, ["data", "validate", str(tmp_path / "bad.jsonl")])
+    assert bad.exit_code == 2
+    assert "bad.jsonl:1" in bad.output
