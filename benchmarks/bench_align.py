@@ -23,6 +23,8 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 THREADS = 1
 
@@ -41,6 +43,46 @@ def _time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+class _Fixed:
+    """A ``dist_func`` that returns a precomputed cost, whatever its arguments."""
+
+    def __init__(self, cost: Any) -> None:
+        self.cost = cost
+
+    def __call__(self, *_: Any) -> Any:
+        return self.cost
+
+
+def _run_ours(fn: Callable[..., Any], x: Any, backward: bool) -> None:
+    xi = x.clone().requires_grad_(backward)
+    value = fn(xi)
+    if backward:
+        value.sum().backward()
+
+
+def _run_cost(fn: Callable[..., Any], cost: Any, backward: bool) -> None:
+    c = cost.detach().requires_grad_(backward)
+    value = fn(c, gamma=0.1)
+    if backward:
+        value.sum().backward()
+
+
+def _run_loss(loss: Callable[..., Any], cost: Any, dummy: Any, backward: bool) -> None:
+    """A paired loss whose dist_func returns ``cost``; the gradient flows into ``cost``."""
+    import torch
+
+    if not backward:
+        with torch.no_grad():
+            loss(dummy, dummy)
+        return
+    cost.requires_grad_(True)
+    try:
+        loss(dummy, dummy).sum().backward()
+    finally:
+        cost.grad = None
+        cost.requires_grad_(False)
 
 
 def main() -> None:
@@ -93,100 +135,45 @@ def main() -> None:
     header = f"{'case':<44}{'ours ms':>9}{'floor':>8}  baselines (ms, ratio = theirs / ours)"
     print(header)
     print("-" * len(header))
-    sizes = [
-        (b, s, d)
-        for b in ((32,) if args.quick else (32, 128))
-        for s in (8, 32)
-        for d in (256, 1024)
-    ]
-    for b, s, d in sizes:
+    batches = (32,) if args.quick else (32, 128)
+    for b, s, d in [(b, s, d) for b in batches for s in (8, 32) for d in (256, 1024)]:
         x = torch.nn.functional.normalize(torch.randn(b, s, d), dim=-1)
         xn = x.double().numpy()
         for backward in (False, True):
             tag = "fwd+bwd" if backward else "fwd"
-
-            def ours_sdtw(x: torch.Tensor = x, backward: bool = backward) -> None:
-                xi = x.clone().requires_grad_(backward)
-                value = align.cdist_soft_dtw(xi, gamma=0.1)
-                if backward:
-                    value.sum().backward()
-
-            def ours_gak(x: torch.Tensor = x, backward: bool = backward) -> None:
-                xi = x.clone().requires_grad_(backward)
-                value = align.cdist_log_gak(xi, sigma=1.0)
-                if backward:
-                    value.sum().backward()
-
-            for name, fn in (("soft-DTW", ours_sdtw), ("log-GAK", ours_gak)):
-                t = _time(fn, r)
-                row = f"{name} B={b} S={s} D={d} {tag}"
+            for name, ours, theirs in (
+                ("soft-DTW", partial(align.cdist_soft_dtw, gamma=0.1), "cdist_soft_dtw"),
+                ("log-GAK", partial(align.cdist_log_gak, sigma=1.0), "cdist_gak"),
+            ):
+                t = _time(partial(_run_ours, ours, x, backward), r)
                 extra = []
                 if tslearn_metrics is not None and not backward:
-                    if name == "soft-DTW":
-                        tt = _time(lambda: tslearn_metrics.cdist_soft_dtw(xn, gamma=0.1), r)
-                        extra.append(f"tslearn.cdist_soft_dtw {1e3 * tt:.0f} ({tt / t:.1f}x)")
-                    else:
-                        tt = _time(lambda: tslearn_metrics.cdist_gak(xn, sigma=1.0), r)
-                        extra.append(f"tslearn.cdist_gak {1e3 * tt:.0f} ({tt / t:.1f}x)")
-                print(
-                    f"{row:<44}{1e3 * t:>9.1f}{floor_ms(b, s, d, backward):>8.1f}  "
-                    + "; ".join(extra)
-                )
+                    kwargs = {"gamma": 0.1} if name == "soft-DTW" else {"sigma": 1.0}
+                    tt = _time(partial(getattr(tslearn_metrics, theirs), xn, **kwargs), r)
+                    extra.append(f"tslearn.{theirs} {1e3 * tt:.0f} ({tt / t:.1f}x)")
+                row = f"{name} B={b} S={s} D={d} {tag}"
+                floor = floor_ms(b, s, d, backward)
+                print(f"{row:<44}{1e3 * t:>9.1f}{floor:>8.1f}  " + "; ".join(extra))
 
     # ---- the precomputed-cost anchor (KERNEL_NOTES.md): B=128, S=32, cosine cost, gamma 0.1
     print()
     for b, s in ((32, 32),) if args.quick else ((32, 32), (128, 32)):
         x = torch.nn.functional.normalize(torch.randn(b, s, 64), dim=-1)
-        cost_bbss = align.cdist_cost(x, x, "cosine")
         # pairs innermost in memory: the layout sugar's DP reads without a copy
-        cost = cost_bbss.permute(2, 3, 0, 1).contiguous().reshape(s, s, b * b).permute(2, 0, 1)
-        cost_rowmajor = cost.contiguous()  # what a paired-loss library expects
+        cost = align.cdist_cost(x, x, "cosine").reshape(b * b, s, s)
+        rowmajor = cost.contiguous()  # what the paired-loss libraries take
+        dummy = torch.zeros(b * b, s, 1)
         for backward in (False, True):
             tag = "fwd+bwd" if backward else "fwd"
-
-            def ours(backward: bool = backward, cost: torch.Tensor = cost) -> None:
-                c = cost.detach().requires_grad_(backward)
-                value = align.soft_dtw_from_cost(c, gamma=0.1)
-                if backward:
-                    value.sum().backward()
-
-            t = _time(ours, r)
+            t = _time(partial(_run_cost, align.soft_dtw_from_cost, cost, backward), r)
             extra = []
             if tslearn_metrics is not None:
-                loss = tslearn_metrics.SoftDTWLossPyTorch(
-                    gamma=0.1, dist_func=lambda _x, _y, c=cost_rowmajor: c
-                )
-                dummy = torch.zeros(b * b, s, 1)
-
-                def theirs(loss: Callable = loss, backward: bool = backward) -> None:
-                    if backward:
-                        cost_rowmajor.requires_grad_(True)
-                        loss(dummy, dummy).sum().backward()
-                        cost_rowmajor.grad = None
-                        cost_rowmajor.requires_grad_(False)
-                    else:
-                        with torch.no_grad():
-                            loss(dummy, dummy)
-
-                tt = _time(theirs, r)
+                loss = tslearn_metrics.SoftDTWLossPyTorch(gamma=0.1, dist_func=_Fixed(rowmajor))
+                tt = _time(partial(_run_loss, loss, rowmajor, dummy, backward), r)
                 extra.append(f"tslearn SoftDTWLossPyTorch {1e3 * tt:.0f} ({tt / t:.1f}x)")
             if pysdtw is not None:
-                sdtw = pysdtw.SoftDTW(
-                    gamma=0.1, dist_func=lambda _x, _y, c=cost_rowmajor: c, use_cuda=False
-                )
-                dummy = torch.zeros(b * b, s, 1)
-
-                def theirs_p(backward: bool = backward) -> None:
-                    if backward:
-                        cost_rowmajor.requires_grad_(True)
-                        sdtw(dummy, dummy).sum().backward()
-                        cost_rowmajor.grad = None
-                        cost_rowmajor.requires_grad_(False)
-                    else:
-                        with torch.no_grad():
-                            sdtw(dummy, dummy)
-
-                tp = _time(theirs_p, r)
+                sdtw = pysdtw.SoftDTW(gamma=0.1, dist_func=_Fixed(rowmajor), use_cuda=False)
+                tp = _time(partial(_run_loss, sdtw, rowmajor, dummy, backward), r)
                 extra.append(f"pysdtw {1e3 * tp:.0f} ({tp / t:.1f}x)")
             dp_floor = 1e3 * b * b * s * s * (6 if backward else 3) / (gexp * 1e9)
             row = f"precomputed cost B={b} S={s} {tag}"

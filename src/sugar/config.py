@@ -37,6 +37,7 @@ __all__ = [
     "RunConfig",
     "StructureConfig",
     "SugarConfig",
+    "WorldConfig",
     "config_from_dict",
     "load_config",
     "parse_override",
@@ -121,12 +122,132 @@ class StructureConfig:
         _check(self.delta_pairs >= 1000, "delta_pairs", self.delta_pairs, "must be >= 1000")
 
 
+_WORLD_COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
+
+
+@dataclass
+class WorldConfig:
+    """The built-in procedural world (``sugar.data.world``): scene statistics, difficulty, sizes.
+
+    Built with ``generate_world(out_dir, seed=cfg.run.seed, **to_dict(cfg.world))``; the world's
+    manifest records every field. Colour and shape names are checked against the renderer's
+    palette when the world is built.
+    """
+
+    image_size: int = 64
+    """Side of the square RGB images, in pixels."""
+    min_objects: int = 2
+    """Fewest objects in a caption scene (>= 2: every caption states a relation)."""
+    max_objects: int = 4
+    """Most objects in a scene (3-6; stories grow up to it, needle decoys need 3)."""
+    colours: list[str] = field(default_factory=lambda: list(_WORLD_COLOURS))
+    """Colour names; more than ``max_objects``, so every scene leaves a colour out."""
+    shapes: list[str] = field(
+        default_factory=lambda: ["circle", "square", "triangle", "diamond", "star", "hexagon"]
+    )
+    """Shape names (circle, square, triangle, diamond, star, hexagon, cross); at least 3."""
+    relations: list[str] = field(default_factory=lambda: ["left", "right", "above", "below"])
+    """Spatial relations scenes use; closed under inverse (left/right, above/below)."""
+    small_size: float = 0.1
+    """Radius of a small object, as a fraction of the image side."""
+    large_size: float = 0.16
+    """Radius of a large object, as a fraction of the image side (> ``small_size``)."""
+    relation_margin: float = 0.05
+    """Least ``||dx| - |dy||`` (fraction of the side) of placed pairs, so relations are visible."""
+    noise: float = 0.0
+    """Standard deviation of Gaussian pixel noise, as a fraction of 255 (0: clean images)."""
+    popularity: float = 1.0
+    """Zipf exponent of colour+shape frequencies (0: uniform); gives POPE "popular" its sense."""
+    cooccurrence: float = 0.5
+    """Chance that a scene's next object is a companion of a placed one (POPE "adversarial")."""
+    heldout_fraction: float = 0.1
+    """Fraction of colour+shape combinations that never occur in training (at least one if > 0)."""
+    heldout_scene_fraction: float = 0.25
+    """Share of val/test caption scenes forced to hold a held-out combination."""
+    pope_top_k: int = 3
+    """POPE popular/adversarial negatives are drawn among the top-k absent combinations."""
+    story_group_size: int = 3
+    """Stories sharing one final caption (>= 3, so caption 5 alone fits >= 3 pool images)."""
+    needle_pairs: int = 6
+    """Image-caption pairs per needle probe, exactly one of them useful."""
+    train_per_task: int = 5000
+    """Samples per task file in ``train`` (stories round up to whole groups)."""
+    val_per_task: int = 500
+    """Samples per task file in ``val``."""
+    test_per_task: int = 2000
+    """Samples per task file in ``test`` (>= 2,000 for the evaluation protocol)."""
+
+    def __post_init__(self) -> None:
+        _check(self.image_size >= 16, "image_size", self.image_size, "must be >= 16")
+        _check(self.min_objects >= 2, "min_objects", self.min_objects, "must be >= 2")
+        _check(
+            self.min_objects <= self.max_objects <= 6 and self.max_objects >= 3,
+            "max_objects",
+            self.max_objects,
+            f"must be in [max(3, min_objects={self.min_objects}), 6]",
+        )
+        for name in ("colours", "shapes", "relations"):
+            values = getattr(self, name)
+            _check(len(set(values)) == len(values), name, values, "must not repeat a name")
+        _check(
+            len(self.colours) > self.max_objects,
+            "colours",
+            self.colours,
+            f"needs more than max_objects={self.max_objects} names",
+        )
+        _check(len(self.shapes) >= 3, "shapes", self.shapes, "needs at least 3 names")
+        inverse = {"left": "right", "right": "left", "above": "below", "below": "above"}
+        _check(
+            bool(self.relations) and all(inverse.get(r) in self.relations for r in self.relations),
+            "relations",
+            self.relations,
+            "must be non-empty keys of left/right/above/below, closed under inverse",
+        )
+        _check(self.small_size > 0, "small_size", self.small_size, "must be > 0")
+        _check(
+            self.small_size < self.large_size <= 0.25,
+            "large_size",
+            self.large_size,
+            f"must be in (small_size={self.small_size}, 0.25]",
+        )
+        _check(
+            0 <= self.relation_margin < 0.5,
+            "relation_margin",
+            self.relation_margin,
+            "must be in [0, 0.5)",
+        )
+        _check(0 <= self.noise <= 1, "noise", self.noise, "must be in [0, 1]")
+        _check(self.popularity >= 0, "popularity", self.popularity, "must be >= 0")
+        for name in ("cooccurrence", "heldout_scene_fraction"):
+            _check(0 <= getattr(self, name) <= 1, name, getattr(self, name), "must be in [0, 1]")
+        _check(
+            0 <= self.heldout_fraction <= 0.5,
+            "heldout_fraction",
+            self.heldout_fraction,
+            "must be in [0, 0.5]",
+        )
+        _check(self.pope_top_k >= 1, "pope_top_k", self.pope_top_k)
+        _check(
+            self.story_group_size >= 3, "story_group_size", self.story_group_size, "must be >= 3"
+        )
+        _check(self.needle_pairs >= 2, "needle_pairs", self.needle_pairs, "must be >= 2")
+        _check(
+            self.train_per_task >= 2 * self.needle_pairs,
+            "train_per_task",
+            self.train_per_task,
+            f"must be >= 2 * needle_pairs = {2 * self.needle_pairs} (every needle variant)",
+        )
+        for name in ("val_per_task", "test_per_task"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+
+
 @dataclass
 class SugarConfig:
     """The root of the tree: one section per concern."""
 
     run: RunConfig = field(default_factory=RunConfig)
     structure: StructureConfig = field(default_factory=StructureConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
 
 
 # --------------------------------------------------------------------------------------------

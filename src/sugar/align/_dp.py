@@ -235,9 +235,9 @@ def log_alignment(
     ``out[p, i, j]`` is the log of the sum, over monotone alignments (moves (1,0), (0,1), (1,1))
     of (x_1..i+1, y_1..j+1), of the product of ``exp(logk)`` along the alignment; cells beyond a
     pair's lengths are computed with ``logk = 0`` and carry no meaning. Inputs beyond the lengths
-    get exactly zero gradient. The DP reads ``scale * logk`` (soft-DTW passes
-    ``-1 / gamma`` and its cost, saving a pass over the cost). Fastest when ``logk``'s memory has the pairs innermost (a
-    ``permute(2, 0, 1)`` view of an (N, M, P) tensor): no copy is made then.
+    get exactly zero gradient. The DP reads ``scale * logk`` (soft-DTW passes ``-1 / gamma``
+    and its cost, saving a pass over the cost). Fastest when ``logk``'s memory has the pairs
+    innermost (a ``permute(2, 0, 1)`` view of an (N, M, P) tensor): no copy is made then.
     """
     if logk.dim() != 3:
         raise ValueError(f"logk must have shape (P, N, M), got {tuple(logk.shape)}")

@@ -94,7 +94,7 @@ def cdist_cost(x: Tensor, y: Tensor, metric: Metric = "sqeuclidean") -> Tensor:
     else:
         x2 = (x * x).sum(-1).T.reshape(sx, 1, bx, 1)
         y2 = (y * y).sum(-1).T.reshape(1, sy, 1, by)
-        cost = (x2 + y2) - 2 * prod  # the first operand's (contiguous) layout is kept
+        cost = torch.add(x2 + y2, prod, alpha=-2.0)  # keeps the first operand's layout
     return cost.clamp_min(0.0).permute(2, 3, 0, 1)
 
 

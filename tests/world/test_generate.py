@@ -1,0 +1,106 @@
+"""Determinism, atomic output, planned counts, and option validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sugar.config import ConfigError, WorldConfig, load_config, to_dict
+from sugar.data.world import TASKS, generate, generate_world, plan_counts
+from tests.world.helpers import SMALL, World
+
+TINY = {"train_per_task": 12, "val_per_task": 3, "test_per_task": 6, "image_size": 32}
+_RUN_RECORD = ("created", "command", "git_commit", "versions", "torch_threads", "host")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_same_seed_is_byte_identical_and_another_seed_differs(tmp_path: Path) -> None:
+    a = generate_world(tmp_path / "a", seed=0, **TINY)
+    b = generate_world(tmp_path / "b", seed=0, **TINY)
+    generate_world(tmp_path / "c", seed=1, **TINY)
+    fa, fb, fc = (_files(tmp_path / n) for n in "abc")
+    assert fa.keys() == fb.keys()
+    different = [k for k in fa if k != "manifest.json" and fa[k] != fb[k]]
+    assert different == []
+    strip = [{k: v for k, v in m.items() if k not in _RUN_RECORD} for m in (a, b)]
+    assert strip[0] == strip[1]
+    assert fa["caption/train.jsonl"] != fc["caption/train.jsonl"]
+    shared = [k for k in fa.keys() & fc.keys() if k.endswith(".png")]
+    assert any(fa[k] != fc[k] for k in shared)
+
+
+def test_an_interrupted_generation_leaves_the_old_world_or_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generate_world(tmp_path / "w", seed=0, **TINY)
+    before = _files(tmp_path / "w")
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "build_needle", boom)
+    with pytest.raises(KeyboardInterrupt):
+        generate_world(tmp_path / "w", seed=1, **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        generate_world(tmp_path / "fresh", seed=1, **TINY)
+    assert _files(tmp_path / "w") == before
+    assert not (tmp_path / "fresh").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]  # no temporary left behind
+
+
+def test_default_sizes_meet_the_minimum_counts() -> None:
+    plan = plan_counts()
+    for task in TASKS:
+        assert plan["tasks"][task]["test"] >= 2000, task
+    assert all(n >= 500 for n in plan["negatives_min"]["test"].values())
+    assert all(n >= 500 for n in plan["pope_negatives"]["test"].values())
+
+
+def test_plan_matches_what_is_written(world: World) -> None:
+    plan = plan_counts(**SMALL)
+    assert world.manifest["world"]["tasks"] == plan["tasks"]
+    assert world.manifest["world"]["pope_negatives"] == plan["pope_negatives"]
+    for split, minimum in plan["negatives_min"].items():
+        written = world.manifest["world"]["negatives"][split]
+        assert all(written[k] >= n for k, n in minimum.items())
+    for task, by_split in plan["tasks"].items():
+        for split, n in by_split.items():
+            assert len(world.text(task, split).splitlines()) == n
+
+
+def test_manifest_records_the_config(world: World) -> None:
+    assert world.manifest["config"] == to_dict(WorldConfig(**SMALL))
+    assert world.manifest["seed"] == 7
+    on_disk = (world.root / "manifest.json").read_text(encoding="utf-8")
+    assert '"heldout_combos"' in on_disk and '"relation_margin"' in on_disk
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "pattern"),
+    [
+        ({"colour": ["red"]}, ConfigError, r"unknown config key 'colour'.*did you mean 'colours'"),
+        ({"colours": ["red", "blue", "green"]}, ConfigError, r"colours=.*more than max_objects"),
+        ({"relations": ["left"]}, ConfigError, r"relations=.*closed under inverse"),
+        ({"story_group_size": 2}, ConfigError, r"story_group_size=2: must be >= 3"),
+        ({"needle_pairs": "6"}, ConfigError, r"needle_pairs='6': expected an integer"),
+        ({"shapes": ["circle", "square", "blob"]}, ValueError, r"unknown \['blob'\]"),
+        ({"relation_margin": 0.45}, ValueError, r"cannot place \d objects.*relation_margin=0.45"),
+    ],
+)
+def test_bad_options_name_the_field(
+    tmp_path: Path, options: dict, error: type[Exception], pattern: str
+) -> None:
+    with pytest.raises(error, match=pattern):
+        generate_world(tmp_path / "w", **TINY, **options)
+    assert not (tmp_path / "w").exists()
+
+
+def test_world_section_is_in_the_config_tree() -> None:
+    cfg = load_config(None, ["world.image_size=32", "world.colours=[red, blue, green, cyan, pink]"])
+    assert cfg.world.image_size == 32 and cfg.world.colours[-1] == "pink"
+    with pytest.raises(ConfigError, match=r"world\.noise=2\.0: must be in \[0, 1\]"):
+        load_config(None, ["world.noise=2"])
