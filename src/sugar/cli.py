@@ -156,6 +156,44 @@ def data_convert(
     typer.echo(f"wrote {count} samples to {out}")
 
 
+@data_app.command("world")
+@user_errors
+def data_world(
+    out: Annotated[Path, typer.Option("--out", help="Output directory (replaced atomically).")],
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help="Samples per task in train; val and test get size/10 and 2*size/5 "
+            "(the defaults are size 5000: 5000 / 500 / 2000).",
+            min=1,
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="World seed (default: run.seed).")] = None,
+    config: ConfigPath = None,
+    overrides: Overrides = None,
+) -> None:
+    """Generate the built-in world: images, one JSONL per task and split, and a manifest."""
+    import math
+
+    from sugar.config import to_dict
+    from sugar.data.world import generate_world
+
+    cfg = load_config(config, overrides or [])
+    options = to_dict(cfg.world)
+    if size is not None:
+        options.update(
+            train_per_task=size,
+            val_per_task=math.ceil(size / 10),
+            test_per_task=math.ceil(2 * size / 5),
+        )
+    manifest = generate_world(
+        out, seed=cfg.run.seed if seed is None else seed, progress=True, **options
+    )
+    world = manifest["world"]
+    typer.echo(f"wrote {world['samples']} samples and {world['images']} images to {out}")
+    typer.echo(json.dumps(world["tasks"]))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app(args=argv if argv is not None else sys.argv[1:], prog_name="sugar")

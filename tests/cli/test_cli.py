@@ -98,3 +98,18 @@ def test_data_convert_then_validate(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["data", "validate", str(tmp_path / "bad.jsonl")])
     assert bad.exit_code == 2
     assert "bad.jsonl:1" in bad.output
+
+
+def test_data_world_writes_a_small_world(tmp_path: Path) -> None:
+    out = tmp_path / "world"
+    result = CliRunner().invoke(
+        app, ["data", "world", "--out", str(out), "--size", "20", "--seed", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 3
+    assert manifest["world"]["tasks"]["caption"] == {"train": 20, "val": 2, "test": 8}
+    bad = CliRunner().invoke(app, ["data", "world", "--out", str(out), "world.shapes=[circle]"])
+    assert bad.exit_code == 2
+    assert "world.shapes" in bad.output
+    assert (out / "manifest.json").exists()  # a failed run leaves the old world in place

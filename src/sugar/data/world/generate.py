@@ -31,6 +31,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from sugar.config import WorldConfig, config_from_dict, to_dict
 from sugar.data.schema import Sample
 from sugar.data.world.captions import NEGATIVE_KINDS, build_captions, build_winoground
@@ -87,8 +89,12 @@ def _jsonl(samples: list[Sample]) -> str:
     return "".join(s.to_json() + "\n" for s in samples)
 
 
-def generate_world(out_dir: str | Path, seed: int = 0, **options: Any) -> dict[str, Any]:
+def generate_world(
+    out_dir: str | Path, seed: int = 0, *, progress: bool = False, **options: Any
+) -> dict[str, Any]:
     """Write the world to ``out_dir`` (layout in the module doc); returns the manifest.
+
+    ``progress`` shows a bar over the (split, task family) parts on stderr.
 
     ``options`` are :class:`sugar.config.WorldConfig` fields (``ConfigError`` names a bad one;
     ``ValueError`` an unknown colour or shape). Same options and seed -> byte-identical files
@@ -109,8 +115,10 @@ def generate_world(out_dir: str | Path, seed: int = 0, **options: Any) -> dict[s
             s: SplitContext(s, seed, vocab, sampler, images, cfg.min_objects, cfg.max_objects)
             for s in SPLITS
         }
+        bar = tqdm(total=7 * len(SPLITS), desc="world", unit="part", disable=not progress)
         for split, ctx in ctxs.items():
             files["caption"][split] = build_captions(ctx, per[split], cfg.heldout_scene_fraction)
+            bar.update()
         stats = pope_stats(ctxs["train"].pool, vocab)
         codes = random.Random(f"sugar-world/{seed}/kb-codes").sample(
             range(100_000, 1_000_000), sum(per.values())
@@ -118,14 +126,18 @@ def generate_world(out_dir: str | Path, seed: int = 0, **options: Any) -> dict[s
         start = 0
         for split, ctx in ctxs.items():
             n = per[split]
+            bar.set_postfix_str(split)
             files["winoground"][split] = build_winoground(ctx, n)
             files["vqa"][split] = build_vqa(ctx, n)
             files["pope"][split] = build_pope(ctx, n, stats, cfg.pope_top_k)
+            bar.update(3)
             files["story"][split] = build_stories(ctx, n, cfg.story_group_size)
             files["needle"][split] = build_needle(ctx, n, cfg.needle_pairs)
             kb, items = build_kb(ctx, n, codes[start : start + n])
             files["kb"][split], files["kb_items"][split] = kb, items
+            bar.update(3)
             start += n
+        bar.close()
         for task, by_split in files.items():
             for split, samples in by_split.items():
                 atomic_write_text(tmp / task / f"{split}.jsonl", _jsonl(samples))
