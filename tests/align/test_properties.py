@@ -337,3 +337,14 @@ def test_long_sequences_small_gamma_stay_finite(dtype: torch.dtype) -> None:
 def test_bad_input_raises_value_error_naming_the_argument(call, pattern: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=pattern):
         call()
+
+
+def test_all_pairs_costs_keep_the_pairs_innermost_in_memory() -> None:
+    """The DP reads (Sx, Sy, Bx*By) memory without a copy; the cost functions must produce it."""
+    x, y = torch.randn(4, 5, 3), torch.randn(6, 7, 3)
+    for metric in ("sqeuclidean", "cosine"):
+        cost = align.cdist_cost(x, y, metric)  # type: ignore[arg-type]
+        assert cost.shape == (4, 6, 5, 7)
+        assert cost.permute(2, 3, 0, 1).is_contiguous(), metric
+    tk = align.triple_kernel_cost(_slices([3, 2, 4], seed=1, dtype=torch.float32))
+    assert tk.permute(2, 3, 0, 1).is_contiguous()

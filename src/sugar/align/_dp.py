@@ -157,29 +157,55 @@ def _soft_forward(
     return (v if ends is None else values), shares
 
 
-def _soft_backward(shares: Tensor, e: Tensor) -> Tensor:
-    """E-matrix recursion in place on ``e`` (N+2, M+2, P), seeded with dLoss/dV; -> (N, M, P)."""
+def _soft_backward(
+    shares: Tensor,
+    seed_grid: Tensor | None,
+    seed_ends: tuple[Tensor, Tensor, Tensor] | None,
+    scale: float,
+) -> Tensor:
+    """The E-matrix recursion; returns dLoss/dlogk (N, M, P), times ``scale``.
+
+    The loss's gradient on the table is either a full (N, M, P) grid ``seed_grid`` or, for end
+    values, ``seed_ends = (lengths_x, lengths_y, grad)``. E lives in three rolling diagonals
+    (E of diagonal d needs only d + 1 and d + 2), so the only large buffer is the result.
+    """
     _, n2, m2, p = shares.shape
     n, m = n2 - 2, m2 - 2
+    new = dict(dtype=shares.dtype, device=shares.device)
     up_share, left_share = shares
-    scratch = torch.empty((min(n, m), p), dtype=e.dtype, device=e.device)
+    out = torch.empty((n, m, p), **new)  # type: ignore[call-overload]
+    # rolling[d % 3, i] holds E of cell (i, d - i); rows outside a diagonal's cells stay 0
+    rolling = torch.zeros((3, n + 2, p), **new)  # type: ignore[call-overload]
+    scratch = torch.empty((min(n, m), p), **new)  # type: ignore[call-overload]
+    finish: dict[int, Tensor] = {}
+    if seed_ends is not None:
+        total_len = seed_ends[0] + seed_ends[1]
+        finish = {
+            int(d): (total_len == d).nonzero()[:, 0] for d in torch.unique(total_len).tolist()
+        }
     for d in range(n + m, 1, -1):
         lo, hi = _bounds(d, n, m)
-        here = _diagonal(e, d, lo, hi)
+        slot = rolling[d % 3]
+        slot.zero_()  # it held diagonal d + 3
+        here = slot[lo : hi + 1]
+        if seed_grid is not None:
+            here.copy_(_diagonal(seed_grid, d, lo, hi, shift=1))
+        if d in finish:
+            idx = finish[d]
+            slot[seed_ends[0][idx], idx] += seed_ends[2][idx]  # type: ignore[index]
         # successors (i+1, j), (i, j+1), (i+1, j+1) hold the shares of (i, j) in their sums
-        here.addcmul_(
-            _diagonal(e, d + 1, lo + 1, hi + 1), _diagonal(up_share, d + 1, lo + 1, hi + 1)
-        )
-        here.addcmul_(_diagonal(e, d + 1, lo, hi), _diagonal(left_share, d + 1, lo, hi))
+        after, after2 = rolling[(d + 1) % 3], rolling[(d + 2) % 3]
+        here.addcmul_(after[lo + 1 : hi + 2], _diagonal(up_share, d + 1, lo + 1, hi + 1))
+        here.addcmul_(after[lo : hi + 1], _diagonal(left_share, d + 1, lo, hi))
         diag_share = torch.add(
             _diagonal(up_share, d + 2, lo + 1, hi + 1),
             _diagonal(left_share, d + 2, lo + 1, hi + 1),
             out=scratch[: hi - lo + 1],
         )
-        diag_share.neg_().add_(1.0)
-        # beyond the grid both shares are 0 but so is E: the product stays 0
-        here.addcmul_(_diagonal(e, d + 2, lo + 1, hi + 1), diag_share)
-    return e[1 : n + 1, 1 : m + 1]
+        # beyond the grid both shares are 0 (so this one is 1) but E there is 0 too
+        here.addcmul_(after2[lo + 1 : hi + 2], diag_share.neg_().add_(1.0))
+        torch.mul(here, scale, out=_diagonal(out, d, lo, hi, shift=1))
+    return out
 
 
 class _LogAlignment(torch.autograd.Function):
@@ -205,17 +231,12 @@ class _LogAlignment(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None, None]:
         shares, lx, ly = ctx.saved_tensors
-        _, n2, m2, p = shares.shape
-        n, m = n2 - 2, m2 - 2
-        e = torch.zeros((n + 2, m + 2, p), dtype=grad.dtype, device=grad.device)
         if ctx.table:
-            e[1 : n + 1, 1 : m + 1] = grad.permute(1, 2, 0)
+            grid = grad.permute(1, 2, 0).contiguous()
+            grad_logk = _soft_backward(shares, grid, None, ctx.scale)
         else:
-            e[lx, ly, torch.arange(p)] = grad
+            grad_logk = _soft_backward(shares, None, (lx, ly, grad), ctx.scale)
         # the forward replaced inputs beyond the lengths by 0: they get no gradient
-        grad_logk = _soft_backward(shares, e)  # a view of our own buffer `e`
-        if ctx.scale != 1.0:
-            grad_logk.mul_(ctx.scale)
         grad_logk = _mask(grad_logk, lx, ly)
         return grad_logk.permute(2, 0, 1), None, None, None, None
 

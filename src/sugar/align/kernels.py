@@ -89,13 +89,14 @@ def cdist_cost(x: Tensor, y: Tensor, metric: Metric = "sqeuclidean") -> Tensor:
     xs = x.transpose(0, 1).reshape(sx * bx, d)
     ys = y.transpose(0, 1).reshape(sy * by, d)
     prod = (xs @ ys.T).view(sx, bx, sy, by).permute(0, 2, 1, 3)  # (Sx, Sy, Bx, By) view
+    # in-place steps on fresh temporaries (autograd allows them: none is saved for backward)
     if metric == "cosine":
-        cost = 1.0 - prod.contiguous()
+        cost = prod.contiguous().neg_().add_(1.0)
     else:
-        x2 = (x * x).sum(-1).T.reshape(sx, 1, bx, 1)
-        y2 = (y * y).sum(-1).T.reshape(1, sy, 1, by)
-        cost = torch.add(x2 + y2, prod, alpha=-2.0)  # keeps the first operand's layout
-    return cost.clamp_min(0.0).permute(2, 3, 0, 1)
+        x2 = (x * x).sum(-1).T.contiguous().reshape(sx, 1, bx, 1)
+        y2 = (y * y).sum(-1).T.contiguous().reshape(1, sy, 1, by)
+        cost = (x2 + y2).add_(prod, alpha=-2.0)  # keeps the first operand's layout
+    return cost.clamp_min_(0.0).permute(2, 3, 0, 1)
 
 
 def paired_cost(x: Tensor, y: Tensor, metric: Metric = "sqeuclidean") -> Tensor:
