@@ -35,6 +35,16 @@ def _slices(
 # ------------------------------------------------------------------------------ gradcheck
 
 
+def test_gradcheck_local_log_kernel() -> None:
+    phi = (torch.rand(3, 4, dtype=torch.float64) * 5).requires_grad_(True)
+    assert gradcheck(lambda p: align.local_log_kernel(p, 0.7), (phi,))
+    sigma = torch.tensor([[0.5], [1.0], [2.0]], dtype=torch.float64)
+    assert gradcheck(lambda p: align.local_log_kernel(p, sigma), (phi,))
+    k = torch.exp(align.local_log_kernel(phi.detach(), 0.7))
+    t = phi.detach() / (2 * 0.49)
+    assert torch.allclose(k, torch.exp(-t) / (2 - torch.exp(-t)))
+
+
 def test_gradcheck_dp() -> None:
     logk = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     assert gradcheck(log_alignment_table, (logk,))
@@ -246,7 +256,7 @@ def test_long_sequences_small_gamma_stay_finite(dtype: torch.dtype) -> None:
     (g2,) = torch.autograd.grad(lg, a)
     assert torch.isfinite(lg) and torch.isfinite(g2).all()
     k = align.gak(a, b, sigma=1.0)
-    assert torch.isfinite(k) and 0 <= float(k) <= 1
+    assert torch.isfinite(k) and 0 <= float(k.detach()) <= 1
 
 
 # ------------------------------------------------------------------------------ bad input

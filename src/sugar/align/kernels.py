@@ -104,21 +104,42 @@ def paired_cost(x: Tensor, y: Tensor, metric: Metric = "sqeuclidean") -> Tensor:
     return _distances(x, y, metric)
 
 
+class _LocalLogKernel(torch.autograd.Function):
+    """``log k(phi)`` with a backward that needs only the output: d log k / dt = -(1 + k)."""
+
+    @staticmethod
+    def forward(ctx: Any, phi: Tensor, inv_two_sigma_sq: float | Tensor) -> Tensor:
+        t = phi * inv_two_sigma_sq
+        out = t.neg().expm1_().neg_().log1p_().add_(t).neg_()  # -t - log1p(-expm1(-t))
+        ctx.save_for_backward(
+            out, inv_two_sigma_sq if isinstance(inv_two_sigma_sq, Tensor) else None
+        )
+        ctx.scalar = inv_two_sigma_sq if not isinstance(inv_two_sigma_sq, Tensor) else None
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        out, tensor_scale = ctx.saved_tensors
+        scale = tensor_scale if tensor_scale is not None else ctx.scalar
+        # d log k / d phi = -(1 + k) / (2 sigma^2), with k = exp(log k)
+        return out.exp().add_(1.0).mul_(grad).mul_(scale).neg_(), None
+
+
 def local_log_kernel(phi: Tensor, sigma: float | Tensor) -> Tensor:
     """``log k`` of GAK's local kernel for ground distances ``phi`` >= 0 and bandwidth ``sigma``.
 
     ``k = exp(-t) / (2 - exp(-t))`` with ``t = phi / (2 sigma^2)`` (Cuturi 2011, "Fast Global
     Alignment Kernels"; tslearn's ``gak``), so ``log k = -t - log1p(-expm1(-t))``, exact for
-    small and large ``t``. ``sigma`` may be a tensor broadcasting against ``phi``.
+    small and large ``t``. ``sigma`` may be a tensor broadcasting against ``phi`` (not
+    differentiated). Differentiable in ``phi``: ``d log k / d phi = -(1 + k) / (2 sigma^2)``.
 
     >>> float(local_log_kernel(torch.tensor(0.0), 1.0)) == 0.0
     True
     """
-    t = phi / (2.0 * sigma * sigma)
-    if torch.is_grad_enabled() and t.requires_grad:
-        return -t - torch.log1p(-torch.expm1(-t))
-    # no graph to keep: the same formula in place, one temporary instead of five
-    return t.neg().expm1_().neg_().log1p_().add_(t).neg_()
+    inv = 1.0 / (2.0 * sigma * sigma)
+    if isinstance(inv, Tensor):
+        inv = inv.detach()
+    return _LocalLogKernel.apply(phi, inv)
 
 
 def prefix_mean_local_kernel(
