@@ -7,8 +7,8 @@ PY=${PYTHON:-python3}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 SUGAR_TORCH_THREADS=1
 export NUMBA_THREADING_LAYER=workqueue HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-echo "== ruff check";         "$PY" -m ruff check src tests benchmarks
-echo "== ruff format --check"; "$PY" -m ruff format --check src tests benchmarks
+echo "== ruff check";         "$PY" -m ruff check src tests benchmarks conftest.py
+echo "== ruff format --check"; "$PY" -m ruff format --check src tests benchmarks conftest.py
 echo "== mypy src/";          "$PY" -m mypy
 echo "== pytest"
 "$PY" -m pytest -n 2 --durations=20 tests src/sugar "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 from sugar.align._inputs import SequenceSet, as_batch, as_sequence, check_same_dim
@@ -47,6 +48,51 @@ def prepare_set(
     return as_batch(name, x, lengths)
 
 
+def prepare_sets(
+    x: SequenceSet | SliceEmbeddings,
+    y: SequenceSet | SliceEmbeddings | None,
+    lengths_x: Any,
+    lengths_y: Any,
+    metric: str | None,
+) -> tuple[Data, Tensor, Data, Tensor, GroundMetric, bool]:
+    """Two sets X, Y (Y defaults to X) -> (X, lengths, Y, lengths, metric, Y is X)."""
+    xd, lx = prepare_set("X", x, lengths_x)
+    same = y is None
+    if y is None:
+        if lengths_y is not None:
+            raise ValueError("lengths_y given without Y")
+        yd, ly = xd, lx
+    else:
+        yd, ly = prepare_set("Y", y, lengths_y)
+    metric_ = resolve_metric(xd, metric)
+    resolve_metric(yd, metric_)
+    return xd, lx, yd, ly, metric_, same
+
+
+def flatten_pairs(cost: Tensor, lx: Tensor, ly: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(Bx, By, Sx, Sy) costs -> ((Bx*By, Sx, Sy) view, (Bx*By,) lengths_x, lengths_y)."""
+    bx, by, sx, sy = cost.shape
+    px = lx[:, None].expand(bx, by).reshape(-1)
+    py = ly[None, :].expand(bx, by).reshape(-1)
+    return cost.reshape(bx * by, sx, sy), px, py
+
+
+def prepare_cost(
+    name: str, cost: Tensor, lengths_x: Any, lengths_y: Any
+) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """A precomputed (n, m) or (P, N, M) cost -> ((P, N, M), (P,) lengths_x, lengths_y, single)."""
+    single = cost.dim() == 2
+    cells = cost[None] if single else cost
+    if cells.dim() != 3 or 0 in cells.shape[1:]:
+        raise ValueError(
+            f"{name} must have shape (n, m) or (P, N, M) with n, m >= 1, got {tuple(cost.shape)}"
+        )
+    p, n, m = cells.shape
+    lx = torch.full((p,), n) if lengths_x is None else torch.as_tensor(lengths_x).reshape(p)
+    ly = torch.full((p,), m) if lengths_y is None else torch.as_tensor(lengths_y).reshape(p)
+    return cells, lx, ly, single
+
+
 def prepare_pair(
     x: SequenceSet | SliceEmbeddings,
     y: SequenceSet | SliceEmbeddings,
@@ -81,8 +127,6 @@ def _ndim(x: Any) -> int:
 
 
 def _lengths(seq: Tensor) -> Tensor:
-    import torch
-
     return torch.tensor([seq.shape[0]], device=seq.device)
 
 

@@ -27,8 +27,10 @@ from sugar.align._pairs import (
     GroundMetric,
     cost_all_pairs,
     cost_paired,
+    flatten_pairs,
+    prepare_cost,
     prepare_pair,
-    prepare_set,
+    prepare_sets,
     resolve_metric,
 )
 
@@ -73,13 +75,11 @@ def dtw_from_cost(
     >>> float(value[0]), path[0].int().tolist()
     (0.0, [[1, 0], [0, 1]])
     """
-    if cost.dim() != 3 or 0 in cost.shape[1:]:
-        raise ValueError(f"cost must have shape (P, N, M) with N, M >= 1, got {tuple(cost.shape)}")
+    if cost.dim() != 3:
+        raise ValueError(f"cost must have shape (P, N, M), got {tuple(cost.shape)}")
+    cost, lx, ly, _ = prepare_cost("cost", cost, lengths_x, lengths_y)
     if not torch.isfinite(cost.detach()).all():
         raise ValueError("cost contains NaN or inf")
-    p, n, m = cost.shape
-    lx = torch.full((p,), n) if lengths_x is None else torch.as_tensor(lengths_x).reshape(p)
-    ly = torch.full((p,), m) if lengths_y is None else torch.as_tensor(lengths_y).reshape(p)
     mask = dtw_path_mask(cost.detach(), lx, ly)
     return (cost * mask).sum(dim=(1, 2)), mask
 
@@ -120,10 +120,7 @@ def cdist_dtw(
     metric: GroundMetric | None = None,
 ) -> Tensor:
     """(Bx, By) DTW of every pair of sequences of X and Y (Y defaults to X)."""
-    xd, lx = prepare_set("X", X, lengths_x)
-    yd, ly = (xd, lx) if Y is None else prepare_set("Y", Y, lengths_y)
-    cost = cost_all_pairs(xd, yd, resolve_metric(xd, metric))
-    bx, by, sx, sy = cost.shape
-    px, py = lx[:, None].expand(bx, by).reshape(-1), ly[None, :].expand(bx, by).reshape(-1)
-    values, _ = dtw_from_cost(cost.reshape(bx * by, sx, sy), px, py)
-    return values.reshape(bx, by)
+    xd, lx, yd, ly, metric_, _ = prepare_sets(X, Y, lengths_x, lengths_y, metric)
+    cost = cost_all_pairs(xd, yd, metric_)
+    values, _ = dtw_from_cost(*flatten_pairs(cost, lx, ly))
+    return values.reshape(cost.shape[:2])

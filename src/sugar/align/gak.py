@@ -40,8 +40,10 @@ from sugar.align._pairs import (
     GroundMetric,
     cost_all_pairs,
     cost_paired,
+    flatten_pairs,
+    prepare_cost,
     prepare_pair,
-    prepare_set,
+    prepare_sets,
     resolve_metric,
 )
 from sugar.align.kernels import SliceEmbeddings, TypeMedians, _nan_beyond, local_log_kernel
@@ -104,17 +106,9 @@ def log_gak_from_cost(
     >>> float(log_gak_from_cost(torch.zeros(1, 1)))  # k(0) = 1 and one alignment
     0.0
     """
-    single = phi.dim() == 2
-    cells = phi[None] if single else phi
-    if cells.dim() != 3 or cells.shape[-1] == 0 or cells.shape[-2] == 0:
-        raise ValueError(
-            f"phi must have shape (n, m) or (P, N, M) with n, m >= 1, got {tuple(phi.shape)}"
-        )
+    cells, lx, ly, single = prepare_cost("phi", phi, lengths_x, lengths_y)
     if float(cells.detach().min()) < 0:
         raise ValueError("phi must hold finite distances >= 0, got a negative one")
-    p, n, m = cells.shape
-    lx = torch.full((p,), n) if lengths_x is None else torch.as_tensor(lengths_x).reshape(p)
-    ly = torch.full((p,), m) if lengths_y is None else torch.as_tensor(lengths_y).reshape(p)
     out = _log_ends(cells, _sigma(sigma, sigma_mode, lx, ly), lx, ly)
     raise_if_not_finite(out, "phi", cells)
     return out[0] if single else out
@@ -264,23 +258,6 @@ def gak(
     return out[0] if single else out
 
 
-def _prepare_sets(
-    x: Inputs, y: Inputs | None, lengths_x: Any, lengths_y: Any, metric: str | None
-) -> tuple[Data, Tensor, Data, Tensor, GroundMetric, bool]:
-    xd, lx = prepare_set("X", x, lengths_x)
-    same = y is None
-    if same:
-        if lengths_y is not None:
-            raise ValueError("lengths_y given without Y")
-        yd, ly = xd, lx
-    else:
-        assert y is not None
-        yd, ly = prepare_set("Y", y, lengths_y)
-    metric_ = resolve_metric(xd, metric)
-    resolve_metric(yd, metric_)
-    return xd, lx, yd, ly, metric_, same
-
-
 def cdist_log_gak(
     X: Inputs,
     Y: Inputs | None = None,
@@ -294,12 +271,10 @@ def cdist_log_gak(
     medians: TypeMedians | None = None,
 ) -> Tensor:
     """(Bx, By) unnormalised log-GAK of every pair of sequences of X and Y (Y defaults to X)."""
-    xd, lx, yd, ly, metric_, _ = _prepare_sets(X, Y, lengths_x, lengths_y, metric)
+    xd, lx, yd, ly, metric_, _ = prepare_sets(X, Y, lengths_x, lengths_y, metric)
     phi = cost_all_pairs(xd, yd, metric_, triple_kernel, medians)
-    bx, by, sx, sy = phi.shape
-    px, py = lx[:, None].expand(bx, by).reshape(-1), ly[None, :].expand(bx, by).reshape(-1)
-    out = _log_ends(phi.reshape(bx * by, sx, sy), _sigma(sigma, sigma_mode, px, py), px, py)
-    return out.reshape(bx, by)
+    cells, px, py = flatten_pairs(phi, lx, ly)
+    return _log_ends(cells, _sigma(sigma, sigma_mode, px, py), px, py).reshape(phi.shape[:2])
 
 
 def cdist_gak(
@@ -322,7 +297,7 @@ def cdist_gak(
     >>> K.shape, torch.allclose(K.diagonal(), torch.ones(2, dtype=K.dtype))
     (torch.Size([2, 2]), True)
     """
-    xd, lx, yd, ly, metric_, same = _prepare_sets(X, Y, lengths_x, lengths_y, metric)
+    xd, lx, yd, ly, metric_, same = prepare_sets(X, Y, lengths_x, lengths_y, metric)
     log_xy = cdist_log_gak(
         xd,
         yd,
@@ -364,10 +339,8 @@ def _prefix_tables(
     med: TypeMedians | None,
 ) -> Tensor:
     phi = cost_all_pairs(xd, yd, metric, tk, med)
-    bx, by, sx, sy = phi.shape
-    px, py = lx[:, None].expand(bx, by).reshape(-1), ly[None, :].expand(bx, by).reshape(-1)
-    table = _log_table(phi.reshape(bx * by, sx, sy), _sigma(sigma, "fixed", px, py), px, py)
-    return table.reshape(bx, by, sx, sy)
+    cells, px, py = flatten_pairs(phi, lx, ly)
+    return _log_table(cells, _sigma(sigma, "fixed", px, py), px, py).reshape(phi.shape)
 
 
 def _self_prefix_diagonals(
@@ -395,7 +368,7 @@ def cdist_log_gak_prefixes(
     One DP per pair of sequences (fixed sigma: a prefix pair's value is a cell of the pair's
     table). Entries beyond a sequence's length are NaN.
     """
-    xd, lx, yd, ly, metric_, _ = _prepare_sets(X, Y, lengths_x, lengths_y, metric)
+    xd, lx, yd, ly, metric_, _ = prepare_sets(X, Y, lengths_x, lengths_y, metric)
     table = _prefix_tables(xd, lx, yd, ly, sigma, metric_, triple_kernel, medians)
     bx, by = table.shape[:2]
     return _nan_beyond(table, lx[:, None].expand(bx, by), ly[None, :].expand(bx, by))
@@ -419,7 +392,7 @@ def cdist_gak_prefixes(
     lengths (i + 1, j + 1) drive the ``length`` and ``length_pair_standardised`` rules. This is
     the Sugar target before the same-sample rule (METHOD.md section 3).
     """
-    xd, lx, yd, ly, metric_, same = _prepare_sets(X, Y, lengths_x, lengths_y, metric)
+    xd, lx, yd, ly, metric_, same = prepare_sets(X, Y, lengths_x, lengths_y, metric)
     log_xy = _prefix_tables(xd, lx, yd, ly, sigma, metric_, triple_kernel, medians)
     if same:  # each prefix's self-kernel is on the diagonal of its own pair's table
         b = torch.arange(log_xy.shape[0], device=log_xy.device)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from sugar.align._dp import log_alignment
@@ -31,8 +30,10 @@ from sugar.align._pairs import (
     GroundMetric,
     cost_all_pairs,
     cost_paired,
+    flatten_pairs,
+    prepare_cost,
     prepare_pair,
-    prepare_set,
+    prepare_sets,
     resolve_metric,
 )
 
@@ -56,15 +57,7 @@ def soft_dtw_from_cost(
     1.0
     """
     gamma = check_positive("gamma", gamma)
-    single = cost.dim() == 2
-    cells = cost[None] if single else cost
-    if cells.dim() != 3 or 0 in cells.shape[1:]:
-        raise ValueError(
-            f"cost must have shape (n, m) or (P, N, M) with n, m >= 1, got {tuple(cost.shape)}"
-        )
-    p, n, m = cells.shape
-    lx = torch.full((p,), n) if lengths_x is None else torch.as_tensor(lengths_x).reshape(p)
-    ly = torch.full((p,), m) if lengths_y is None else torch.as_tensor(lengths_y).reshape(p)
+    cells, lx, ly, single = prepare_cost("cost", cost, lengths_x, lengths_y)
     out = _ends(cells, gamma, lx, ly)
     raise_if_not_finite(out, "cost", cells)
     return out[0] if single else out
@@ -136,14 +129,7 @@ def cdist_soft_dtw(
     torch.Size([2, 2])
     """
     gamma = check_positive("gamma", gamma)
-    xd, lx = prepare_set("X", X, lengths_x)
-    if Y is None:
-        if lengths_y is not None:
-            raise ValueError("lengths_y given without Y")
-        yd, ly = xd, lx
-    else:
-        yd, ly = prepare_set("Y", Y, lengths_y)
-    cost = cost_all_pairs(xd, yd, resolve_metric(xd, metric))
-    bx, by, sx, sy = cost.shape
-    px, py = lx[:, None].expand(bx, by).reshape(-1), ly[None, :].expand(bx, by).reshape(-1)
-    return _ends(cost.reshape(bx * by, sx, sy), gamma, px, py).reshape(bx, by)
+    xd, lx, yd, ly, metric_, _ = prepare_sets(X, Y, lengths_x, lengths_y, metric)
+    cost = cost_all_pairs(xd, yd, metric_)
+    cells, px, py = flatten_pairs(cost, lx, ly)
+    return _ends(cells, gamma, px, py).reshape(cost.shape[:2])
