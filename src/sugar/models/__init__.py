@@ -1,0 +1,1 @@
+"""Models: the tokenizer, the multimodal LLM and the pieces that feed it."""
