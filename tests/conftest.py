@@ -26,3 +26,13 @@ def learning_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("learning") / "world"
     generate_world(root, seed=1, train_per_task=500, val_per_task=100, test_per_task=100)
     return root
+
+
+from tests.teacher_fixtures import (  # noqa: E402  (session fixtures of the teacher tests)
+    encoders,
+    teacher_world,
+    tiny_captions,
+    trained_head,
+)
+
+__all__ = ["encoders", "teacher_world", "tiny_captions", "trained_head"]

@@ -1,0 +1,463 @@
+"""Teachers: frozen encoders giving each slice a uni-modal and a cross-modal vector.
+
+Shapes: N slices (images and sentences, flat), B sequences, S slices per sequence (padded),
+Di / Dt uni-modal image / text width, Dc cross-modal width, F frozen-feature width.
+
+The Triple Kernel (METHOD.md section 4, :func:`sugar.align.triple_kernel_cost`) compares
+same-modality slices by uni-modal vectors and image-text pairs by cross-modal vectors, each kind
+in its own tensor with its own width. A :class:`Teacher` gives, for a batch of images or texts,
+``(uni (N, Di or Dt), cross (N, Dc))``, all rows unit-norm; :func:`embed_slices` turns a mixed
+list of slices into :class:`TeacherEmbeddings` (flat rows plus modality) through an optional
+persistent :class:`~sugar.models.feature_cache.FeatureCache` keyed by content hash and the
+teacher's :attr:`~Teacher.identity`; :meth:`TeacherEmbeddings.pack` and :func:`embed_samples`
+give the (B, S, .) :class:`~sugar.align.SliceEmbeddings` the Triple Kernel takes.
+
+Teacher families register themselves (:func:`register_teacher`) and are built by name
+(:func:`build_teacher`); nothing dispatches on a model's name. Built-in families:
+
+- ``offline`` (:class:`OfflineTeacher`, this module): uni-modal image = EfficientNet-Lite0
+  features (1280-d pooled, or a G x G grid of cells concatenated, G*G*1280-d), uni-modal text =
+  all-MiniLM-L6-v2 mean-pooled (384-d), cross-modal = a :class:`~sugar.models.heads.CrossModalHead`
+  trained by :func:`sugar.train.teacher.train_teacher`. Real weights from installed packages; no
+  network (OFFLINE_WEIGHTS.md).
+- ``hf`` (:mod:`sugar.models.hf_teachers`): CLIP / SigLIP cross-modal, DINOv2 image and
+  BGE-style text encoders through transformers, for GPU users.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torch.nn import functional
+
+from sugar.align.kernels import SliceEmbeddings
+from sugar.data.jsonl import load_image
+from sugar.data.schema import Sample
+from sugar.data.slices import slices
+from sugar.io import sha256_file
+from sugar.models.feature_cache import FeatureCache, content_key
+from sugar.models.heads import CrossModalHead, load_head
+from sugar.models.pretrained import (
+    FEATURE_DIM,
+    EfficientNetGrid,
+    images_to_pixels,
+    load_minilm,
+    minilm_path,
+)
+
+__all__ = [
+    "TEACHER_FAMILIES",
+    "ImageFeatures",
+    "OfflineTeacher",
+    "SliceContent",
+    "Teacher",
+    "TeacherEmbeddings",
+    "TextFeatures",
+    "build_teacher",
+    "embed_samples",
+    "embed_slices",
+    "register_teacher",
+    "slice_key",
+    "teacher_cache",
+]
+
+SliceContent = Image.Image | str
+"""One slice: a PIL image or a sentence."""
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """A frozen slice encoder. Every returned row is unit-norm; outputs never need gradients.
+
+    ``identity`` names everything that changes the output (weights hashes, image size, pooling,
+    a trained head's weight hash); caches key on it.
+    """
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def image_dim(self) -> int: ...
+
+    @property
+    def text_dim(self) -> int: ...
+
+    @property
+    def cross_dim(self) -> int: ...
+
+    def encode_images(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
+        """(uni (N, Di), cross (N, Dc)) of N images."""
+        ...
+
+    def encode_texts(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """(uni (N, Dt), cross (N, Dc)) of N texts."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Registry of teacher families
+# --------------------------------------------------------------------------------------------
+
+TeacherBuilder = Callable[..., Teacher]
+TEACHER_FAMILIES: dict[str, TeacherBuilder] = {}
+"""Family name -> builder (keyword arguments -> :class:`Teacher`); see :func:`register_teacher`."""
+_BUILTIN_MODULES = ("sugar.models.hf_teachers",)
+B = TypeVar("B", bound=TeacherBuilder)
+
+
+def register_teacher(name: str) -> Callable[[B], B]:
+    """Decorator: register a builder of a teacher family under ``name`` (unique)."""
+
+    def decorate(builder: B) -> B:
+        if name in TEACHER_FAMILIES and TEACHER_FAMILIES[name] is not builder:
+            raise ValueError(f"teacher family {name!r} is already registered")
+        TEACHER_FAMILIES[name] = builder
+        return builder
+
+    return decorate
+
+
+def build_teacher(family: str, **options: Any) -> Teacher:
+    """Build a teacher of a registered ``family`` with its builder's keyword ``options``."""
+    for module in _BUILTIN_MODULES:  # they register on import; importing them is cheap
+        importlib.import_module(module)
+    if family not in TEACHER_FAMILIES:
+        raise ValueError(
+            f"unknown teacher family {family!r}; registered: {sorted(TEACHER_FAMILIES)}"
+        )
+    return TEACHER_FAMILIES[family](**options)
+
+
+# --------------------------------------------------------------------------------------------
+# Slices, keys, embeddings and the cache
+# --------------------------------------------------------------------------------------------
+
+
+def slice_key(item: SliceContent) -> str:
+    """Content hash of a slice: of a text's UTF-8 bytes, or of an image's decoded RGB pixels.
+
+    Pixels rather than file bytes, so the same picture in two files (or formats) is one entry.
+    """
+    if isinstance(item, str):
+        return content_key(b"text\0" + item.encode("utf-8"))
+    rgb = item.convert("RGB")
+    return content_key(b"image\0" + f"{rgb.size[0]}x{rgb.size[1]}\0".encode() + rgb.tobytes())
+
+
+def teacher_cache(root: str | Path | None, teacher: Teacher) -> FeatureCache:
+    """The persistent cache of ``teacher``'s vectors under ``root`` (``None``: in memory)."""
+    return FeatureCache(root, teacher.identity)
+
+
+@dataclass(frozen=True)
+class TeacherEmbeddings:
+    """Teacher vectors of N slices, flat. Rows of ``image`` at text slices and of ``text`` at
+    image slices are zero (the Triple Kernel ignores them)."""
+
+    image: Tensor
+    """(N, Di) uni-modal image vectors."""
+    text: Tensor
+    """(N, Dt) uni-modal text vectors."""
+    cross: Tensor
+    """(N, Dc) cross-modal vectors."""
+    is_text: Tensor
+    """(N,) bool: True for text slices."""
+
+    def pack(self, lengths: Sequence[int] | Tensor) -> SliceEmbeddings:
+        """Cut the N rows into B sequences of ``lengths`` (summing to N), zero-padded to S."""
+        lens = torch.as_tensor(lengths, dtype=torch.long)
+        if int(lens.sum()) != self.is_text.shape[0] or bool((lens < 1).any()):
+            raise ValueError(
+                f"lengths {lens.tolist()} must be >= 1 and sum to {self.is_text.shape[0]} slices"
+            )
+        b, s = len(lens), int(lens.max())
+        valid = torch.arange(s)[None, :] < lens[:, None]  # (B, S)
+
+        def padded(rows: Tensor) -> Tensor:
+            out = rows.new_zeros((b, s, *rows.shape[1:]))  # (B, S, ...)
+            out[valid] = rows
+            return out
+
+        return SliceEmbeddings(
+            image=padded(self.image),
+            text=padded(self.text),
+            cross=padded(self.cross),
+            is_text=padded(self.is_text),
+            lengths=lens,
+        )
+
+
+def embed_slices(
+    teacher: Teacher,
+    items: Sequence[SliceContent],
+    *,
+    cache: FeatureCache | None = None,
+    batch_size: int = 64,
+) -> TeacherEmbeddings:
+    """Teacher vectors of a mixed list of images and sentences, in order.
+
+    With a ``cache`` (from :func:`teacher_cache`: its identity must be the teacher's), vectors
+    found by :func:`slice_key` are reused and the others computed in batches of ``batch_size``,
+    stored and flushed (durable on return). Identical items are encoded once.
+    """
+    if cache is not None and cache.identity != teacher.identity:
+        raise ValueError(
+            f"the cache holds {cache.identity!r}, not this teacher's {teacher.identity!r}"
+        )
+    keys = [slice_key(item) for item in items]
+    # one cached row per slice: [uni | cross], split by the teacher's widths
+    found = cache.get(dict.fromkeys(keys)) if cache is not None else {}
+    vectors: dict[str, tuple[Tensor, Tensor]] = {}
+    for key, joined in found.items():
+        vectors[key] = (joined[: -teacher.cross_dim], joined[-teacher.cross_dim :])
+    todo = {key: item for key, item in zip(keys, items, strict=True) if key not in vectors}
+    for is_text in (False, True):
+        pending = [(k, v) for k, v in todo.items() if isinstance(v, str) == is_text]
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start : start + batch_size]
+            contents = [v for _, v in chunk]
+            if is_text:
+                uni, cross = teacher.encode_texts(contents)  # type: ignore[arg-type]
+            else:
+                uni, cross = teacher.encode_images(contents)  # type: ignore[arg-type]
+            fresh = {k: (uni[i].cpu(), cross[i].cpu()) for i, (k, _) in enumerate(chunk)}
+            vectors.update(fresh)
+            if cache is not None:
+                cache.put({k: torch.cat([u, c]) for k, (u, c) in fresh.items()})
+    if cache is not None:
+        cache.flush()
+    is_text_rows = torch.tensor([isinstance(item, str) for item in items], dtype=torch.bool)
+    n = len(items)
+    image = torch.zeros(n, teacher.image_dim)  # (N, Di)
+    text = torch.zeros(n, teacher.text_dim)  # (N, Dt)
+    cross = torch.zeros(n, teacher.cross_dim)  # (N, Dc)
+    for row, key in enumerate(keys):
+        uni, cross[row] = vectors[key]
+        (text if is_text_rows[row] else image)[row] = uni
+    return TeacherEmbeddings(image=image, text=text, cross=cross, is_text=is_text_rows)
+
+
+def sample_slice_contents(
+    sample: Sample, root: str | Path, by: Literal["sentence", "segment"] = "sentence"
+) -> list[SliceContent]:
+    """The slices of ``sample`` as teacher inputs: loaded images and sentences, in order."""
+    return [
+        load_image(root, s.image) if s.image is not None else str(s.text)
+        for s in slices(sample, by=by)
+    ]
+
+
+def embed_samples(
+    teacher: Teacher,
+    samples: Sequence[Sample],
+    root: str | Path,
+    *,
+    by: Literal["sentence", "segment"] = "sentence",
+    cache: FeatureCache | None = None,
+    batch_size: int = 64,
+) -> SliceEmbeddings:
+    """(B, S, .) Triple-Kernel input of B samples (their slices by ``by``; images under root)."""
+    contents = [sample_slice_contents(sample, root, by) for sample in samples]
+    flat = embed_slices(
+        teacher, [c for cs in contents for c in cs], cache=cache, batch_size=batch_size
+    )
+    return flat.pack([len(cs) for cs in contents])
+
+
+# --------------------------------------------------------------------------------------------
+# Frozen features of the offline teacher
+# --------------------------------------------------------------------------------------------
+
+
+class ImageFeatures:
+    """Frozen EfficientNet-Lite0 features of images at ``image_size`` px: (N, G*G*1280).
+
+    The last feature map pooled to a ``grid`` x ``grid`` grid, cells concatenated row-major
+    (G = 1: the pooled 1280-d vector). Not normalised. With ``cache_root``, features persist.
+    """
+
+    def __init__(
+        self, image_size: int = 128, grid: int = 1, cache_root: str | Path | None = None
+    ) -> None:
+        if image_size < 32:
+            raise ValueError(f"image_size={image_size}: must be >= 32 (EfficientNet stride)")
+        self.image_size = image_size
+        self.encoder = EfficientNetGrid(grid=grid)
+        self.dim = grid * grid * FEATURE_DIM
+        self.identity = f"{self.encoder.identity}:px{image_size}"
+        self.cache = FeatureCache(cache_root, self.identity) if cache_root is not None else None
+
+    def __call__(self, images: Sequence[Image.Image], batch_size: int = 64) -> Tensor:
+        """(N, G*G*1280) features of ``images`` (any size; resized to ``image_size``)."""
+        return _cached(self.cache, images, self._compute, batch_size)
+
+    def _compute(self, images: Sequence[Image.Image]) -> Tensor:
+        pixels = images_to_pixels(images, self.image_size)  # (N, 3, H, W)
+        return self.encoder(pixels).flatten(1)  # (N, G*G*1280)
+
+
+class TextFeatures:
+    """Frozen all-MiniLM-L6-v2 features: attention-masked mean of the last hidden state, (N, 384).
+
+    Not normalised (normalising gives the sentence-transformers embedding). Texts are truncated
+    at 256 tokens (the model's training length). With ``cache_root``, features persist.
+    """
+
+    max_length = 256
+
+    def __init__(self, cache_root: str | Path | None = None) -> None:
+        self.tokenizer, model = load_minilm()
+        self.model: Any = model
+        config: Any = model.config
+        self.dim = int(config.hidden_size)
+        weights = minilm_path() / "model.safetensors"
+        self.identity = f"all-minilm-l6-v2:{sha256_file(weights)[:16]}:mean{self.max_length}"
+        self.cache = FeatureCache(cache_root, self.identity) if cache_root is not None else None
+
+    def __call__(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
+        """(N, 384) features of ``texts``."""
+        return _cached(self.cache, texts, self._compute, batch_size)
+
+    @torch.no_grad()
+    def _compute(self, texts: Sequence[str]) -> Tensor:
+        batch = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        hidden = self.model(**batch).last_hidden_state  # (N, T, 384)
+        mask = batch["attention_mask"][..., None].to(hidden.dtype)  # (N, T, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (N, 384)
+
+
+T = TypeVar("T", Image.Image, str)
+
+
+def _cached(
+    cache: FeatureCache | None,
+    items: Sequence[T],
+    compute: Callable[[Sequence[T]], Tensor],
+    batch_size: int,
+) -> Tensor:
+    """``compute`` over ``items`` in batches, through ``cache`` when given. # (N, F)"""
+    if not items:
+        raise ValueError("no items to encode")
+    keys = [slice_key(item) for item in items]
+    found = cache.get(dict.fromkeys(keys)) if cache is not None else {}
+    todo = {k: item for k, item in zip(keys, items, strict=True) if k not in found}
+    pending = list(todo.items())
+    if isinstance(pending[0][1] if pending else None, str):
+        pending.sort(key=lambda kv: len(str(kv[1])))  # similar lengths share a batch: less padding
+    for start in range(0, len(pending), batch_size):
+        chunk = pending[start : start + batch_size]
+        out = compute([item for _, item in chunk])
+        fresh = {k: out[i] for i, (k, _) in enumerate(chunk)}
+        found.update(fresh)
+        if cache is not None:
+            cache.put(fresh)
+    if cache is not None:
+        cache.flush()
+    return torch.stack([found[k] for k in keys])
+
+
+# --------------------------------------------------------------------------------------------
+# The offline teacher
+# --------------------------------------------------------------------------------------------
+
+
+class OfflineTeacher(nn.Module):
+    """EfficientNet-Lite0 image, MiniLM text and a trained cross-modal head (module doc).
+
+    ``uni = normalize(frozen features)``; ``cross = head(frozen features)``. Build it with
+    :meth:`from_dir` on :func:`~sugar.train.teacher.train_teacher`'s output directory. Always in
+    eval mode; encoding runs without gradients.
+    """
+
+    def __init__(
+        self, head: CrossModalHead, image_features: ImageFeatures, text_features: TextFeatures
+    ) -> None:
+        super().__init__()
+        if head.image_dim != image_features.dim or head.text_dim != text_features.dim:
+            raise ValueError(
+                f"the head takes ({head.image_dim}, {head.text_dim}) features, the encoders "
+                f"give ({image_features.dim}, {text_features.dim})"
+            )
+        self.head = head.eval().requires_grad_(False)
+        self.image_features = image_features
+        self.text_features = text_features
+
+    @classmethod
+    def from_dir(
+        cls,
+        head_dir: str | Path,
+        feature_cache_dir: str | Path | None = None,
+        image_features: ImageFeatures | None = None,
+        text_features: TextFeatures | None = None,
+    ) -> OfflineTeacher:
+        """Load the head saved in ``head_dir`` and the frozen encoders it was trained over.
+
+        Already-loaded ``image_features`` / ``text_features`` may be passed to share them; their
+        identities must match the ones the head records (``ValueError`` otherwise).
+        """
+        head, record = load_head(head_dir)
+        if image_features is None:
+            image_features = ImageFeatures(record["image_size"], record["grid"], feature_cache_dir)
+        if text_features is None:
+            text_features = TextFeatures(feature_cache_dir)
+        for name, got in (("image", image_features), ("text", text_features)):
+            if record[f"{name}_features"] != got.identity:
+                raise ValueError(
+                    f"{head_dir}: the head was trained over {record[f'{name}_features']!r}, "
+                    f"not {got.identity!r}"
+                )
+        return cls(head, image_features, text_features)
+
+    def train(self, mode: bool = True) -> OfflineTeacher:
+        super().train(False)  # a teacher is frozen: dropout stays off
+        return self
+
+    @property
+    def identity(self) -> str:
+        return (
+            f"offline[image={self.image_features.identity};text={self.text_features.identity};"
+            f"head={self.head.weight_hash()[:16]}]"
+        )
+
+    @property
+    def image_dim(self) -> int:
+        return self.image_features.dim
+
+    @property
+    def text_dim(self) -> int:
+        return self.text_features.dim
+
+    @property
+    def cross_dim(self) -> int:
+        return self.head.dim
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
+        features = self.image_features(images)  # (N, Fi)
+        return functional.normalize(features, dim=-1), self.head.encode_image(features)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        features = self.text_features(texts)  # (N, Ft)
+        return functional.normalize(features, dim=-1), self.head.encode_text(features)
+
+
+@register_teacher("offline")
+def build_offline_teacher(
+    head_dir: str | Path, feature_cache_dir: str | Path | None = None
+) -> OfflineTeacher:
+    """The ``offline`` family: :meth:`OfflineTeacher.from_dir`."""
+    return OfflineTeacher.from_dir(head_dir, feature_cache_dir)
