@@ -32,6 +32,10 @@ config_app = typer.Typer(help="Inspect and resolve configuration files.", no_arg
 app.add_typer(config_app, name="config")
 data_app = typer.Typer(help="Validate, convert and generate datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+teachers_app = typer.Typer(
+    help="Precompute and inspect the frozen teachers' slice embeddings.", no_args_is_help=True
+)
+app.add_typer(teachers_app, name="teachers")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,7 +47,7 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ConfigError, FileNotFoundError, ValueError) as exc:
+        except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
             typer.echo(f"sugar: error: {exc}", err=True)
             raise typer.Exit(code=2) from None
 
@@ -192,6 +196,248 @@ def data_world(
     world = manifest["world"]
     typer.echo(f"wrote {world['samples']} samples and {world['images']} images to {out}")
     typer.echo(json.dumps(world["tasks"]))
+
+
+@app.command("train-teacher")
+@user_errors
+def train_teacher_command(
+    data: Annotated[Path, typer.Option(help="Image-caption JSONL (training split only).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: teacher.head_dir).")
+    ] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="Dataset root for image paths (default: DATA's folder).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Steps (default: teacher.steps).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: run.seed).")] = None,
+    config: ConfigPath = None,
+    overrides: Overrides = None,
+) -> None:
+    """Train the offline teacher's cross-modal head over the frozen encoders; save it to OUT."""
+    from sugar.train.teacher import train_teacher
+
+    cfg = load_config(config, overrides or [])
+    t = cfg.teacher
+    summary = train_teacher(
+        data=data,
+        out_dir=out if out is not None else Path(t.head_dir),
+        root=root,
+        steps=t.steps if steps is None else steps,
+        batch_size=t.batch_size,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        dropout=t.dropout,
+        dim=t.head_dim,
+        image_size=t.image_size,
+        grid=t.grid,
+        seed=cfg.run.seed if seed is None else seed,
+        feature_cache_dir=t.cache_dir or None,
+        progress=True,
+    )
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def _teacher(teacher: Path | None, option: list[str] | None, cfg: Any) -> Any:
+    """Build the configured teacher family; ``--teacher`` is the offline head directory."""
+    from sugar.config import parse_override
+    from sugar.models.teachers import build_teacher
+
+    options: dict[str, Any] = {}
+    for text in option or []:
+        keys, value = parse_override(text)
+        options[".".join(keys)] = value
+    if cfg.teacher.family == "offline":
+        options.setdefault("head_dir", teacher or Path(cfg.teacher.head_dir))
+        options.setdefault("feature_cache_dir", cfg.teacher.cache_dir or None)
+    return build_teacher(cfg.teacher.family, **options)
+
+
+TeacherDir = Annotated[
+    Path | None,
+    typer.Option(help="Teacher directory: the offline head (default: teacher.head_dir)."),
+]
+TeacherOptions = Annotated[
+    list[str] | None,
+    typer.Option("--option", "-o", help="Teacher builder option KEY=VALUE (e.g. cross=DIR)."),
+]
+
+
+@teachers_app.command("embed")
+@user_errors
+def teachers_embed(
+    data: Annotated[Path, typer.Option(help="A sugar JSONL whose slices to precompute.")],
+    root: Annotated[
+        Path | None, typer.Option(help="Dataset root for image paths (default: DATA's folder).")
+    ] = None,
+    teacher: TeacherDir = None,
+    option: TeacherOptions = None,
+    chunk: Annotated[int, typer.Option(help="Samples per durable cache flush.", min=1)] = 256,
+    config: ConfigPath = None,
+    overrides: Overrides = None,
+) -> None:
+    """Precompute every slice of DATA into the teacher cache (resumable); print the hit rate."""
+    from tqdm import tqdm
+
+    from sugar.data.jsonl import read_samples
+    from sugar.models.teachers import embed_slices, sample_slice_contents, teacher_cache
+
+    cfg = load_config(config, overrides or [])
+    model = _teacher(teacher, option, cfg)
+    cache = teacher_cache(cfg.teacher.cache_dir or None, model)
+    root = data.parent if root is None else root
+    samples = read_samples(data, root, check_images=False)
+    slices = 0
+    for start in tqdm(range(0, len(samples), chunk), desc="teachers embed", unit="chunk"):
+        items = [
+            c
+            for s in samples[start : start + chunk]
+            for c in sample_slice_contents(s, root, cfg.structure.slice_text_by)
+        ]
+        embed_slices(model, items, cache=cache)  # flushes: an interruption loses one chunk
+        slices += len(items)
+    summary = {
+        "samples": len(samples),
+        "slices": slices,
+        "hits": cache.hits,
+        "misses": cache.misses,
+        "hit_rate": round(cache.hit_rate, 4),
+        "identity": model.identity,
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@teachers_app.command("report")
+@user_errors
+def teachers_report(
+    data: Annotated[Path, typer.Option(help="Caption JSONL with meta.negatives (e.g. test).")],
+    root: Annotated[
+        Path | None, typer.Option(help="Dataset root for image paths (default: DATA's folder).")
+    ] = None,
+    teacher: TeacherDir = None,
+    option: TeacherOptions = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Report JSON (default: TEACHER/sensitivity.json)."),
+    ] = None,
+    config: ConfigPath = None,
+    overrides: Overrides = None,
+) -> None:
+    """Pairwise accuracy per hard-negative kind and held-out R@1/R@5; print and save as JSON."""
+    from sugar.data.jsonl import read_samples
+    from sugar.eval.teachers import retrieval_recall, sensitivity_report
+    from sugar.io import atomic_write_json
+    from sugar.models.teachers import teacher_cache
+
+    cfg = load_config(config, overrides or [])
+    model = _teacher(teacher, option, cfg)
+    cache = teacher_cache(cfg.teacher.cache_dir or None, model)
+    root = data.parent if root is None else root
+    samples = read_samples(data, root, check_images=False)
+    report = {
+        "teacher": model.identity,
+        "data": str(data),
+        "retrieval": retrieval_recall(model, samples, root, cache=cache),
+        "kinds": sensitivity_report(model, samples, root, cache=cache),
+    }
+    typer.echo(f"{'kind':<16}{'cross_acc':>10}{'text_uni_cos':>14}{'cross_txt_cos':>15}{'n':>6}")
+    for kind, row in report["kinds"].items():
+        typer.echo(
+            f"{kind:<16}{row['cross_accuracy']:>10.3f}{row['text_uni_cosine']:>14.4f}"
+            f"{row['cross_text_cosine']:>15.4f}{int(row['count']):>6}"
+        )
+    typer.echo(json.dumps(report["retrieval"]))
+    target = out or (teacher or Path(cfg.teacher.head_dir)) / "sensitivity.json"
+    atomic_write_json(target, report)
+    typer.echo(f"wrote {target}")
+
+
+targets_app = typer.Typer(help="Diagnose the Sugar targets before training.", no_args_is_help=True)
+app.add_typer(targets_app, name="targets")
+
+
+@app.command("validate")
+@user_errors
+def validate_command(config: ConfigPath = None, overrides: Overrides = None) -> None:
+    """Check a run config and the files it names (data, teacher, init bundle) without training."""
+    from sugar.data.jsonl import validate_file
+
+    cfg = load_config(config, overrides or [])
+    for name in [*cfg.data.train, *cfg.data.val]:
+        report = validate_file(Path(cfg.data.root) / name, cfg.data.root)
+        typer.echo(f"ok {name}: {json.dumps(report)}")
+    if cfg.structure.alpha > 0 and cfg.teacher.family == "offline":
+        head = Path(cfg.teacher.head_dir) / "head.json"
+        if not head.is_file():
+            raise FileNotFoundError(f"teacher.head_dir: {head} missing (run sugar train-teacher)")
+        typer.echo(f"ok teacher head {head.parent}")
+    if cfg.train.init_from:
+        from sugar.models.bundle import load_bundle
+
+        typer.echo(f"ok init bundle {load_bundle(cfg.train.init_from).identity[:12]}")
+    typer.echo("config valid")
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    config: ConfigPath = None,
+    overrides: Overrides = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in run.output_dir from its last checkpoint.")
+    ] = False,
+) -> None:
+    """Train with L = L_g + alpha * L_d (structure.alpha = 0: generative only)."""
+    from sugar.train.loop import train
+
+    cfg = load_config(config, overrides or [])
+    result = train(cfg, resume=resume, progress=True)
+    summary = {
+        "run_dir": str(result.run_dir),
+        "step": result.step,
+        "bundle": str(result.bundle),
+        "best": None if result.best is None else str(result.best),
+        "best_metric": result.best_metric,
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@targets_app.command("inspect")
+@user_errors
+def targets_inspect(
+    config: ConfigPath = None,
+    overrides: Overrides = None,
+    batches: Annotated[int, typer.Option(help="Validation batches to inspect.")] = 8,
+) -> None:
+    """Print target diagnostics on validation data (METHOD.md section 8) for every
+    normalisation, with and without the Triple Kernel."""
+    from sugar.train.diagnostics import inspect_targets
+    from sugar.train.loop import read_files, resolve_targets, teacher_lookup_from_config
+
+    cfg = load_config(config, overrides or [])
+    lookup = teacher_lookup_from_config(cfg)
+    train_samples = read_files(cfg.data.root, cfg.data.train)
+    delta, medians, stats = resolve_targets(cfg, lookup, train_samples, cfg.data.root)
+    val = read_files(cfg.data.root, cfg.data.val)
+    rows = inspect_targets(
+        val, cfg.data.root, lookup, delta=delta, medians=medians,
+        batch_size=cfg.train.batch_size, prefixes_per_sample=cfg.structure.prefixes_per_sample,
+        view_weights=cfg.data.view_weights, slice_text_by=cfg.structure.slice_text_by,
+        seed=cfg.run.seed, max_batches=batches,
+    )  # fmt: skip
+    typer.echo(
+        f"delta={delta:.4f} (from {stats['slices']} training slices); medians={stats['medians']}"
+    )
+    typer.echo(
+        f"{'normalisation':<26}{'TK':>4}{'entries':>9}{'mean':>7}{'std':>7}{'len R2':>8}"
+        f"{'<floor':>8}{'unfit mse':>10}{'unfit %':>9}"
+    )
+    for row in rows:
+        typer.echo(
+            f"{row['normalisation']:<26}{'y' if row['triple_kernel'] else 'n':>4}"
+            f"{row['entries']:>9}{row['target_mean']:>7.3f}{row['target_std']:>7.3f}"
+            f"{row['length_r2']:>8.3f}{row['below_floor_local']:>8.3f}"
+            f"{row['unfittable_mse']:>10.4f}{100 * row['unfittable_share']:>8.1f}%"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,10 +34,13 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "DataConfig",
     "ModelConfig",
     "RunConfig",
     "StructureConfig",
     "SugarConfig",
+    "TeacherConfig",
+    "TrainConfig",
     "WorldConfig",
     "config_from_dict",
     "load_config",
@@ -278,7 +281,7 @@ class ModelConfig:
     """``vit``: encoder width."""
     vit_layers: int = 2
     """``vit``: encoder blocks."""
-    feature_cache: str | None = "runs/cache/vision"
+    feature_cache: str | None = "cache/vision"
     """``frozen_grid``: directory of the persistent vision-feature cache (null: memory only)."""
 
     def __post_init__(self) -> None:
@@ -307,13 +310,130 @@ class ModelConfig:
 
 
 @dataclass
+class DataConfig:
+    """Training and validation data: JSONL files of samples under one dataset root."""
+
+    root: str = "runs/world"
+    """Dataset root: JSONL paths and image paths are relative to it."""
+    train: list[str] = field(
+        default_factory=lambda: ["caption/train.jsonl", "story/train.jsonl", "vqa/train.jsonl"]
+    )
+    """Training JSONL files (relative to ``root``), mixed and shuffled together."""
+    val: list[str] = field(default_factory=lambda: ["caption/val.jsonl"])
+    """Validation JSONL files: validation losses and metrics, default choices (never test)."""
+    view_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "as_is": 0.55,
+            "caption_first": 0.15,
+            "image_only": 0.15,
+            "caption_only": 0.15,
+        }
+    )
+    """How image-caption pairs enter a batch (METHOD.md section 1; sugar.train.views)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.train), "train", self.train, "needs at least one file")
+        known = {"as_is", "caption_first", "image_only", "caption_only"}
+        _check(
+            set(self.view_weights) <= known and sum(self.view_weights.values()) > 0,
+            "view_weights",
+            self.view_weights,
+            f"keys among {sorted(known)}, values >= 0 with a positive sum",
+        )
+
+
+@dataclass
+class TrainConfig:
+    """The training loop (sugar.train.loop): optimiser, schedule, batches, logging, checkpoints."""
+
+    steps: int = 1000
+    """Optimiser steps."""
+    batch_size: int = 16
+    """Samples per micro-batch (L_d's n = batch_size * prefixes_per_sample)."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step (L_d is computed per micro-batch)."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not on biases, norms and embeddings)."""
+    warmup_ratio: float = 0.03
+    """Linear warm-up share of ``steps``; cosine decay to 0 after it."""
+    clip_norm: float = 1.0
+    """Gradient-norm clipping (0: off)."""
+    log_every: int = 10
+    """Steps between log lines (JSONL, TensorBoard when installed)."""
+    eval_every: int = 200
+    """Steps between validation runs (0: only at the end)."""
+    eval_samples: int = 256
+    """Validation samples per evaluation (the first ones of the validation files)."""
+    checkpoint_every: int = 200
+    """Steps between checkpoints (0: only at the end)."""
+    select_metric: str = "val_loss"
+    """Validation metric that picks the best checkpoint (lower is better for ``*loss``)."""
+    init_from: str | None = None
+    """A bundle to start from (the shared generative base); its tokenizer is kept."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_samples"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name))
+        _check(self.lr > 0, "lr", self.lr, "must be > 0")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        _check(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
+        _check(self.clip_norm >= 0, "clip_norm", self.clip_norm, "must be >= 0")
+        for name in ("eval_every", "checkpoint_every"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen teachers behind the Triple Kernel (METHOD.md section 4) and the offline
+    teacher's cross-modal head (``sugar train-teacher``; :func:`sugar.train.teacher.train_teacher`).
+    """
+
+    family: str = "offline"
+    """Registered teacher family (``offline``, ``hf``; see ``sugar.models.teachers``)."""
+    head_dir: str = "runs/teacher"
+    """Directory of the trained cross-modal head (``offline`` family)."""
+    cache_dir: str = "cache/teachers"
+    """Persistent cache of frozen features and teacher vectors (keyed by content and identity)."""
+    image_size: int = 128
+    """Side in pixels images are resized to before EfficientNet-Lite0 (64 px: R@5 -20 points)."""
+    grid: int = 1
+    """EfficientNet feature grid G: the image vector is G*G cells of 1280 (1: pooled 1280-d)."""
+    head_dim: int = 256
+    """Width of the cross-modal head's shared space."""
+    dropout: float = 0.7
+    """Input dropout of the head's projections during training (measured best of 0.5-0.7)."""
+    steps: int = 300
+    """Optimizer steps of head training."""
+    batch_size: int = 256
+    """Pairs per head-training step (the InfoNCE batch)."""
+    learning_rate: float = 1e-3
+    """AdamW learning rate of head training."""
+    weight_decay: float = 0.1
+    """AdamW weight decay of head training."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.family), "family", self.family, "must not be empty")
+        _check(self.image_size >= 32, "image_size", self.image_size, "must be >= 32")
+        for name in ("grid", "head_dim", "steps", "batch_size"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name))
+        _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
+        _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+
+
+@dataclass
 class SugarConfig:
     """The root of the tree: one section per concern."""
 
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     structure: StructureConfig = field(default_factory=StructureConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Embeddings from a trained model: samples, texts and images -> unit vectors (METHOD.md section 6).
+
+Shapes: B samples, n prefixes, P projector width.
+
+A sample's embedding is its final prefix's ``r`` (:func:`sugar.models.prefix.embed_prefixes`,
+the function the structure loss uses, so training and retrieval see bit-identical vectors);
+``prefixes=True`` gives one vector per slice end from the same single forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from sugar.data.schema import Sample, Segment
+from sugar.models.base import MLLM
+from sugar.models.prefix import RetrievalProjector, all_prefixes, embed_prefixes
+
+__all__ = ["embed_images", "embed_samples", "embed_texts"]
+
+
+@torch.no_grad()
+def embed_samples(
+    model: MLLM,
+    projector: RetrievalProjector,
+    samples: Sequence[Sample],
+    root: str | Path,
+    *,
+    batch_size: int = 32,
+    image_pool: Literal["mean", "last"] = "mean",
+    slice_text_by: Literal["sentence", "segment"] = "sentence",
+    prefixes: bool = False,
+    progress: bool = False,
+) -> Tensor | list[Tensor]:
+    """Unit vectors of ``samples``: (B, P), or with ``prefixes=True`` a list of (S_b, P), one
+    row per slice end of sample b, in slice order."""
+    was_training = model.training
+    model.eval()
+    out: list[Tensor] = []
+    try:
+        starts = range(0, len(samples), batch_size)
+        for start in tqdm(starts, desc="embed", disable=not progress, unit="batch"):
+            chunk = samples[start : start + batch_size]
+            batch = model.collate(chunk, root, slice_text_by=slice_text_by)
+            hidden = model(batch).hidden
+            if prefixes:
+                b, e = all_prefixes(batch.spans)
+                r = embed_prefixes(hidden, batch.spans, b, e, projector, image_pool)
+                out.extend(r.split([len(spans) for spans in batch.spans]))
+            else:
+                b = torch.arange(len(chunk))
+                e = torch.tensor([len(spans) - 1 for spans in batch.spans])
+                out.append(embed_prefixes(hidden, batch.spans, b, e, projector, image_pool))
+    finally:
+        model.train(was_training)
+    if prefixes:
+        return out
+    if not out:
+        return torch.zeros(0, projector.dim)
+    return torch.cat(out)
+
+
+def embed_texts(
+    model: MLLM, projector: RetrievalProjector, texts: Sequence[str], **kwargs: object
+) -> Tensor:
+    """Unit vectors of plain texts (each a one-segment context sample). # (B, P)"""
+    samples = [Sample(f"text-{i}", [Segment.text_(text)]) for i, text in enumerate(texts)]
+    out = embed_samples(model, projector, samples, ".", **kwargs)  # type: ignore[arg-type]
+    assert isinstance(out, Tensor)
+    return out
+
+
+def embed_images(
+    model: MLLM,
+    projector: RetrievalProjector,
+    images: Sequence[str],
+    root: str | Path,
+    **kwargs: object,
+) -> Tensor:
+    """Unit vectors of images (paths relative to ``root``), each alone. # (B, P)"""
+    samples = [Sample(f"image-{i}", [Segment.image_(path)]) for i, path in enumerate(images)]
+    out = embed_samples(model, projector, samples, root, **kwargs)  # type: ignore[arg-type]
+    assert isinstance(out, Tensor)
+    return out

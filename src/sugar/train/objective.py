@@ -1,0 +1,200 @@
+"""The training objective L = L_g + alpha * L_d on one micro-batch (METHOD.md sections 1-5).
+
+Shapes: B samples, T tokens, D hidden width, n = B * prefixes_per_sample prefixes.
+
+One forward pass per micro-batch serves both losses: L_g on the target spans the samples have,
+L_d on prefixes of every sample (:mod:`sugar.losses.structure`). Which samples a batch holds is
+the data side's job (:mod:`sugar.train.views`: captions in both orders, images and captions
+alone, stories). Under gradient accumulation L_d is computed per micro-batch: its n, its
+target matrix and its same-sample pairs are those of the micro-batch (the paper's batch of 16
+per GPU is also a per-device batch).
+
+:class:`SugarObjective` owns the trainable modules the objective adds (the retrieval projector
+and, for ``predicted_kernel="learned"``, a log-bandwidth); the loop puts them in the optimiser
+and the checkpoint, and the bundle keeps the projector for ``sugar.embed``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from sugar.align import SliceEmbeddings, TypeMedians
+from sugar.data.schema import Sample
+from sugar.data.slices import slices
+from sugar.losses.generative import generative_loss
+from sugar.losses.structure import (
+    predicted_matrix,
+    sample_prefixes,
+    structure_loss,
+    structure_targets,
+)
+from sugar.models.base import MLLM
+from sugar.models.prefix import RetrievalProjector, embed_prefixes
+from sugar.train.distributed import Shard, all_reduce_sum, gather_with_grad
+
+__all__ = ["SugarObjective", "TeacherLookup"]
+
+
+class TeacherLookup:
+    """Teacher slice embeddings of samples: a callable ``(samples, root) -> SliceEmbeddings``.
+
+    Wraps :func:`sugar.models.teachers.embed_samples` with its cache; tests pass any callable
+    with this signature.
+    """
+
+    def __init__(self, teacher: Any, cache: Any, by: Literal["sentence", "segment"]) -> None:
+        self.teacher, self.cache, self.by = teacher, cache, by
+
+    def __call__(self, samples: Sequence[Sample], root: str | Path) -> SliceEmbeddings:
+        from sugar.models.teachers import embed_samples
+
+        return embed_samples(self.teacher, samples, root, by=self.by, cache=self.cache)
+
+
+class SugarObjective(nn.Module):
+    """L_g + alpha * L_d with the options of ``StructureConfig`` as keyword arguments.
+
+    ``alpha = 0`` is generative-only (no projector forward, no teacher call). ``teacher`` is
+    required when ``alpha > 0``; ``delta`` must be resolved (a number) before construction.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        *,
+        alpha: float,
+        delta: float | None = None,
+        teacher: Any = None,
+        slice_text_by: Literal["sentence", "segment"] = "sentence",
+        prefixes_per_sample: int = 2,
+        image_pool: Literal["mean", "last"] = "mean",
+        projector_dim: int = 256,
+        sigma_mode: Literal["fixed", "pair_length"] = "fixed",
+        gak_normalisation: Literal["cosine", "length", "length_pair_standardised", "none"] = (
+            "cosine"
+        ),
+        medians: TypeMedians | None = None,
+        triple_kernel: bool = True,
+        use_gak: bool = True,
+        predicted_kernel: Literal["local", "cosine", "learned"] = "local",
+        same_sample_target: Literal["one", "kernel"] = "one",
+        structure_reduction: Literal["paper", "mean"] = "mean",
+    ) -> None:
+        super().__init__()
+        if alpha < 0:
+            raise ValueError(f"alpha={alpha}: must be >= 0")
+        if alpha > 0 and (teacher is None or delta is None):
+            raise ValueError("alpha > 0 needs a teacher and a resolved delta")
+        self.alpha = alpha
+        self.delta = delta
+        self.teacher = teacher
+        self.slice_text_by = slice_text_by
+        self.prefixes_per_sample = prefixes_per_sample
+        self.image_pool = image_pool
+        self.sigma_mode = sigma_mode
+        self.gak_normalisation = gak_normalisation
+        self.medians = medians
+        self.triple_kernel = triple_kernel
+        self.use_gak = use_gak
+        self.predicted_kernel = predicted_kernel
+        self.same_sample_target = same_sample_target
+        self.structure_reduction = structure_reduction
+        self.projector = RetrievalProjector(hidden_size, projector_dim)
+        start = math.log(delta) if delta else 0.0
+        self.log_bandwidth = nn.Parameter(
+            torch.tensor(start), requires_grad=predicted_kernel == "learned"
+        )
+
+    def predicted_sigma(self) -> float | Tensor:
+        """The bandwidth of ``Mr``: the target's delta, or the learned one."""
+        if self.predicted_kernel == "learned":
+            return self.log_bandwidth.exp()
+        return float(self.delta or 1.0)
+
+    def forward(
+        self,
+        model: MLLM,
+        samples: Sequence[Sample],
+        root: str | Path,
+        generator: torch.Generator | None = None,
+        shard: Shard | None = None,
+    ) -> dict[str, Tensor]:
+        """Named losses of one micro-batch: ``loss`` (what to backward), ``lm_loss`` (global),
+        with alpha > 0 ``structure_loss``, ``structure_mse``, ``target_mean``, ``predicted_mean``.
+
+        ``samples`` is the global micro-batch; with a ``shard`` of several ranks the model runs
+        on this rank's share only and the losses are those of the global batch
+        (:mod:`sugar.train.distributed`; sum the gradients over ranks after backward).
+        """
+        shard = shard or Shard()
+        lo, hi = shard.bounds(len(samples))
+        batch = model.collate(samples[lo:hi], root, slice_text_by=self.slice_text_by)
+        output = model(batch)
+        parts = generative_loss(output.logits, batch.labels.to(output.logits.device))
+        local_tokens = parts["lm_tokens"]
+        global_tokens = all_reduce_sum(local_tokens, shard)
+        lm_loss = parts["lm_loss"] * local_tokens / global_tokens.clamp_min(1)
+        parts = {"lm_loss": all_reduce_sum(lm_loss, shard) if shard.active else lm_loss}
+        total = lm_loss  # this rank's share of the global mean (its gradient part)
+        if self.alpha > 0:
+            structure = self.structure_parts(
+                output.hidden, batch.spans, samples, root, generator, shard
+            )
+            parts.update(structure)
+            total = total + self.alpha * structure["structure_loss"]
+        # The tensor to backward: this rank's share of L_g plus the global L_d (whose gradient
+        # reaches this rank's rows only); with one process, exactly L_g + alpha * L_d.
+        parts["loss"] = total
+        return parts
+
+    def structure_parts(
+        self,
+        hidden: Tensor,
+        spans: Sequence[Sequence[Any]],
+        samples: Sequence[Sample],
+        root: str | Path,
+        generator: torch.Generator | None,
+        shard: Shard | None = None,
+    ) -> dict[str, Tensor]:
+        """L_d of the global batch ``samples`` from this rank's hidden states (B_rank, T, D)
+        and slice spans; every rank computes the same value."""
+        shard = shard or Shard()
+        lo, hi = shard.bounds(len(samples))
+        counts = [len(slices(sample, by=self.slice_text_by)) for sample in samples]
+        if counts[lo:hi] != [len(s) for s in spans]:
+            raise ValueError(f"slice counts {counts[lo:hi]} differ from the model's spans")
+        sample_index, slice_index, keep = sample_prefixes(
+            counts, self.prefixes_per_sample, generator
+        )
+        mine = (sample_index >= lo) & (sample_index < hi)
+        r_local = embed_prefixes(
+            hidden, spans, sample_index[mine] - lo, slice_index[mine], self.projector,
+            self.image_pool,
+        )  # fmt: skip
+        r = gather_with_grad(r_local, shard)  # (n, P), global order
+        teacher_slices = self.teacher(samples, root)
+        if teacher_slices.lengths.tolist() != counts:
+            raise ValueError(
+                "teacher slices and model slices differ in number per sample: "
+                f"{teacher_slices.lengths.tolist()} vs {counts}"
+            )
+        assert self.delta is not None
+        target = structure_targets(
+            teacher_slices, sample_index, slice_index, sigma=self.delta,
+            sigma_mode=self.sigma_mode, normalisation=self.gak_normalisation,
+            triple_kernel=self.triple_kernel, medians=self.medians, use_gak=self.use_gak,
+            same_sample_target=self.same_sample_target,
+        ).to(r.device)  # fmt: skip
+        predicted = predicted_matrix(r, self.predicted_kernel, self.predicted_sigma())
+        keep = keep.to(r.device)
+        parts = structure_loss(predicted, target, keep, self.structure_reduction)
+        mask = keep[:, None] & keep[None, :]
+        parts["target_mean"] = target[mask].mean()
+        parts["predicted_mean"] = predicted.detach()[mask].mean()
+        return parts

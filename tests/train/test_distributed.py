@@ -1,0 +1,87 @@
+"""Two gloo processes give the same L_d and the same parameter gradients as one process over
+the same global batch (METHOD.md section 5)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from sugar.data.jsonl import read_samples
+from sugar.models.tiny import TinyMLLM
+from sugar.models.tokenizer import Tokenizer
+from sugar.train.distributed import Shard, sum_gradients
+from sugar.train.objective import SugarObjective
+
+SETTINGS = {
+    "width": 32,
+    "layers": 2,
+    "heads": 2,
+    "vision": "vit",
+    "image_size": 32,
+    "vit_patch": 16,
+}
+
+
+def _setup(world_root: Path) -> tuple[TinyMLLM, SugarObjective, list]:
+    from tests.train.fake_teacher import FakeTeacher
+
+    samples = read_samples(world_root / "story" / "train.jsonl", world_root)[:2]
+    samples += read_samples(world_root / "caption" / "train.jsonl", world_root)[:4]
+    tokenizer = Tokenizer.train([s.text for x in samples for s in x.segments if s.text], 300)
+    torch.manual_seed(0)
+    model = TinyMLLM(tokenizer, **SETTINGS)  # type: ignore[arg-type]
+    objective = SugarObjective(
+        model.hidden_size, alpha=1.0, delta=0.9, teacher=FakeTeacher(), projector_dim=8,
+        prefixes_per_sample=2, same_sample_target="kernel",
+    )  # fmt: skip
+    return model, objective, samples
+
+
+def _gradients(model: TinyMLLM, objective: SugarObjective) -> dict[str, torch.Tensor]:
+    named = [*model.named_parameters(), *objective.named_parameters(prefix="objective")]
+    return {n: p.grad.clone() for n, p in named if p.requires_grad and p.grad is not None}
+
+
+def _worker(rank: int, world_root: str, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    model, objective, samples = _setup(Path(world_root))
+    parts = objective(model, samples, world_root, torch.Generator().manual_seed(5), Shard(rank, 2))
+    parts["loss"].backward()
+    trainable = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
+    sum_gradients(trainable, Shard(rank, 2))
+    if rank == 0:
+        torch.save(
+            {
+                "structure_loss": parts["structure_loss"].detach(),
+                "lm_loss": parts["lm_loss"].detach(),
+                "grads": _gradients(model, objective),
+            },
+            out,
+        )
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process(loop_world: Path, tmp_path: Path) -> None:
+    model, objective, samples = _setup(loop_world)
+    parts = objective(model, samples, loop_world, torch.Generator().manual_seed(5))
+    parts["loss"].backward()
+    single = _gradients(model, objective)
+    out = tmp_path / "rank0.pt"
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    mp.spawn(_worker, args=(str(loop_world), str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    double = torch.load(out)
+    torch.testing.assert_close(double["structure_loss"], parts["structure_loss"].detach())
+    torch.testing.assert_close(double["lm_loss"], parts["lm_loss"].detach())
+    assert double["grads"].keys() == single.keys()
+    for name, grad in single.items():
+        torch.testing.assert_close(double["grads"][name], grad, atol=1e-6, rtol=1e-5, msg=name)
+    assert any(g.abs().sum() > 0 for n, g in single.items() if n.startswith("objective"))

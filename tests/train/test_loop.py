@@ -1,0 +1,150 @@
+"""The training loop: losses logged, checkpoints as documented, exact resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sugar.models.bundle import load_bundle
+from sugar.train.checkpoint import latest_checkpoint, load_checkpoint
+from sugar.train.loop import batch_indices, lr_multiplier, train
+from tests.train.conftest import tiny_config
+from tests.train.fake_teacher import FakeTeacher
+
+
+def _train_losses(history: list[dict]) -> dict[int, float]:
+    return {h["step"]: h["loss"] for h in history if "loss" in h}
+
+
+def test_a_run_writes_the_documented_files(loop_world: Path, tmp_path: Path) -> None:
+    result = train(tiny_config(loop_world, tmp_path / "run"), teacher=FakeTeacher(), progress=False)
+    run = result.run_dir
+    for name in ("config.yaml", "manifest.json", "target_stats.json", "log.jsonl"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "latest", "step-000003", "step-000006",
+    ]  # fmt: skip
+    stats = json.loads((run / "target_stats.json").read_text())
+    assert stats["delta"] > 0 and stats["delta_source"] == "auto"
+    assert f"delta: {stats['delta']}" in (run / "config.yaml").read_text()
+    bundle = load_bundle(run / "model")
+    assert set(bundle.extras) == {"projector"}
+    lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3, 4, 5, 6]
+    assert {"lm_loss", "structure_loss", "structure_mse", "grad_norm", "lr"} <= set(lines[0])
+    assert any("val_t2i_r1" in x for x in lines)
+    assert result.best is not None and (result.best / "model.json").is_file()
+
+
+def test_resume_continues_exactly(loop_world: Path, tmp_path: Path) -> None:
+    full = train(tiny_config(loop_world, tmp_path / "a"), teacher=FakeTeacher(), progress=False)
+    cfg = tiny_config(loop_world, tmp_path / "b")
+    first = train(cfg, teacher=FakeTeacher(), progress=False, stop_after=3)
+    assert first.step == 3 and not (tmp_path / "b" / "model").exists()
+    second = train(cfg, resume=True, teacher=FakeTeacher(), progress=False)
+    expected, got = _train_losses(full.history), _train_losses(second.history)
+    assert sorted(got) == [4, 5, 6]
+    for step in got:
+        assert got[step] == pytest.approx(expected[step], abs=1e-6)
+    a, b = load_bundle(tmp_path / "a" / "model"), load_bundle(tmp_path / "b" / "model")
+    for name, tensor in a.model.state_dict().items():
+        torch.testing.assert_close(b.model.state_dict()[name], tensor, atol=1e-6, rtol=0)
+    log = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in log if "loss" in x] == [1, 2, 3, 4, 5, 6]
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_nothing(loop_world: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(loop_world, tmp_path / "r", "train.steps=3")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(cfg, resume=True, teacher=FakeTeacher(), progress=False)
+    train(cfg, teacher=FakeTeacher(), progress=False)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(cfg, teacher=FakeTeacher(), progress=False)
+
+
+def test_an_unknown_select_metric_is_named(loop_world: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(loop_world, tmp_path / "m", "train.select_metric=val_nope")
+    with pytest.raises(ValueError, match="val_nope"):
+        train(cfg, teacher=FakeTeacher(), progress=False)
+
+
+def test_alpha_zero_never_calls_the_teacher(loop_world: Path, tmp_path: Path) -> None:
+    FakeTeacher.calls = 0
+    cfg = tiny_config(
+        loop_world, tmp_path / "g", "structure.alpha=0", "train.select_metric=val_loss"
+    )
+    result = train(cfg, teacher=FakeTeacher(), progress=False)
+    assert FakeTeacher.calls == 0
+    assert "structure_loss" not in result.history[0]
+
+
+_KILLED_RUN = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {repo!r})
+from tests.train.conftest import tiny_config
+from tests.train.fake_teacher import FakeTeacher
+from sugar.train.loop import train
+from pathlib import Path
+cfg = tiny_config(Path({world!r}), Path({run!r}), "train.steps=400", "train.checkpoint_every=2",
+                  "train.eval_every=0")
+train(cfg, teacher=FakeTeacher(), progress=False, resume={resume})
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reproduces_the_trajectory(loop_world: Path, tmp_path: Path) -> None:
+    repo = str(Path(__file__).resolve().parents[2])
+    run = tmp_path / "killed"
+    script = _KILLED_RUN.format(repo=repo, world=str(loop_world), run=str(run), resume=False)
+    process = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        checkpoint = latest_checkpoint(run) if (run / "checkpoints").exists() else None
+        if checkpoint is not None and load_checkpoint(checkpoint)["step"] >= 6:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = load_checkpoint(latest_checkpoint(run))["step"]  # type: ignore[arg-type]
+    assert 6 <= killed_at < 400
+    resumed = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN.format(repo=repo, world=str(loop_world),
+                                                   run=str(run), resume=True)],
+        check=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0
+    reference = tiny_config(
+        loop_world, tmp_path / "ref", "train.steps=400", "train.checkpoint_every=2",
+        "train.eval_every=0",
+    )  # fmt: skip
+    full = train(reference, teacher=FakeTeacher(), progress=False)
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    got = {x["step"]: x["loss"] for x in log if "loss" in x}
+    expected = _train_losses(full.history)
+    assert sorted(got) == list(range(1, 401))
+    for step in range(killed_at + 1, 401):
+        assert got[step] == pytest.approx(expected[step], abs=1e-6), step
+
+
+def test_batch_indices_cover_each_epoch_once() -> None:
+    first_epoch = batch_indices(10, 10, seed=1, position=0)
+    assert sorted(first_epoch) == list(range(10))
+    assert batch_indices(10, 4, seed=1, position=8)[:2] == first_epoch[8:]
+    assert batch_indices(10, 4, seed=1, position=0) == first_epoch[:4]
+
+
+def test_schedule_warms_up_then_decays_to_zero() -> None:
+    values = [lr_multiplier(step, 10, 2) for step in range(11)]
+    assert values[0] == 0.5 and values[1] == 1.0
+    assert all(a >= b for a, b in itertools.pairwise(values[1:]))
+    assert values[10] == pytest.approx(0.0)
