@@ -323,17 +323,18 @@ class DataConfig:
     """Validation JSONL files: validation losses and metrics, default choices (never test)."""
     view_weights: dict[str, float] = field(
         default_factory=lambda: {
-            "as_is": 0.55,
+            "as_is": 0.4,
             "caption_first": 0.15,
-            "image_only": 0.15,
-            "caption_only": 0.15,
+            "image_only": 0.1,
+            "caption_only": 0.1,
+            "split": 0.25,
         }
     )
     """How image-caption pairs enter a batch (METHOD.md section 1; sugar.train.views)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.train), "train", self.train, "needs at least one file")
-        known = {"as_is", "caption_first", "image_only", "caption_only"}
+        known = {"as_is", "caption_first", "image_only", "caption_only", "split"}
         _check(
             set(self.view_weights) <= known and sum(self.view_weights.values()) > 0,
             "view_weights",

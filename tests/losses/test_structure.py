@@ -230,3 +230,14 @@ def test_generative_loss_is_the_mean_over_supervised_tokens() -> None:
     assert int(out["lm_tokens"]) == 4
     empty = generative_loss(logits, torch.full((2, 4), -100))
     assert float(empty["lm_loss"]) == 0.0
+
+
+def test_groups_extend_the_same_sample_rule_to_views_of_one_source() -> None:
+    x = _random_slices([1, 1, 2])
+    b, e = torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1])
+    plain = structure_targets(x, b, e, sigma=1.0, same_sample_target="one")
+    grouped = structure_targets(
+        x, b, e, sigma=1.0, same_sample_target="one", groups=torch.tensor([0, 0, 1])
+    )
+    assert plain[0, 1] < 1 and grouped[0, 1] == 1 and grouped[1, 0] == 1
+    assert grouped[0, 2] == plain[0, 2]

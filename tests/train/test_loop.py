@@ -37,7 +37,7 @@ def test_a_run_writes_the_documented_files(loop_world: Path, tmp_path: Path) -> 
     assert stats["delta"] > 0 and stats["delta_source"] == "auto"
     assert f"delta: {stats['delta']}" in (run / "config.yaml").read_text()
     bundle = load_bundle(run / "model")
-    assert set(bundle.extras) == {"projector"}
+    assert set(bundle.extras) == {"projector"}  # trained by L_d (alpha > 0)
     lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3, 4, 5, 6]
     assert {"lm_loss", "structure_loss", "structure_mse", "grad_norm", "lr"} <= set(lines[0])
@@ -85,6 +85,7 @@ def test_alpha_zero_never_calls_the_teacher(loop_world: Path, tmp_path: Path) ->
     result = train(cfg, teacher=FakeTeacher(), progress=False)
     assert FakeTeacher.calls == 0
     assert "structure_loss" not in result.history[0]
+    assert load_bundle(result.bundle).extras == {}  # no trained projector: embeddings are n/a
 
 
 _KILLED_RUN = """
@@ -148,3 +149,15 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
     assert values[0] == 0.5 and values[1] == 1.0
     assert all(a >= b for a, b in itertools.pairwise(values[1:]))
     assert values[10] == pytest.approx(0.0)
+
+
+def test_split_views_are_two_samples_of_one_group() -> None:
+    from sugar.data.schema import Sample, Segment
+    from sugar.train.objective import group_indices
+    from sugar.train.views import apply_views
+
+    pair = Sample("c", [Segment.image_("a.png"), Segment.text_("A cat.", "target")])
+    story = Sample("s", [Segment.text_("One."), Segment.image_("b.png")])
+    out = apply_views([pair, story, pair], {"split": 1.0}, seed=0, step=0)
+    assert [s.id for s in out] == ["c#image_only", "c#caption_only", "s"]  # cut back to 3
+    assert group_indices(out).tolist() == [0, 0, 1]

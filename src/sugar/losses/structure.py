@@ -115,6 +115,7 @@ def structure_targets(
     medians: TypeMedians | None = None,
     use_gak: bool = True,
     same_sample_target: Literal["one", "kernel"] = "one",
+    groups: Tensor | None = None,
 ) -> Tensor:
     """``Ml`` for the picked prefixes of the B samples in ``slices``. # (n, n), no gradient
 
@@ -122,7 +123,9 @@ def structure_targets(
     ``sample_index[i]``'s slices ``0..slice_index[i]``. Options follow METHOD.md sections 3-5
     (the config fields of the same names). With ``sigma_mode="fixed"`` one DP per pair of
     samples gives every prefix pair; ``pair_length`` (sigma = delta * sqrt((n + m) / 2) per
-    pair) runs one DP per prefix pair.
+    pair) runs one DP per prefix pair. ``groups`` (B,) makes the same-sample rule apply to
+    samples of one group (views of one source, :mod:`sugar.train.views`); default: each
+    sample its own group.
     """
     b, e = sample_index, slice_index
     if not use_gak:
@@ -150,7 +153,8 @@ def structure_targets(
     else:
         raise ValueError(f"sigma_mode={sigma_mode!r}: must be 'fixed' or 'pair_length'")
     if same_sample_target == "one":
-        target = torch.where(b[:, None] == b[None, :], torch.ones_like(target), target)
+        g = b if groups is None else groups.to(b.device)[b]
+        target = torch.where(g[:, None] == g[None, :], torch.ones_like(target), target)
     elif same_sample_target != "kernel":
         raise ValueError(f"same_sample_target={same_sample_target!r}: 'one' or 'kernel'")
     return target

@@ -7,7 +7,8 @@ for each target setting (normalisation x same-sample rule x Triple Kernel):
 
 - ``length_r2``: share of the target variance explained by the unordered (n, m) length pair of
   the two prefixes (1 - within-group variance / total variance, entries between prefixes of
-  *different* samples). The risk METHOD.md names: 0.85 measured with ``cosine``.
+  *different* samples; views of one source count as one sample). The risk METHOD.md names:
+  0.85 measured with ``cosine``.
 - ``below_floor``: fraction of those entries below the predicted kernel's floor
   (``local``: exp(-2/d^2) / (2 - exp(-2/d^2)); ``cosine``: -1, never), unreachable targets.
 - ``unfittable_mse``: with ``same_sample_target = one`` two prefixes of one sample must map to
@@ -32,6 +33,7 @@ from sugar.align import SliceEmbeddings, TypeMedians
 from sugar.data.schema import Sample
 from sugar.data.slices import slices
 from sugar.losses.structure import predicted_floor, sample_prefixes, structure_targets
+from sugar.train.objective import group_indices
 from sugar.train.views import apply_views
 
 __all__ = ["inspect_targets", "length_r2", "unfittable_mse"]
@@ -101,7 +103,8 @@ def inspect_targets(
         g = torch.Generator().manual_seed(seed * 7919 + index)
         b, e, keep = sample_prefixes(counts, prefixes_per_sample, g)
         teacher = lookup(batch, root)
-        other = (b[:, None] != b[None, :]) & keep[:, None] & keep[None, :]
+        group = group_indices(batch)[b]  # the same-sample rule works on views of one source
+        other = (group[:, None] != group[None, :]) & keep[:, None] & keep[None, :]
         for normalisation, tk in product(NORMALISATIONS, (True, False)):
             target = structure_targets(
                 teacher, b, e, sigma=delta, normalisation=normalisation,  # type: ignore[arg-type]
@@ -111,7 +114,7 @@ def inspect_targets(
             store["v"].append(target[other].float())
             store["n"].append((e[:, None] + 1).expand_as(target)[other])
             store["m"].append((e[None, :] + 1).expand_as(target)[other])
-            value, terms = unfittable_mse(target, b, keep)
+            value, terms = unfittable_mse(target, group, keep)
             if terms:
                 unfit.setdefault((normalisation, tk), []).append(value)
     out = []

@@ -222,9 +222,14 @@ def _better(metric: str, new: float, old: float | None) -> bool:
 
 
 def _save_bundle(directory: Path, model: MLLM, objective: SugarObjective, cfg: SugarConfig) -> None:
-    state = {k: v for k, v in objective.projector.state_dict().items()}
-    spec = {**objective.projector.spec, "image_pool": objective.image_pool}
-    save_bundle(directory, model, extras={"projector": (spec, state)}, config_yaml=to_yaml(cfg))
+    """The bundle; the projector goes in only when L_d trained it (alpha > 0): an untrained
+    projector would give chance-level "embeddings" where "n/a" is the truth."""
+    extras = {}
+    if objective.alpha > 0:
+        state = dict(objective.projector.state_dict())
+        spec = {**objective.projector.spec, "image_pool": objective.image_pool}
+        extras["projector"] = (spec, state)
+    save_bundle(directory, model, extras=extras, config_yaml=to_yaml(cfg))
 
 
 def train(

@@ -37,6 +37,7 @@ from sugar.losses.structure import (
 from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector, embed_prefixes
 from sugar.train.distributed import Shard, all_reduce_sum, gather_with_grad
+from sugar.train.views import group_of
 
 __all__ = ["SugarObjective", "TeacherLookup"]
 
@@ -55,6 +56,12 @@ class TeacherLookup:
         from sugar.models.teachers import embed_samples
 
         return embed_samples(self.teacher, samples, root, by=self.by, cache=self.cache)
+
+
+def group_indices(samples: Sequence[Sample]) -> Tensor:
+    """(B,) index of each sample's group: views of one source share it."""
+    first: dict[str, int] = {}
+    return torch.tensor([first.setdefault(group_of(s), len(first)) for s in samples])
 
 
 class SugarObjective(nn.Module):
@@ -189,7 +196,7 @@ class SugarObjective(nn.Module):
             teacher_slices, sample_index, slice_index, sigma=self.delta,
             sigma_mode=self.sigma_mode, normalisation=self.gak_normalisation,
             triple_kernel=self.triple_kernel, medians=self.medians, use_gak=self.use_gak,
-            same_sample_target=self.same_sample_target,
+            same_sample_target=self.same_sample_target, groups=group_indices(samples),
         ).to(r.device)  # fmt: skip
         predicted = predicted_matrix(r, self.predicted_kernel, self.predicted_sigma())
         keep = keep.to(r.device)
