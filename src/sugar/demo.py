@@ -1,0 +1,191 @@
+"""``sugar demo``: the whole method on the built-in world, end to end, on a CPU.
+
+world -> teacher head -> shared generative base -> Sugar and generative-only fine-tunes from it
+(same data, steps, lr, seed) -> evaluation on the test split -> report. Each stage prints its
+wall time; stages whose output already exists in ``out`` (a world, a teacher, a finished run)
+are reused, so a second ``sugar demo`` goes straight to what is missing.
+
+Sizes (``SIZES``): ``demo`` fits in about ten minutes on 2 cores once installed; ``smoke``
+takes seconds and only shows that every stage runs (its figures mean nothing). The full,
+multi-seed comparison with every variant is ``sugar bench quality`` (issue 10).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sugar.config import SugarConfig, load_config, to_dict
+from sugar.data.world import generate_world
+from sugar.eval.report import headline_table, write_report
+from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
+from sugar.io import sha256_file
+from sugar.train.loop import train
+from sugar.train.teacher import train_teacher
+
+__all__ = ["SIZES", "run_demo"]
+
+SIZES: dict[str, dict[str, Any]] = {
+    "demo": {
+        "world": {"train_per_task": 400, "val_per_task": 50, "test_per_task": 200},
+        "teacher_steps": 300,
+        "base_steps": 300,
+        "tune_steps": 150,
+        "batch_size": 32,
+        "model": {},
+        "eval_limit": 200,
+    },
+    "smoke": {
+        "world": {"train_per_task": 24, "val_per_task": 6, "test_per_task": 8},
+        "teacher_steps": 20,
+        "base_steps": 4,
+        "tune_steps": 4,
+        "batch_size": 4,
+        "model": {"width": 32, "layers": 2, "heads": 2, "vocab_size": 300},
+        "eval_limit": 8,
+    },
+}
+TRAIN_FILES = [
+    "caption/train.jsonl",
+    "story/train.jsonl",
+    "vqa/train.jsonl",
+    "pope/train.jsonl",
+    "needle/train.jsonl",
+]
+
+
+def _stage(name: str, timings: dict[str, float], say: Callable[[str], None]) -> Callable[[], None]:
+    start = time.perf_counter()
+    say(f"[demo] {name} ...")
+
+    def done() -> None:
+        timings[name] = round(time.perf_counter() - start, 1)
+        say(f"[demo] {name}: {timings[name]} s")
+
+    return done
+
+
+def _run_config(
+    base: SugarConfig, out: Path, name: str, size: dict[str, Any], **changes: Any
+) -> SugarConfig:
+    """The config of one training run of the demo (``changes``: section -> field values)."""
+    cfg = replace(
+        base,
+        run=replace(base.run, output_dir=str(out / name), torch_threads=1),
+        data=replace(
+            base.data, root=str(out / "world"), train=TRAIN_FILES, val=["caption/val.jsonl"]
+        ),
+        model=replace(base.model, **size["model"], feature_cache=str(out / "cache" / "vision")),
+        teacher=replace(
+            base.teacher, head_dir=str(out / "teacher"), cache_dir=str(out / "cache" / "teachers")
+        ),
+    )
+    for section, values in changes.items():
+        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **values)})
+    return cfg
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    smoke: bool = False,
+    seed: int = 0,
+    config: SugarConfig | None = None,
+    say: Callable[[str], None] = print,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every stage into ``out``; returns the report path, the timings and the results."""
+    out = Path(out)
+    size = SIZES["smoke" if smoke else "demo"]
+    base = config or load_config(None)
+    timings: dict[str, float] = {}
+
+    done = _stage("world", timings, say)
+    world = out / "world"
+    if not (world / "manifest.json").is_file():
+        generate_world(world, seed=seed, progress=progress, **size["world"])
+    done()
+
+    done = _stage("teacher", timings, say)
+    teacher_dir = out / "teacher"
+    if not (teacher_dir / "head.json").is_file():
+        train_teacher(
+            data=world / "caption" / "train.jsonl", out_dir=teacher_dir, root=world,
+            steps=size["teacher_steps"], seed=seed, feature_cache_dir=out / "cache" / "teachers",
+            progress=progress,
+        )  # fmt: skip
+    done()
+
+    runs = {
+        "base": {
+            "structure": {"alpha": 0.0},
+            "train": {"steps": size["base_steps"], "lr": 2e-3, "select_metric": "val_lm_loss"},
+        },
+        "generative": {
+            "structure": {"alpha": 0.0},
+            "train": {
+                "steps": size["tune_steps"],
+                "lr": 1e-3,
+                "select_metric": "val_lm_loss",
+                "init_from": str(out / "base" / "model"),
+            },
+        },
+        "sugar": {
+            "structure": {"alpha": base.structure.alpha or 1.0},
+            "train": {
+                "steps": size["tune_steps"],
+                "lr": 1e-3,
+                "select_metric": "val_t2i_r1",
+                "init_from": str(out / "base" / "model"),
+            },
+        },
+    }
+    configs = {}
+    for name, changes in runs.items():
+        done = _stage(f"train {name}", timings, say)
+        train_changes = {
+            "batch_size": size["batch_size"], "eval_every": 0, "checkpoint_every": 0,
+            "log_every": 10, "eval_samples": 100, **changes["train"],
+        }  # fmt: skip
+        cfg = _run_config(
+            base, out, name, size, run={"seed": seed}, structure=changes["structure"],
+            train=train_changes,
+        )  # fmt: skip
+        configs[name] = cfg
+        if not (out / name / "model" / "model.json").is_file():
+            if (out / name).exists():
+                import shutil
+
+                shutil.rmtree(out / name)  # an unfinished demo run: start it again
+            train(cfg, progress=progress)
+        done()
+
+    done = _stage("evaluate", timings, say)
+    results = {}
+    for name in ("generative", "sugar"):
+        model = load_eval_model(out / name / "model", name)
+        results[name] = run_tasks(
+            model, world, list(TASKS), limit=size["eval_limit"], progress=lambda t: say(f"  {t}")
+        )
+    done()
+    meta = {
+        "seed": seed,
+        "sizes": size,
+        "timings_s": timings,
+        "world_manifest_sha256": sha256_file(world / "manifest.json"),
+        "configs": {name: to_dict(cfg) for name, cfg in configs.items()},
+    }
+    report = write_report(
+        out / "report",
+        results,
+        meta,
+        logs={n: out / n / "log.jsonl" for n in ("base", "generative", "sugar")},
+    )
+    say(headline_table(results))
+    say(f"[demo] report: {report}")
+    say(f"[demo] timings (s): {json.dumps(timings)}")
+    return {"report": report, "timings": timings, "results": results}

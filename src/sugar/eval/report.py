@@ -1,0 +1,177 @@
+"""Evaluation reports: JSON with every figure, a Markdown table, PNG plots.
+
+``results`` maps a variant (a model's name) to ``{task: {metric: value}}`` as
+:func:`sugar.eval.tasks.run_tasks` returns; values are floats or ``"n/a"``. The report keeps,
+next to the figures, what produced them (``meta``: config, seeds, commit, data hashes, timings).
+
+- ``report.json``: ``{"meta": ..., "results": ...}``;
+- ``report.md``: the headline table (variants x :data:`HEADLINE` metrics, best in bold, "n/a"
+  where a variant cannot do a task) and one table per task with every metric;
+- ``needle_by_position.png``, ``hard_negatives_by_kind.png`` and, given run logs,
+  ``loss_curves.png`` (matplotlib, extra ``report``; skipped with a note when missing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sugar.io import atomic_write_json, atomic_write_text
+
+__all__ = ["HEADLINE", "headline_table", "write_report"]
+
+Results = Mapping[str, Mapping[str, Mapping[str, Any]]]
+
+HEADLINE: list[tuple[str, str, str]] = [
+    ("caption_retrieval", "t2i_r1", "caption t2i R@1"),
+    ("caption_retrieval", "i2t_r1", "caption i2t R@1"),
+    ("winoground", "emb_group", "Winoground group (emb)"),
+    ("winoground", "ll_group", "Winoground group (LL)"),
+    ("hard_negatives", "emb_relation_swap", "relation swap (emb)"),
+    ("hard_negatives", "ll_relation_swap", "relation swap (LL)"),
+    ("story_retrieval", "c5i4_r1", "story 5c+4i R@1"),
+    ("needle", "accuracy", "needle acc"),
+    ("vqa", "exact_match", "VQA EM"),
+    ("pope", "f1", "POPE F1"),
+    ("kb_qa", "retrieved", "KB-QA retrieved"),
+]
+"""(task, metric, column title) of the headline table; higher is better for each."""
+
+
+def _cell(value: Any) -> str:
+    return f"{100 * value:.1f}" if isinstance(value, float) else str(value)
+
+
+def headline_table(results: Results) -> str:
+    """The Markdown headline table: percentages, best per column in bold, n/a kept."""
+    columns = [c for c in HEADLINE if any(c[0] in r for r in results.values())]
+    lines = [
+        "| variant | " + " | ".join(title for _, _, title in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    best = {}
+    for task, metric, _ in columns:
+        values = [r.get(task, {}).get(metric) for r in results.values()]
+        numbers = [v for v in values if isinstance(v, float)]
+        best[(task, metric)] = max(numbers) if numbers else None
+    for variant, tasks in results.items():
+        cells = []
+        for task, metric, _ in columns:
+            value = tasks.get(task, {}).get(metric, "n/a")
+            text = _cell(value)
+            if isinstance(value, float) and value == best[(task, metric)] and len(results) > 1:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _task_tables(results: Results) -> str:
+    tasks = sorted({t for r in results.values() for t in r})
+    parts = []
+    for task in tasks:
+        metrics = sorted({m for r in results.values() for m in r.get(task, {})})
+        parts.append(f"### {task}\n")
+        parts.append("| variant | " + " | ".join(metrics) + " |")
+        parts.append("|---|" + "---|" * len(metrics))
+        for variant, r in results.items():
+            row = r.get(task, {})
+            cells = [
+                f"{row[m]:.4g}" if isinstance(row.get(m), float) else str(row.get(m, "-"))
+                for m in metrics
+            ]
+            parts.append(f"| {variant} | " + " | ".join(cells) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def _plots(out_dir: Path, results: Results, logs: Mapping[str, Path]) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ["plots skipped: matplotlib is not installed (pip install 'sugar-mllm[report]')"]
+    written = []
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for variant, r in results.items():
+        needle = r.get("needle", {})
+        points = sorted(
+            (int(k.split("_")[1]), v)
+            for k, v in needle.items()
+            if k.startswith("position_") and k != "position_spread" and isinstance(v, float)
+        )
+        if points:
+            axis.plot([p for p, _ in points], [v for _, v in points], marker="o", label=variant)
+    axis.set(xlabel="needle position", ylabel="accuracy", title="Needle accuracy by position")
+    axis.legend()
+    figure.savefig(out_dir / "needle_by_position.png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    written.append("needle_by_position.png")
+    figure, axis = plt.subplots(figsize=(7, 4))
+    kinds = sorted(
+        {
+            k[3:]
+            for r in results.values()
+            for k in r.get("hard_negatives", {})
+            if k.startswith("ll_")
+        }
+    )
+    width = 0.8 / max(1, 2 * len(results))
+    for index, (variant, r) in enumerate(results.items()):
+        row = r.get("hard_negatives", {})
+        for offset, scoring in enumerate(("emb", "ll")):
+            values = [row.get(f"{scoring}_{k}") for k in kinds]
+            xs = [i + (2 * index + offset) * width for i in range(len(kinds))]
+            heights = [v if isinstance(v, float) else 0.0 for v in values]
+            axis.bar(xs, heights, width, label=f"{variant} ({scoring})")
+    axis.set_xticks([i + 0.4 for i in range(len(kinds))], kinds, rotation=20)
+    axis.set(ylabel="pairwise accuracy", title="Hard negatives by kind (n/a drawn as 0)")
+    axis.legend(fontsize=7)
+    figure.savefig(out_dir / "hard_negatives_by_kind.png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    written.append("hard_negatives_by_kind.png")
+    if logs:
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for variant, path in logs.items():
+            records = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+            steps = [r["step"] for r in records if "loss" in r]
+            axis.plot(steps, [r["loss"] for r in records if "loss" in r], label=variant)
+        axis.set(xlabel="step", ylabel="training loss", title="Loss curves", yscale="log")
+        axis.legend()
+        figure.savefig(out_dir / "loss_curves.png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        written.append("loss_curves.png")
+    return written
+
+
+def write_report(
+    out_dir: str | Path,
+    results: Results,
+    meta: Mapping[str, Any],
+    logs: Mapping[str, Path] | None = None,
+) -> Path:
+    """Write report.json, report.md and the plots to ``out_dir``; returns the Markdown path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "report.json", {"meta": dict(meta), "results": results})
+    notes = _plots(out, results, logs or {})
+    text = [
+        "# sugar evaluation report\n",
+        "Percentages; best per column in **bold**; n/a where a variant cannot do a task "
+        "(no trained projector: no embedding scores). emb = embedding cosine, LL = caption "
+        "log-likelihood under the LM.\n",
+        headline_table(results),
+        "\n## Every metric\n",
+        _task_tables(results),
+        "\n## Plots\n",
+        *[f"- {n}" for n in notes],
+        "\n## Provenance\n",
+        "```json",
+        json.dumps(meta, indent=2, default=str),
+        "```\n",
+    ]
+    return atomic_write_text(out / "report.md", "\n".join(text))

@@ -1,0 +1,344 @@
+"""Evaluation tasks on the built-in world (and, where no world metadata is needed, user JSONL).
+
+Shapes: N items, P projector width.
+
+Every task takes an :class:`EvalModel` (a backbone, and the retrieval projector when one was
+trained) and a split's JSONL, and returns ``{metric: value}``; a metric a model cannot produce is
+the string ``"n/a"``, never 0 (a generative-only model has no embeddings; a contrastive-only
+model has no LM head). Scoring (METHOD.md section 7): embedding cosine wherever a projector
+exists, and caption log-likelihood under the LM for every model with an LM head.
+
+Tasks: ``caption_retrieval`` (text->image, image->text R@1/R@5; held-out attribute combinations
+separately), ``hard_negatives`` (pairwise accuracy per negative kind, both scorings),
+``winoground`` (text/image/group, both scorings), ``story_retrieval`` (the 5th image from 5
+captions, and from 5 captions + 4 images; pool = all 5th images of the split), ``needle``
+(answer accuracy per needle position), ``vqa`` (exact match), ``pope`` (accuracy, F1, yes
+ratio), ``kb_qa`` (answer accuracy with no context, with the retrieved fact, with the oracle
+fact; retrieval R@1 of the needed fact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from sugar.data.jsonl import read_samples
+from sugar.data.schema import Sample, Segment
+from sugar.embed import embed_samples
+from sugar.eval.metrics import (
+    normalize_answer,
+    pairwise_accuracy,
+    pope_metrics,
+    recall_at_k,
+    vqa_exact_match,
+    winoground_scores,
+)
+from sugar.models.base import MLLM
+from sugar.models.bundle import load_bundle
+from sugar.models.prefix import RetrievalProjector
+
+__all__ = ["TASKS", "EvalModel", "load_eval_model", "run_tasks"]
+
+NA = "n/a"
+Value = float | str
+
+
+@dataclass
+class EvalModel:
+    """What the tasks need of a model."""
+
+    backbone: MLLM
+    projector: RetrievalProjector | None
+    image_pool: Literal["mean", "last"] = "mean"
+    name: str = "model"
+    batch_size: int = 32
+
+    def embed(self, samples: Sequence[Sample], root: str | Path) -> Tensor | None:
+        """(N, P) unit vectors, or None without a projector."""
+        if self.projector is None:
+            return None
+        out = embed_samples(
+            self.backbone, self.projector, samples, root, batch_size=self.batch_size,
+            image_pool=self.image_pool,
+        )  # fmt: skip
+        assert isinstance(out, Tensor)
+        return out
+
+    def score(self, samples: Sequence[Sample], root: str | Path) -> Tensor:
+        """(N,) log-likelihood of each sample's target text."""
+        parts = [
+            self.backbone.score(samples[i : i + self.batch_size], root)
+            for i in range(0, len(samples), self.batch_size)
+        ]
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def generate(self, samples: Sequence[Sample], root: str | Path, tokens: int = 8) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(samples), self.batch_size):
+            chunk = samples[i : i + self.batch_size]
+            out += self.backbone.generate(chunk, root, max_new_tokens=tokens)
+        return out
+
+
+def load_eval_model(directory: str | Path, name: str | None = None) -> EvalModel:
+    """A bundle as an :class:`EvalModel` (its projector when it has one)."""
+    bundle = load_bundle(directory)
+    projector = None
+    image_pool: Literal["mean", "last"] = "mean"
+    if bundle.extras.get("projector"):
+        spec = dict(bundle.extra_specs["projector"])
+        image_pool = spec.pop("image_pool", "mean")
+        projector = RetrievalProjector(**spec)
+        projector.load_state_dict(bundle.extras["projector"])
+        projector.eval()
+    return EvalModel(bundle.model.eval(), projector, image_pool, name or Path(directory).name)
+
+
+def _image(path: str) -> Sample:
+    return Sample(f"image:{path}", [Segment.image_(path)])
+
+
+def _text(text: str) -> Sample:
+    return Sample(f"text:{text[:40]}", [Segment.text_(text)])
+
+
+def _captioned(image: str, caption: str) -> Sample:
+    return Sample(f"pair:{image}", [Segment.image_(image), Segment.text_(caption, "target")])
+
+
+def _caption_pairs(samples: Sequence[Sample]) -> list[tuple[str, str]]:
+    pairs = []
+    for s in samples:
+        if len(s.segments) == 2 and s.segments[0].image and s.segments[1].text:
+            pairs.append((s.segments[0].image, s.segments[1].text))
+    return pairs
+
+
+def caption_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+    """R@1 / R@5 text->image and image->text among the split's caption pairs (all, and the
+    held-out attribute combinations alone when the world marks them)."""
+    out: dict[str, Value] = {}
+    groups = {"": list(samples)}
+    heldout = [s for s in samples if s.meta.get("heldout_combo") in (True, "True")]
+    if heldout:
+        groups["heldout_"] = heldout
+    for prefix, group in groups.items():
+        pairs = _caption_pairs(group)
+        images = model.embed([_image(i) for i, _ in pairs], root)
+        texts = model.embed([_text(t) for _, t in pairs], root)
+        for k in (1, 5):
+            if images is None or texts is None or len(pairs) < k:
+                out[f"{prefix}t2i_r{k}"] = out[f"{prefix}i2t_r{k}"] = NA
+                continue
+            relevant = torch.arange(len(pairs))
+            out[f"{prefix}t2i_r{k}"] = recall_at_k(texts @ images.T, relevant, k)
+            out[f"{prefix}i2t_r{k}"] = recall_at_k(images @ texts.T, relevant, k)
+    return out
+
+
+def hard_negatives(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+    """Pairwise accuracy per negative kind: image vs (caption, its negative), by embedding
+    cosine (``emb_<kind>``) and by caption log-likelihood given the image (``ll_<kind>``)."""
+    by_kind: dict[str, list[tuple[str, str, str]]] = {}
+    for s in samples:
+        image, caption = s.segments[0].image, s.segments[-1].text
+        for negative in s.meta.get("negatives", []):
+            assert image is not None and caption is not None
+            by_kind.setdefault(negative["kind"], []).append((image, caption, negative["caption"]))
+    out: dict[str, Value] = {}
+    for kind, items in sorted(by_kind.items()):
+        images = model.embed([_image(i) for i, _, _ in items], root)
+        positives = model.embed([_text(c) for _, c, _ in items], root)
+        negatives = model.embed([_text(n) for _, _, n in items], root)
+        if images is None or positives is None or negatives is None:
+            out[f"emb_{kind}"] = NA
+        else:
+            out[f"emb_{kind}"] = pairwise_accuracy(
+                (images * positives).sum(-1).numpy(), (images * negatives).sum(-1).numpy()
+            )
+        pos = model.score([_captioned(i, c) for i, c, _ in items], root)
+        neg = model.score([_captioned(i, n) for i, _, n in items], root)
+        out[f"ll_{kind}"] = pairwise_accuracy(pos.numpy(), neg.numpy())
+        out[f"count_{kind}"] = float(len(items))
+    return out
+
+
+def winoground(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+    """Winoground text / image / group scores by embedding (``emb_*``) and likelihood (``ll_*``)."""
+    images = [s.meta["images"] for s in samples]
+    captions = [s.meta["captions"] for s in samples]
+    out: dict[str, Value] = {}
+    flat_images = [i for pair in images for i in pair]
+    flat_captions = [c for pair in captions for c in pair]
+    img = model.embed([_image(i) for i in flat_images], root)
+    txt = model.embed([_text(c) for c in flat_captions], root)
+    if img is None or txt is None:
+        out.update({"emb_text": NA, "emb_image": NA, "emb_group": NA})
+    else:
+        i2 = img.view(len(samples), 2, -1)
+        t2 = txt.view(len(samples), 2, -1)
+        scores = torch.einsum("ncp,nip->nci", t2, i2)  # s[n, caption, image]
+        out.update({f"emb_{k}": v for k, v in winoground_scores(scores.numpy()).items()})
+    pairs = [
+        _captioned(images[n][i], captions[n][c])
+        for n in range(len(samples))
+        for c in range(2)
+        for i in range(2)
+    ]
+    ll = model.score(pairs, root).view(len(samples), 2, 2)  # s[n, caption, image]
+    out.update({f"ll_{k}": v for k, v in winoground_scores(ll.numpy()).items()})
+    return out
+
+
+def story_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+    """The story's 5th image among all 5th images of the split, queried by its 5 captions
+    (``c5``) or its 5 captions and 4 images (``c5i4``)."""
+    targets = [s.meta["target_image"] for s in samples]
+    pool = model.embed([_image(t) for t in targets], root)
+    queries = {
+        "c5": [Sample(s.id, [seg for seg in s.segments if seg.kind == "text"]) for s in samples],
+        "c5i4": list(samples),
+    }
+    out: dict[str, Value] = {}
+    for name, query in queries.items():
+        emb = model.embed(query, root)
+        for k in (1, 5):
+            key = f"{name}_r{k}"
+            if pool is None or emb is None or len(samples) < k:
+                out[key] = NA
+            else:
+                out[key] = recall_at_k(emb @ pool.T, torch.arange(len(samples)), k)
+    return out
+
+
+def _answers_match(predictions: Sequence[str], answers: Sequence[str]) -> list[bool]:
+    return [
+        normalize_answer(p) == normalize_answer(a)
+        for p, a in zip(predictions, answers, strict=True)
+    ]
+
+
+def needle(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+    """Answer accuracy overall and per needle position, and the spread (max - min) over
+    positions."""
+    predictions = model.generate(samples, root)
+    correct = _answers_match(predictions, [s.meta["answer"] for s in samples])
+    by_position: dict[str, list[bool]] = {}
+    for s, ok in zip(samples, correct, strict=True):
+        by_position.setdefault(str(s.meta["needle_position"]), []).append(ok)
+    out: dict[str, Value] = {"accuracy": sum(correct) / len(correct)}
+    per = {p: sum(v) / len(v) for p, v in sorted(by_position.items())}
+    out.update({f"position_{p}": v for p, v in per.items()})
+    out["position_spread"] = max(per.values()) - min(per.values())
+    return out
+
+
+def vqa(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+    """Exact match of the generated answer (normalised) against the target text."""
+    predictions = model.generate(samples, root)
+    return {"exact_match": vqa_exact_match(predictions, [s.meta["answer"] for s in samples])}
+
+
+def pope(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+    """POPE accuracy, precision, recall, F1 and yes ratio of the generated answers."""
+    predictions = model.generate(samples, root)
+    metrics = pope_metrics(predictions, [s.meta["answer"] for s in samples])
+    return dict(metrics.items())
+
+
+def kb_qa(
+    model: EvalModel, samples: Sequence[Sample], root: Path, items: Sequence[Sample]
+) -> dict[str, Value]:
+    """Knowledge-base QA: answer accuracy with no context, with the top-1 retrieved fact's
+    payload and with the oracle payload, and retrieval R@1 of the needed fact.
+
+    A payload enters as a context text segment before the question's segments (the template of
+    :mod:`sugar.rag`'s default: the fact, then the question); items are retrieved by their key
+    (their image and question), never by the payload.
+    """
+    payload = {it.meta["fact_id"]: it.meta["payload"] for it in items}
+    answers = [s.meta["answer"] for s in samples]
+
+    def with_fact(s: Sample, fact: str) -> Sample:
+        return Sample(s.id, [Segment.text_(fact), *s.segments], s.task, s.meta)
+
+    out: dict[str, Value] = {}
+    plain = model.generate(samples, root)
+    out["no_context"] = sum(_answers_match(plain, answers)) / len(samples)
+    oracle = model.generate([with_fact(s, payload[s.meta["fact_id"]]) for s in samples], root)
+    out["oracle"] = sum(_answers_match(oracle, answers)) / len(samples)
+    keys = model.embed(list(items), root)
+    queries = model.embed(
+        [Sample(s.id, [g for g in s.segments if g.role == "context"]) for s in samples], root
+    )
+    if keys is None or queries is None:
+        out["retrieved"] = out["retrieval_r1"] = NA
+        return out
+    ids = [it.meta["fact_id"] for it in items]
+    relevant = torch.tensor([ids.index(s.meta["fact_id"]) for s in samples])
+    scores = queries @ keys.T
+    out["retrieval_r1"] = recall_at_k(scores, relevant, 1)
+    top = scores.argmax(dim=1).tolist()
+    retrieved = model.generate(
+        [with_fact(s, payload[ids[t]]) for s, t in zip(samples, top, strict=True)], root
+    )
+    out["retrieved"] = sum(_answers_match(retrieved, answers)) / len(samples)
+    return out
+
+
+TaskFn = Callable[[EvalModel, Sequence[Sample], Path], dict[str, Value]]
+TASKS: dict[str, str] = {
+    "caption_retrieval": "caption",
+    "hard_negatives": "caption",
+    "winoground": "winoground",
+    "story_retrieval": "story",
+    "needle": "needle",
+    "vqa": "vqa",
+    "pope": "pope",
+    "kb_qa": "kb",
+}
+"""Task name -> the world folder its split's JSONL lives in."""
+_FUNCTIONS: dict[str, TaskFn] = {
+    "caption_retrieval": caption_retrieval,
+    "hard_negatives": hard_negatives,
+    "winoground": winoground,
+    "story_retrieval": story_retrieval,
+    "needle": needle,
+    "vqa": vqa,
+    "pope": pope,
+}
+
+
+def run_tasks(
+    model: EvalModel,
+    root: str | Path,
+    tasks: Sequence[str],
+    split: str = "test",
+    limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run ``tasks`` on ``root/<folder>/<split>.jsonl`` (the first ``limit`` items of each)."""
+    root = Path(root)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; known: {sorted(TASKS)}")
+    results: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        if progress is not None:
+            progress(task)
+        samples = read_samples(root / TASKS[task] / f"{split}.jsonl", root)[:limit]
+        if not samples:
+            raise ValueError(f"{root / TASKS[task] / f'{split}.jsonl'}: no samples")
+        with torch.no_grad():
+            if task == "kb_qa":
+                items = read_samples(root / "kb_items" / f"{split}.jsonl", root)
+                results[task] = kb_qa(model, samples, root, items)
+            else:
+                results[task] = _FUNCTIONS[task](model, samples, root)
+        results[task]["items"] = len(samples)
+    return results

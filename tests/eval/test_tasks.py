@@ -1,0 +1,138 @@
+"""Evaluation tasks: their logic on a model with known outputs, every task end to end on a tiny
+model, user JSONL without world metadata, and the report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sugar.cli import app
+from sugar.data.jsonl import read_samples
+from sugar.data.schema import Sample, Segment
+from sugar.data.world import generate_world
+from sugar.eval.report import headline_table, write_report
+from sugar.eval.tasks import TASKS, EvalModel, hard_negatives, run_tasks, winoground
+from sugar.models.prefix import RetrievalProjector
+from sugar.models.tiny import TinyMLLM
+from sugar.models.tokenizer import Tokenizer
+
+
+class KnownScores(EvalModel):
+    """Embeddings and log-likelihoods looked up from tables keyed by content."""
+
+    def __init__(self, vectors: dict[str, list[float]], scores: dict[str, float]) -> None:
+        self.vectors, self.scores = vectors, scores
+
+    def embed(self, samples: Sequence[Sample], root: str | Path) -> torch.Tensor:
+        keys = [s.segments[0].text or s.segments[0].image or "" for s in samples]
+        return torch.tensor([self.vectors[k] for k in keys])
+
+    def score(self, samples: Sequence[Sample], root: str | Path) -> torch.Tensor:
+        return torch.tensor([self.scores[s.segments[-1].text or ""] for s in samples])
+
+
+def test_hard_negative_accuracy_from_known_scores() -> None:
+    samples = [
+        Sample("a", [Segment.image_("a.png"), Segment.text_("A red cat.", "target")],
+               meta={"negatives": [{"kind": "colour", "caption": "A blue cat."}]}),
+        Sample("b", [Segment.image_("b.png"), Segment.text_("A big dog.", "target")],
+               meta={"negatives": [{"kind": "colour", "caption": "A tiny dog."}]}),
+    ]  # fmt: skip
+    vectors = {
+        "a.png": [1.0, 0.0], "A red cat.": [1.0, 0.0], "A blue cat.": [0.0, 1.0],
+        "b.png": [0.0, 1.0], "A big dog.": [1.0, 0.0], "A tiny dog.": [0.0, 1.0],
+    }  # fmt: skip
+    scores = {"A red cat.": -1.0, "A blue cat.": -2.0, "A big dog.": -3.0, "A tiny dog.": -3.0}
+    out = hard_negatives(KnownScores(vectors, scores), samples, Path("."))
+    assert out["emb_colour"] == 0.5  # a: 1 > 0 right; b: 0 > 1 wrong
+    assert out["ll_colour"] == 0.5  # a: -1 > -2 right; b: a tie fails
+    assert out["count_colour"] == 2.0
+
+
+def test_winoground_from_known_scores() -> None:
+    sample = Sample(
+        "w", [Segment.image_("i0.png"), Segment.text_("c0", "target")],
+        meta={"images": ["i0.png", "i1.png"], "captions": ["c0", "c1"]},
+    )  # fmt: skip
+    vectors = {"i0.png": [1.0, 0.0], "i1.png": [0.0, 1.0], "c0": [1.0, 0.0], "c1": [0.6, 0.8]}
+    out = winoground(KnownScores(vectors, {"c0": -1.0, "c1": -5.0}), [sample], Path("."))
+    # s[c, i]: c0 -> (1, 0), c1 -> (0.6, 0.8): text (c0 best for i0, c1 best for i1) holds;
+    # image (i0 best for c0: 1 > 0; i1 best for c1: 0.8 > 0.6) holds -> group 1
+    assert (out["emb_text"], out["emb_image"], out["emb_group"]) == (1.0, 1.0, 1.0)
+    # likelihood ignores the image here: c0 always wins, so text fails and image ties fail
+    assert (out["ll_text"], out["ll_image"], out["ll_group"]) == (0.0, 0.0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_eval(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EvalModel, EvalModel]:
+    root = tmp_path_factory.mktemp("eval") / "world"
+    generate_world(root, seed=4, train_per_task=24, val_per_task=4, test_per_task=12)
+    texts = [s.text for x in read_samples(root / "caption" / "train.jsonl", root)
+             for s in x.segments if s.text]  # fmt: skip
+    tokenizer = Tokenizer.train(texts, vocab_size=300)
+    model = TinyMLLM(tokenizer, width=32, layers=2, heads=2, max_positions=512).eval()
+    with_projector = EvalModel(model, RetrievalProjector(32, 8).eval(), name="with")
+    without = EvalModel(model, None, name="without")
+    return root, with_projector, without
+
+
+def test_every_task_runs_end_to_end_and_reports_na_without_a_projector(
+    tiny_eval: tuple[Path, EvalModel, EvalModel], tmp_path: Path
+) -> None:
+    root, with_projector, without = tiny_eval
+    results = {m.name: run_tasks(m, root, list(TASKS), limit=6) for m in (with_projector, without)}
+    for name in ("with", "without"):
+        assert set(results[name]) == set(TASKS)
+    assert isinstance(results["with"]["caption_retrieval"]["t2i_r1"], float)
+    assert results["without"]["caption_retrieval"]["t2i_r1"] == "n/a"
+    assert results["without"]["winoground"]["emb_group"] == "n/a"
+    assert isinstance(results["without"]["winoground"]["ll_group"], float)  # LM head scores
+    assert isinstance(results["without"]["vqa"]["exact_match"], float)
+    assert results["without"]["kb_qa"]["retrieved"] == "n/a"
+    report = write_report(tmp_path / "report", results, {"seed": 0})
+    text = report.read_text()
+    for task in TASKS:
+        assert f"### {task}" in text
+    assert "n/a" in headline_table(results)
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved["results"]["without"]["caption_retrieval"]["t2i_r1"] == "n/a"
+    assert (tmp_path / "report" / "needle_by_position.png").is_file()
+
+
+def test_caption_retrieval_on_user_jsonl_without_world_metadata(
+    tiny_eval: tuple[Path, EvalModel, EvalModel], tmp_path: Path
+) -> None:
+    root, with_projector, _ = tiny_eval
+    user = tmp_path / "user"
+    (user / "caption").mkdir(parents=True)
+    world_pairs = read_samples(root / "caption" / "test.jsonl", root)[:5]
+    lines = []
+    for i, s in enumerate(world_pairs):
+        image = user / f"{i}.png"
+        image.write_bytes((root / str(s.segments[0].image)).read_bytes())
+        plain = Sample(
+            f"u{i}", [Segment.image_(image.name), Segment.text_(f"Photo {i}.", "target")]
+        )
+        lines.append(plain.to_json())
+    (user / "caption" / "test.jsonl").write_text("\n".join(lines) + "\n")
+    out = run_tasks(with_projector, user, ["caption_retrieval"])
+    assert out["caption_retrieval"]["items"] == 5
+    assert "heldout_t2i_r1" not in out["caption_retrieval"]  # no world metadata, no such split
+
+
+@pytest.mark.slow
+def test_demo_smoke_through_the_cli(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--smoke", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "[demo] report:" in result.output
+    report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
+    assert set(report["results"]) == {"generative", "sugar"}
+    assert set(report["meta"]["timings_s"]) == {
+        "world", "teacher", "train base", "train generative", "train sugar", "evaluate",
+    }  # fmt: skip
+    assert report["results"]["generative"]["caption_retrieval"]["t2i_r1"] == "n/a"
