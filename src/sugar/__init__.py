@@ -8,7 +8,12 @@ The package is organised one concept per file (see CONTRIBUTING.md):
 - :mod:`sugar.eval.metrics` -- pure metric functions;
 - :mod:`sugar.data` -- interleaved samples, converters, the built-in world, span-exact batching;
 - :mod:`sugar.models` -- the backbone interface, the built-in small MLLM, bundles;
-- :mod:`sugar.api` -- ``sugar.load(dir)``, a bundle as one object;
+- :mod:`sugar.embed` -- unit vectors of samples, texts, images and every prefix in one pass;
+- :mod:`sugar.index` -- persistent exact and FAISS vector indexes bound to a model identity;
+- :mod:`sugar.rag` -- retrieval-augmented generation: retrieve payloads, prompt, generate;
+- :mod:`sugar.mine` -- hard-negative mining with a trained model;
+- :mod:`sugar.api` -- ``sugar.load(dir)``, a bundle as one object (generate, score, embed,
+  search, ask);
 - :mod:`sugar.cli` -- the ``sugar`` console script.
 """
 

@@ -1,4 +1,5 @@
-"""``sugar.load(dir)``: a trained model bundle as one object that generates and scores.
+"""``sugar.load(dir)``: a trained model bundle as one object that generates, scores, embeds,
+searches and answers with retrieval -- all with the same weights.
 
 Usage::
 
@@ -6,20 +7,31 @@ Usage::
     model = sugar.load("runs/demo/model")
     model.generate([sample], root="runs/world")   # ['A red square is left of a blue circle.']
     model.score([sample], root="runs/world")      # tensor([-7.31])
+    model.embed(texts=["A red square."])          # (1, 256) unit rows
+    model.search("A red square.", k=5, index="runs/kb_index")   # [{"id", "score", "metadata"}]
+    model.ask("Where was object 271828 made?", index="runs/kb_index")   # RagAnswer
 
-Later issues add ``embed``, ``search`` and ``ask`` on the same object (same weights).
+``embed``, ``search`` and ``ask`` need the bundle's retrieval projector (training saves it as
+the extra module ``projector``); a bundle without one raises ``ValueError`` saying so. An index
+opened here must have been built with this bundle's embeddings (its model identity is checked).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
+import yaml
 from torch import Tensor
 
-from sugar.data.schema import Sample
+from sugar.data.schema import Sample, Segment
+from sugar.embed import embed_samples
+from sugar.index.base import Index
 from sugar.models.base import MLLM
 from sugar.models.bundle import LoadedBundle, load_bundle
+from sugar.models.prefix import RetrievalProjector
+from sugar.rag import PromptTemplate, RagAnswer, answer, question_sample
 
 __all__ = ["SugarModel", "load"]
 
@@ -30,6 +42,11 @@ class SugarModel:
     def __init__(self, bundle: LoadedBundle) -> None:
         self.bundle = bundle
         self.backbone: MLLM = bundle.model.eval()
+        self._projector: RetrievalProjector | None = None
+        self.image_pool: Literal["mean", "last"] = "mean"
+        """How image slices are pooled for embeddings (saved with the projector)."""
+        self.slice_text_by: Literal["sentence", "segment"] = _slice_text_by(bundle.config)
+        """How texts are sliced for embeddings (the run's ``structure.slice_text_by``)."""
 
     @property
     def identity(self) -> str:
@@ -61,11 +78,147 @@ class SugarModel:
         """Log-likelihood of each sample's target text given the rest. # (B,)"""
         return self.backbone.score(samples, root)
 
+    # ---- retrieval -----------------------------------------------------------------------------
+
+    @property
+    def projector(self) -> RetrievalProjector:
+        """The retrieval projector rebuilt from the bundle (``ValueError`` when it has none)."""
+        if self._projector is None:
+            state = self.bundle.extras.get("projector")
+            if not state:
+                raise ValueError(
+                    f"{self.directory}: this bundle has no retrieval projector (a generative-only "
+                    "model?); embed, search and ask need a bundle trained with one"
+                )
+            spec = dict(self.bundle.extra_specs["projector"])
+            image_pool = spec.pop("image_pool", "mean")
+            if image_pool not in ("mean", "last"):
+                raise ValueError(f"{self.directory}: projector image_pool={image_pool!r}")
+            projector = RetrievalProjector(**spec)
+            projector.load_state_dict(state)
+            self._projector, self.image_pool = projector.eval(), image_pool
+        return self._projector
+
+    def embed_options(self, batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
+        """Keyword arguments of :func:`sugar.embed.embed_samples` for this bundle."""
+        self.projector  # noqa: B018  (loads it, which sets image_pool)
+        return {
+            "batch_size": batch_size,
+            "image_pool": self.image_pool,
+            "slice_text_by": self.slice_text_by,
+            "progress": progress,
+        }
+
+    def embed(
+        self,
+        samples: Sequence[Sample] | None = None,
+        *,
+        texts: Sequence[str] | None = None,
+        images: Sequence[str] | None = None,
+        root: str | Path = ".",
+        prefixes: bool = False,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> Tensor | list[Tensor]:
+        """Unit vectors of exactly one of ``samples`` (interleaved), ``texts`` or ``images``
+        (paths relative to ``root``): (B, P), or with ``prefixes=True`` a list of (S_b, P),
+        one row per slice end (:func:`sugar.embed.embed_samples`)."""
+        given = [name for name, x in (("samples", samples), ("texts", texts),
+                                      ("images", images)) if x is not None]  # fmt: skip
+        if len(given) != 1:
+            raise ValueError(f"embed: give exactly one of samples, texts, images (got {given})")
+        if texts is not None:
+            samples = [Sample(f"text-{i}", [Segment.text_(text)]) for i, text in enumerate(texts)]
+        elif images is not None:
+            samples = [Sample(f"image-{i}", [Segment.image_(p)]) for i, p in enumerate(images)]
+        assert samples is not None
+        return embed_samples(
+            self.backbone, self.projector, samples, root, prefixes=prefixes,
+            **self.embed_options(batch_size, progress),
+        )  # fmt: skip
+
+    def open_index(self, directory: str | Path) -> Index:
+        """Load the index at ``directory``, refusing one built with another model's embeddings
+        (:class:`sugar.index.ModelIdentityError`)."""
+        return Index.load(directory, expected_model_identity=self.identity)
+
+    def _index(self, index: Index | str | Path) -> Index:
+        if isinstance(index, Index):
+            if index.model_identity != self.identity:
+                raise ValueError(
+                    f"the index holds embeddings of model {index.model_identity[:12]}, "
+                    f"not of this model {self.identity[:12]}"
+                )
+            return index
+        return self.open_index(index)
+
+    def search(
+        self,
+        query: str | Sample,
+        k: int = 10,
+        *,
+        index: Index | str | Path,
+        image: str | None = None,
+        root: str | Path = ".",
+    ) -> list[dict[str, Any]]:
+        """The ``k`` best entries of ``index`` for one query: a text (with an optional image,
+        relative to ``root``, placed before it) or a sample. Returns ``[{"id", "score",
+        "metadata"}]``, best first."""
+        if isinstance(query, str):
+            query = question_sample(query, image)
+        elif image is not None:
+            raise ValueError("search: image= goes with a text query, not a sample")
+        vectors = self.embed([query], root=root)
+        return self._index(index).search(vectors, k, with_metadata=True)[0]
+
+    def ask(
+        self,
+        question: str,
+        image: str | None = None,
+        k: int = 3,
+        retrieval: bool = True,
+        *,
+        index: Index | str | Path | None = None,
+        root: str | Path = ".",
+        template: PromptTemplate | None = None,
+        max_new_tokens: int = 32,
+    ) -> RagAnswer:
+        """Answer ``question`` (with an optional image relative to ``root``): retrieve ``k``
+        knowledge items from ``index``, place their payloads in the prompt
+        (:class:`sugar.rag.PromptTemplate`) and generate greedily. ``retrieval=False``
+        generates from the plain prompt and needs neither index nor projector."""
+        sample = question_sample(question, image)
+        if not retrieval:
+            return answer(
+                self.backbone, None, None, [sample], root, retrieval=False,
+                template=template, max_new_tokens=max_new_tokens,
+            )[0]  # fmt: skip
+        if index is None:
+            raise ValueError("ask: retrieval needs an index (or pass retrieval=False)")
+        return answer(
+            self.backbone, self.projector, self._index(index), [sample], root, k=k,
+            template=template, max_new_tokens=max_new_tokens, **self.embed_options(),
+        )[0]  # fmt: skip
+
     def __repr__(self) -> str:
         return (
             f"SugarModel(family={self.backbone.family!r}, directory={str(self.directory)!r}, "
             f"identity={self.identity[:12]})"
         )
+
+
+def _slice_text_by(config: str | None) -> Literal["sentence", "segment"]:
+    """The bundle run's ``structure.slice_text_by`` (the default, ``sentence``, without a
+    config). Read from the raw YAML rather than :func:`sugar.config.load_config` so that a
+    bundle stays loadable when later versions add or rename unrelated config fields."""
+    data = yaml.safe_load(config) if config else None
+    structure = data.get("structure") if isinstance(data, dict) else None
+    value = structure.get("slice_text_by") if isinstance(structure, dict) else None
+    if value is None:
+        return "sentence"
+    if value not in ("sentence", "segment"):
+        raise ValueError(f"bundle config: structure.slice_text_by={value!r}")
+    return value
 
 
 def load(directory: str | Path) -> SugarModel:

@@ -1,0 +1,175 @@
+"""The retrieval commands through the real CLI: embed, index build/add/delete/info, search, ask,
+mine, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from typer.testing import CliRunner
+
+from sugar.cli import app
+from sugar.data.jsonl import read_samples, write_samples
+from sugar.data.slices import slices
+from tests.rag.conftest import RagWorld
+
+
+def _run(*args: Any, code: int = 0) -> str:
+    """stdout of a successful command; stderr (the one-line error) of a failing one."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result.stdout if code == 0 else result.stderr
+
+
+def _json(output: str) -> Any:
+    return json.loads(output)
+
+
+def test_index_search_delete_info_ask_round_trip(rag_world: RagWorld, tmp_path: Path) -> None:
+    root, bundle, index = rag_world.root, rag_world.bundle, tmp_path / "kb"
+    first, rest = tmp_path / "first.jsonl", tmp_path / "rest.jsonl"
+    write_samples(first, rag_world.kb_items[:8])
+    write_samples(rest, rag_world.kb_items[8:])
+    info = json.loads(
+        _run(
+            "index", "build", index, "--model", bundle, "--data", first, "--root", root
+        ).splitlines()[-1]
+    )
+    assert info["count"] == 8 and info["dim"] == 16
+    _run("index", "add", index, "--model", bundle, "--data", rest, "--root", root)
+    assert _json(_run("index", "info", index))["count"] == len(rag_world.kb_items)
+
+    item = rag_world.kb_items[1]  # question-only key
+    hits = _json(
+        _run("search", "--model", bundle, "--index", index, item.segments[0].text, "--k", 3)
+    )
+    assert hits[0]["id"] == item.id and len(hits) == 3
+
+    owner = rag_world.kb_items[0]  # image + question key
+    image = root / owner.images[0]
+    text = owner.segments[1].text
+    hits = _json(_run("search", "--model", bundle, "--index", index, text, "--image", image))
+    assert hits[0]["id"] == owner.id
+
+    answer = _json(
+        _run(
+            "ask",
+            "--model",
+            bundle,
+            "--index",
+            index,
+            text,
+            "--image",
+            image,
+            "--k",
+            2,
+            "--max-new-tokens",
+            3,
+        )
+    )
+    assert answer["sources"][0]["id"] == owner.id and len(answer["sources"]) == 2
+    assert answer["prompt"]["segments"][0]["text"].startswith(owner.meta["payload"] + "\n")
+    plain = _json(
+        _run(
+            "ask",
+            "--model",
+            bundle,
+            text,
+            "--image",
+            image,
+            "--no-retrieval",
+            "--max-new-tokens",
+            3,
+        )
+    )
+    assert plain["sources"] == []
+    assert [s["kind"] for s in plain["prompt"]["segments"]] == ["image", "text"]
+
+    _run("index", "delete", index, item.id)
+    assert _json(_run("index", "info", index))["count"] == len(rag_world.kb_items) - 1
+    hits = _json(_run("search", "--model", bundle, "--index", index, item.segments[0].text))
+    assert item.id not in [hit["id"] for hit in hits]
+    assert "unknown id" in _run("index", "delete", index, item.id, code=2)
+
+
+def test_embed_and_prefix_index(rag_world: RagWorld, tmp_path: Path) -> None:
+    root, bundle = rag_world.root, rag_world.bundle
+    stories = root / "story" / "train.jsonl"
+    out = tmp_path / "vectors.npz"
+    _run("embed", "--model", bundle, "--data", stories, "--out", out, "--root", root)
+    saved = np.load(out)
+    samples = read_samples(stories, root, check_images=False)
+    count = len(samples)
+    assert saved["vectors"].shape == (count, 16) and saved["ids"][0] == "story-train-000000"
+    lines = _run("embed", "--model", bundle, "--text", "A red square.", "-t", "Hi.").splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["text-0", "text-1"]
+    info = json.loads(
+        _run(
+            "index",
+            "build",
+            tmp_path / "prefixes",
+            "--model",
+            bundle,
+            "--data",
+            stories,
+            "--root",
+            root,
+            "--prefixes",
+        ).splitlines()[-1]
+    )
+    assert info["count"] == sum(len(slices(sample)) for sample in samples)  # one per slice end
+
+
+def test_mine_writes_hard_negatives_trainers_read(rag_world: RagWorld, tmp_path: Path) -> None:
+    out = tmp_path / "mined.jsonl"
+    data = rag_world.root / "caption" / "train.jsonl"
+    summary = _json(
+        _run(
+            "mine",
+            "--model",
+            rag_world.bundle,
+            "--data",
+            data,
+            "--out",
+            out,
+            "--root",
+            rag_world.root,
+            "--k",
+            2,
+            "--margin",
+            0.0,
+        )
+    )
+    mined = read_samples(out, rag_world.root)
+    assert len(mined) == summary["queries"] == len(rag_world.captions)
+    kinds = [n["kind"] for s in mined for n in s.meta["negatives"]]
+    assert kinds.count("mined") == summary["mined"] > 0
+    assert all({"kind", "caption"} <= set(n) for s in mined for n in s.meta["negatives"])
+
+
+def test_errors_are_one_line(rag_world: RagWorld, tmp_path: Path) -> None:
+    data = rag_world.root / "kb_items" / "train.jsonl"
+    out = _run(
+        "index", "build", tmp_path / "x", "--model", rag_world.plain_bundle, "--data", data, code=2
+    )
+    assert "no retrieval projector" in out and "Traceback" not in out
+    assert "--index is required" in _run("ask", "--model", rag_world.bundle, "Hi?", code=2)
+    assert "not a sugar index" in _run("index", "info", tmp_path, code=2)
+    other = tmp_path / "other"
+    _run(
+        "index",
+        "build",
+        other,
+        "--model",
+        rag_world.bundle,
+        "--data",
+        data,
+        "--root",
+        rag_world.root,
+    )
+    manifest = json.loads((other / "manifest.json").read_text())
+    assert manifest["model_identity"] != ""
+    bad = _run("search", "--model", rag_world.plain_bundle, "--index", other, "Hi?", code=2)
+    assert bad.startswith("sugar: error:") and len(bad.strip().splitlines()) == 1
