@@ -13,10 +13,14 @@ for each target setting (normalisation x same-sample rule x Triple Kernel):
   (``local``: exp(-2/d^2) / (2 - exp(-2/d^2)); ``cosine``: -1, never), unreachable targets.
 - ``unfittable_mse``: with ``same_sample_target = one`` two prefixes of one sample must map to
   one vector, so against every prefix k of another sample they must share one prediction; the
-  best shared prediction leaves ``(Ml[i,k] - Ml[j,k])^2 / 2`` per column. Its mean over such
-  (i, j, k) is an error no model can remove; ``unfittable_share`` divides it by the variance
-  of the targets. (With ``kernel`` it is 0 by construction and not reported.)
-- ``target_mean`` / ``target_std`` of different-sample entries.
+  best shared prediction (the mean) leaves ``(Ml[i,k] - Ml[j,k])^2 / 4`` on each of the two
+  entries. Its mean over such entries is an error no model can remove; ``unfittable_share``
+  divides it by the variance of the targets. (With ``kernel`` it is 0 by construction.)
+- ``target_mean`` / ``target_std`` of different-sample entries;
+- ``single_ii`` / ``single_tt`` / ``single_it``: mean target between two single-slice prefixes
+  of different samples by modality (image-image, text-text, image-text). A gap between the
+  same-modality means and the image-text mean is a modality gap the targets themselves ask for
+  (different distance types on different scales: ``tk_standardise = median`` evens them).
 """
 
 from __future__ import annotations
@@ -62,8 +66,8 @@ def length_r2(values: Tensor, n: Tensor, m: Tensor) -> float:
 
 
 def unfittable_mse(target: Tensor, sample_index: Tensor, keep: Tensor) -> tuple[float, int]:
-    """Mean of ``(Ml[i,k] - Ml[j,k])^2 / 2`` over kept same-sample pairs i != j and kept k of
-    other samples, and the number of such terms."""
+    """Mean irreducible squared error per entry, ``(Ml[i,k] - Ml[j,k])^2 / 4``, over kept
+    same-sample pairs i != j and kept k of other samples, and the number of (i, j, k) terms."""
     total, count = 0.0, 0
     kept = keep.nonzero().squeeze(1).tolist()
     for i in kept:
@@ -71,7 +75,7 @@ def unfittable_mse(target: Tensor, sample_index: Tensor, keep: Tensor) -> tuple[
             if j <= i or sample_index[i] != sample_index[j]:
                 continue
             others = keep & (sample_index != sample_index[i])
-            diff = (target[i, others] - target[j, others]) ** 2 / 2
+            diff = (target[i, others] - target[j, others]) ** 2 / 4
             total += float(diff.sum())
             count += int(others.sum())
     return (total / count if count else 0.0), count
@@ -110,8 +114,16 @@ def inspect_targets(
                 teacher, b, e, sigma=delta, normalisation=normalisation,  # type: ignore[arg-type]
                 triple_kernel=tk, medians=medians, same_sample_target="kernel",
             )  # fmt: skip
-            store = rows.setdefault((normalisation, tk), {"v": [], "n": [], "m": []})
+            store = rows.setdefault(
+                (normalisation, tk), {"v": [], "n": [], "m": [], "ii": [], "tt": [], "it": []}
+            )
             store["v"].append(target[other].float())
+            single = other & (e[:, None] == 0) & (e[None, :] == 0)
+            text = teacher.is_text[b, 0]
+            both_text, both_image = text[:, None] & text[None, :], ~text[:, None] & ~text[None, :]
+            store["tt"].append(target[single & both_text].float())
+            store["ii"].append(target[single & both_image].float())
+            store["it"].append(target[single & ~both_text & ~both_image].float())
             store["n"].append((e[:, None] + 1).expand_as(target)[other])
             store["m"].append((e[None, :] + 1).expand_as(target)[other])
             value, terms = unfittable_mse(target, group, keep)
@@ -135,6 +147,12 @@ def inspect_targets(
                 "below_floor_local": float((values < floor_local).float().mean()),
                 "unfittable_mse": mse,
                 "unfittable_share": mse / variance if variance else 0.0,
+                **{
+                    f"single_{kind}": float(torch.cat(store[kind]).mean())
+                    if sum(len(x) for x in store[kind])
+                    else float("nan")
+                    for kind in ("ii", "tt", "it")
+                },
             }
         )
     return out
