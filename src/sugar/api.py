@@ -30,7 +30,7 @@ from sugar.embed import embed_samples
 from sugar.index.base import Index
 from sugar.models.base import MLLM
 from sugar.models.bundle import LoadedBundle, load_bundle
-from sugar.models.prefix import RetrievalProjector
+from sugar.models.prefix import RetrievalProjector, projector_from_extras
 from sugar.rag import PromptTemplate, RagAnswer, answer, question_sample
 
 __all__ = ["SugarModel", "load"]
@@ -84,19 +84,15 @@ class SugarModel:
     def projector(self) -> RetrievalProjector:
         """The retrieval projector rebuilt from the bundle (``ValueError`` when it has none)."""
         if self._projector is None:
-            state = self.bundle.extras.get("projector")
-            if not state:
+            projector, image_pool = projector_from_extras(
+                self.bundle.extras, self.bundle.extra_specs, str(self.directory)
+            )
+            if projector is None:
                 raise ValueError(
                     f"{self.directory}: this bundle has no retrieval projector (a generative-only "
                     "model?); embed, search and ask need a bundle trained with one"
                 )
-            spec = dict(self.bundle.extra_specs["projector"])
-            image_pool = spec.pop("image_pool", "mean")
-            if image_pool not in ("mean", "last"):
-                raise ValueError(f"{self.directory}: projector image_pool={image_pool!r}")
-            projector = RetrievalProjector(**spec)
-            projector.load_state_dict(state)
-            self._projector, self.image_pool = projector.eval(), image_pool
+            self._projector, self.image_pool = projector, image_pool
         return self._projector
 
     def embed_options(self, batch_size: int = 32, progress: bool = False) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from sugar.eval.metrics import (
 )
 from sugar.models.base import MLLM
 from sugar.models.bundle import load_bundle
-from sugar.models.prefix import RetrievalProjector
+from sugar.models.prefix import RetrievalProjector, projector_from_extras
 
 __all__ = ["TASKS", "EvalModel", "load_eval_model", "run_tasks"]
 
@@ -88,14 +88,7 @@ class EvalModel:
 def load_eval_model(directory: str | Path, name: str | None = None) -> EvalModel:
     """A bundle as an :class:`EvalModel` (its projector when it has one)."""
     bundle = load_bundle(directory)
-    projector = None
-    image_pool: Literal["mean", "last"] = "mean"
-    if bundle.extras.get("projector"):
-        spec = dict(bundle.extra_specs["projector"])
-        image_pool = spec.pop("image_pool", "mean")
-        projector = RetrievalProjector(**spec)
-        projector.load_state_dict(bundle.extras["projector"])
-        projector.eval()
+    projector, image_pool = projector_from_extras(bundle.extras, bundle.extra_specs, str(directory))
     return EvalModel(bundle.model.eval(), projector, image_pool, name or Path(directory).name)
 
 

@@ -13,7 +13,7 @@ No special token is added: causal attention makes the state at slice e a summary
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,13 @@ from torch.nn import functional as F
 
 from sugar.data.collate import Span
 
-__all__ = ["RetrievalProjector", "embed_prefixes", "slice_states"]
+__all__ = [
+    "RetrievalProjector",
+    "all_prefixes",
+    "embed_prefixes",
+    "projector_from_extras",
+    "slice_states",
+]
 
 ImagePool = Literal["mean", "last"]
 
@@ -94,6 +100,23 @@ def embed_prefixes(
     """``r`` of each picked prefix: ``projector(slice_states(...))``. # (n, P) unit-norm"""
     states = slice_states(hidden, spans, sample_index, slice_index, image_pool)
     return projector(states.to(next(projector.parameters()).dtype))
+
+
+def projector_from_extras(
+    extras: dict[str, dict[str, Tensor]], specs: dict[str, dict[str, Any]], source: str
+) -> tuple[RetrievalProjector | None, ImagePool]:
+    """The retrieval projector a bundle saved as its extra module ``projector`` (None when it
+    has none: a generative-only model) and the ``image_pool`` it was trained with."""
+    state = extras.get("projector")
+    if not state:
+        return None, "mean"
+    spec = dict(specs["projector"])
+    image_pool = spec.pop("image_pool", "mean")
+    if image_pool not in ("mean", "last"):
+        raise ValueError(f"{source}: projector image_pool={image_pool!r}")
+    projector = RetrievalProjector(**spec)
+    projector.load_state_dict(state)
+    return projector.eval(), image_pool
 
 
 def all_prefixes(spans: Sequence[Sequence[Span]]) -> tuple[Tensor, Tensor]:
