@@ -35,7 +35,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "teacher_steps": 300,
         "base_steps": 300,
         "tune_steps": 150,
-        "batch_size": 32,
+        "batch_size": 16,
         "model": {},
         "eval_limit": 200,
     },

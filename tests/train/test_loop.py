@@ -161,3 +161,21 @@ def test_split_views_are_two_samples_of_one_group() -> None:
     out = apply_views([pair, story, pair], {"split": 1.0}, seed=0, step=0)
     assert [s.id for s in out] == ["c#image_only", "c#caption_only", "s"]  # cut back to 3
     assert group_indices(out).tolist() == [0, 0, 1]
+
+
+def test_cafe_style_trains_the_projector_with_infonce_and_no_teacher(
+    loop_world: Path, tmp_path: Path
+) -> None:
+    FakeTeacher.calls = 0
+    cfg = tiny_config(
+        loop_world, tmp_path / "cafe", "structure.alpha=0", "contrastive.weight=1.0",
+        "data.view_weights={split: 1.0, as_is: 1.0}",
+    )  # fmt: skip
+    result = train(cfg, teacher=FakeTeacher(), progress=False)
+    assert FakeTeacher.calls == 0
+    steps = [h for h in result.history if "loss" in h]
+    assert any("contrastive_loss" in h for h in steps)
+    for h in steps:
+        expected = h["lm_loss"] + h.get("contrastive_loss", 0.0)
+        assert h["loss"] == pytest.approx(expected, rel=1e-6)
+    assert set(load_bundle(result.bundle).extras) == {"projector"}

@@ -190,7 +190,7 @@ def evaluate(
         batches += 1
     metrics = {f"val_{name}": value / max(1, batches) for name, value in totals.items()}
     pairs = [s for s in samples if is_caption_pair(s)]
-    if objective.alpha > 0 and len(pairs) >= 2:
+    if (objective.alpha > 0 or objective.contrastive_weight > 0) and len(pairs) >= 2:
         from sugar.embed import embed_samples
         from sugar.eval.metrics import recall_at_k
         from sugar.train.views import caption_view
@@ -222,10 +222,10 @@ def _better(metric: str, new: float, old: float | None) -> bool:
 
 
 def _save_bundle(directory: Path, model: MLLM, objective: SugarObjective, cfg: SugarConfig) -> None:
-    """The bundle; the projector goes in only when L_d trained it (alpha > 0): an untrained
+    """The bundle; the projector goes in only when L_d or L_c trained it: an untrained
     projector would give chance-level "embeddings" where "n/a" is the truth."""
     extras = {}
-    if objective.alpha > 0:
+    if objective.alpha > 0 or objective.contrastive_weight > 0:
         state = dict(objective.projector.state_dict())
         spec = {**objective.projector.spec, "image_pool": objective.image_pool}
         extras["projector"] = (spec, state)
@@ -287,7 +287,8 @@ def train(
         gak_normalisation=s.gak_normalisation, medians=medians,
         triple_kernel=s.triple_kernel, use_gak=s.use_gak,
         predicted_kernel=s.predicted_kernel, same_sample_target=s.same_sample_target,
-        structure_reduction=s.structure_reduction,
+        structure_reduction=s.structure_reduction, lm_weight=cfg.train.lm_weight,
+        contrastive_weight=cfg.contrastive.weight,
     )  # fmt: skip
     if main:
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
@@ -333,7 +334,11 @@ def train(
                 generator = _seeded(cfg.run.seed, step, micro)
                 parts = objective(model, samples, root, generator, shard)
                 (parts.pop("loss") / t.grad_accum).backward()
-                parts["loss"] = parts["lm_loss"] + s.alpha * parts.get("structure_loss", 0.0)
+                parts["loss"] = (
+                    t.lm_weight * parts["lm_loss"]
+                    + s.alpha * parts.get("structure_loss", 0.0)
+                    + cfg.contrastive.weight * parts.get("contrastive_loss", 0.0)
+                )
                 for name, value in parts.items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) / t.grad_accum
             sum_gradients(trainable, shard)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from sugar.align import SliceEmbeddings, TypeMedians
 from sugar.data.schema import Sample
 from sugar.data.slices import slices
+from sugar.losses.contrastive import clip_contrastive_loss
 from sugar.losses.generative import generative_loss
 from sugar.losses.structure import (
     predicted_matrix,
@@ -65,10 +66,16 @@ def group_indices(samples: Sequence[Sample]) -> Tensor:
 
 
 class SugarObjective(nn.Module):
-    """L_g + alpha * L_d with the options of ``StructureConfig`` as keyword arguments.
+    """``lm_weight * L_g + alpha * L_d + contrastive_weight * L_c`` with the options of
+    ``StructureConfig`` and ``ContrastiveConfig`` as keyword arguments.
 
-    ``alpha = 0`` is generative-only (no projector forward, no teacher call). ``teacher`` is
-    required when ``alpha > 0``; ``delta`` must be resolved (a number) before construction.
+    ``alpha = 0`` needs no teacher (no L_d forward). ``teacher`` is required when ``alpha > 0``;
+    ``delta`` must be resolved (a number) before construction. The baselines of METHOD.md
+    section 7: generative-only (alpha 0), CAFe-style (alpha 0, contrastive_weight > 0),
+    contrastive-only (also lm_weight 0). L_c is CLIP's symmetric InfoNCE with a learnable
+    temperature over the image and caption of each ``split`` pair in the batch
+    (:mod:`sugar.train.views`): image and caption as **separate** inputs, the other pairs of the
+    (global) batch as negatives, ``r`` of each view's final prefix as its embedding.
     """
 
     def __init__(
@@ -92,10 +99,15 @@ class SugarObjective(nn.Module):
         predicted_kernel: Literal["local", "cosine", "learned"] = "local",
         same_sample_target: Literal["one", "kernel"] = "one",
         structure_reduction: Literal["paper", "mean"] = "mean",
+        lm_weight: float = 1.0,
+        contrastive_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        if alpha < 0:
-            raise ValueError(f"alpha={alpha}: must be >= 0")
+        if alpha < 0 or lm_weight < 0 or contrastive_weight < 0:
+            raise ValueError(
+                f"alpha={alpha}, lm_weight={lm_weight}, contrastive_weight={contrastive_weight}: "
+                "must be >= 0"
+            )
         if alpha > 0 and (teacher is None or delta is None):
             raise ValueError("alpha > 0 needs a teacher and a resolved delta")
         self.alpha = alpha
@@ -112,7 +124,13 @@ class SugarObjective(nn.Module):
         self.predicted_kernel = predicted_kernel
         self.same_sample_target = same_sample_target
         self.structure_reduction = structure_reduction
+        self.lm_weight = lm_weight
+        self.contrastive_weight = contrastive_weight
         self.projector = RetrievalProjector(hidden_size, projector_dim)
+        # CLIP's initial temperature 0.07, in log space (clip_contrastive_loss clamps it)
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(1 / 0.07)), requires_grad=contrastive_weight > 0
+        )
         start = math.log(delta) if delta else 0.0
         self.log_bandwidth = nn.Parameter(
             torch.tensor(start), requires_grad=predicted_kernel == "learned"
@@ -148,7 +166,12 @@ class SugarObjective(nn.Module):
         global_tokens = all_reduce_sum(local_tokens, shard)
         lm_loss = parts["lm_loss"] * local_tokens / global_tokens.clamp_min(1)
         parts = {"lm_loss": all_reduce_sum(lm_loss, shard) if shard.active else lm_loss}
-        total = lm_loss  # this rank's share of the global mean (its gradient part)
+        total = self.lm_weight * lm_loss  # this rank's share of the global mean
+        if self.contrastive_weight > 0:
+            contrastive = self.contrastive_parts(output.hidden, batch.spans, samples, shard)
+            if contrastive:
+                parts.update(contrastive)
+                total = total + self.contrastive_weight * contrastive["contrastive_loss"]
         if self.alpha > 0:
             structure = self.structure_parts(
                 output.hidden, batch.spans, samples, root, generator, shard
@@ -159,6 +182,32 @@ class SugarObjective(nn.Module):
         # reaches this rank's rows only); with one process, exactly L_g + alpha * L_d.
         parts["loss"] = total
         return parts
+
+    def contrastive_parts(
+        self,
+        hidden: Tensor,
+        spans: Sequence[Sequence[Any]],
+        samples: Sequence[Sample],
+        shard: Shard,
+    ) -> dict[str, Tensor]:
+        """InfoNCE over the batch's split pairs (empty when the batch holds none)."""
+        local = torch.arange(len(spans))
+        last = torch.tensor([len(s) - 1 for s in spans])
+        r = embed_prefixes(hidden, spans, local, last, self.projector, self.image_pool)
+        r = gather_with_grad(r, shard)  # (B, P): every sample's final prefix, global order
+        images: dict[str, int] = {}
+        captions: dict[str, int] = {}
+        for index, sample in enumerate(samples):
+            if sample.id.endswith("#image_only"):
+                images[group_of(sample)] = index
+            elif sample.id.endswith("#caption_only"):
+                captions[group_of(sample)] = index
+        pairs = [(images[g], captions[g]) for g in images if g in captions]
+        if len(pairs) < 2:
+            return {}
+        image_rows = torch.tensor([i for i, _ in pairs], device=r.device)
+        text_rows = torch.tensor([t for _, t in pairs], device=r.device)
+        return clip_contrastive_loss(r[image_rows], r[text_rows], self.logit_scale)
 
     def structure_parts(
         self,
