@@ -439,6 +439,18 @@ def targets_inspect(
             f"{row['unfittable_mse']:>10.4f}{100 * row['unfittable_share']:>8.1f}%"
             f"{row['single_ii']:>8.3f}{row['single_tt']:>8.3f}{row['single_it']:>8.3f}"
         )
+    negatives = [s for s in val if s.meta.get("negatives")]
+    if negatives:  # METHOD.md section 4: read the TK ablation next to what each teacher sees
+        from sugar.eval.teachers import sensitivity_report
+
+        table = sensitivity_report(lookup.teacher, negatives, cfg.data.root, cache=lookup.cache)
+        typer.echo("teacher sensitivity per hard-negative kind (validation captions):")
+        typer.echo(f"{'kind':<18}{'cross acc':>10}{'text uni cos':>14}{'cross text cos':>16}")
+        for kind, row in table.items():
+            typer.echo(
+                f"{kind:<18}{row['cross_accuracy']:>10.3f}{row['text_uni_cosine']:>14.4f}"
+                f"{row['cross_text_cosine']:>16.4f}"
+            )
 
 
 # ---- embeddings, indexes, retrieval, answers, mining (issue 9) ---------------------------------

@@ -436,7 +436,7 @@ def _tensorboard(run_dir: Path) -> Any:
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def teacher_lookup_from_config(cfg: SugarConfig) -> SliceLookup:
+def teacher_lookup_from_config(cfg: SugarConfig) -> TeacherLookup:
     """The teacher L_d uses, from the config's ``teacher`` section, with its persistent cache.
 
     The ``offline`` family reads the head trained by ``sugar train-teacher`` from
