@@ -27,7 +27,7 @@ from torch import Tensor
 
 from sugar.data.schema import Sample, Segment
 from sugar.embed import embed_samples
-from sugar.index.base import Index
+from sugar.index.base import Index, ModelIdentityError
 from sugar.models.base import MLLM
 from sugar.models.bundle import LoadedBundle, load_bundle
 from sugar.models.prefix import RetrievalProjector, projector_from_extras
@@ -141,7 +141,7 @@ class SugarModel:
     def _index(self, index: Index | str | Path) -> Index:
         if isinstance(index, Index):
             if index.model_identity != self.identity:
-                raise ValueError(
+                raise ModelIdentityError(
                     f"the index holds embeddings of model {index.model_identity[:12]}, "
                     f"not of this model {self.identity[:12]}"
                 )

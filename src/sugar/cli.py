@@ -759,6 +759,11 @@ def eval_command(
     results = {}
     for directory in model:
         evaluated = load_eval_model(directory)
+        if evaluated.name in results:
+            raise ValueError(
+                f"two models are named {evaluated.name!r} ({directory}): give bundles whose run "
+                "directories differ"
+            )
         typer.echo(f"[eval] {evaluated.name}")
         results[evaluated.name] = run_tasks(
             evaluated, data, names, split=split, limit=limit,

@@ -300,6 +300,7 @@ class ModelConfig:
         _check(self.max_positions >= 16, "max_positions", self.max_positions, "must be >= 16")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
         _check(self.image_size >= 16, "image_size", self.image_size, "must be >= 16")
+        _check(self.vit_width % 4 == 0, "vit_width", self.vit_width, "must be divisible by 4 heads")
         _check(
             self.image_size % self.vit_patch == 0,
             "vit_patch",

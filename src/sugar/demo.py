@@ -23,7 +23,7 @@ from sugar.config import SugarConfig, load_config, to_dict
 from sugar.data.world import generate_world
 from sugar.eval.report import headline_table, write_report
 from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
-from sugar.io import sha256_file
+from sugar.io import atomic_write_json, sha256_file
 from sugar.train.loop import train
 from sugar.train.teacher import train_teacher
 
@@ -101,6 +101,17 @@ def run_demo(
     """Run every stage into ``out``; returns the report path, the timings and the results."""
     out = Path(out)
     size = SIZES["smoke" if smoke else "demo"]
+    stamp = {"size": "smoke" if smoke else "demo", "seed": seed}
+    stamp_path = out / "demo.json"
+    if stamp_path.is_file():  # finished stages are reused only for the same size and seed
+        found = json.loads(stamp_path.read_text(encoding="utf-8"))
+        if found != stamp:
+            raise ValueError(
+                f"{out} holds a demo run with {found}, not {stamp}: pass another --out or delete it"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(stamp_path, stamp)
     base = config or load_config(None)
     timings: dict[str, float] = {}
 

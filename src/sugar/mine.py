@@ -88,7 +88,8 @@ def mine_hard_negatives(
         margin: a candidate is kept only if ``score <= positive_score - margin``.
         depth: candidates examined per query, best first (a query whose top ``depth`` are all
             filtered gets fewer than ``k``).
-        keep_existing: keep the samples' existing ``meta.negatives`` before the mined ones.
+        keep_existing: keep the samples' existing ``meta.negatives`` (earlier mined ones
+            are replaced).
         embed_options: for :func:`sugar.embed.embed_samples` (``batch_size``, ``image_pool``,
             ``slice_text_by``, ``progress``).
 
@@ -142,6 +143,8 @@ def mine_hard_negatives(
         summary["mined"] += len(mined)
         summary["short"] += len(mined) < k
         existing = list(sample.meta.get("negatives", [])) if keep_existing else []
+        # re-mining replaces earlier mined negatives instead of piling duplicates up
+        existing = [n for n in existing if n.get("kind") != MINED_KIND]
         meta = {**sample.meta, "negatives": existing + mined}
         out.append(Sample(sample.id, list(sample.segments), sample.task, meta))
     return out, summary

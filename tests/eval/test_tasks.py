@@ -136,3 +136,28 @@ def test_demo_smoke_through_the_cli(tmp_path: Path) -> None:
         "world", "teacher", "train base", "train generative", "train sugar", "evaluate",
     }  # fmt: skip
     assert report["results"]["generative"]["caption_retrieval"]["t2i_r1"] == "n/a"
+
+
+def test_demo_refuses_to_mix_sizes_or_seeds_in_one_directory(tmp_path: Path) -> None:
+    (tmp_path / "demo.json").write_text(json.dumps({"size": "demo", "seed": 0}))
+    result = CliRunner().invoke(app, ["demo", "--smoke", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "holds a demo run" in result.output
+
+
+def test_eval_names_models_after_their_run_and_refuses_duplicates(
+    tiny_eval: tuple[Path, EvalModel, EvalModel], tmp_path: Path
+) -> None:
+    from sugar.eval.tasks import load_eval_model
+    from sugar.models.bundle import save_bundle
+
+    root, model, _ = tiny_eval
+    save_bundle(tmp_path / "runA" / "model", model.backbone)
+    assert load_eval_model(tmp_path / "runA" / "model").name == "runA"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--model", str(tmp_path / "runA" / "model"), "--model",
+         str(tmp_path / "runA" / "model"), "--data", str(root), "--tasks", "vqa", "--limit", "2",
+         "--out", str(tmp_path / "report")],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "two models are named 'runA'" in result.output

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import sugar
-from sugar.models.bundle import bundle_identity, load_bundle, save_bundle
+from sugar.models.bundle import _identity, bundle_identity, load_bundle, save_bundle
 from sugar.models.tiny import TinyMLLM
 from tests.models.conftest import TINY, TinyWorld
 
@@ -70,7 +70,10 @@ def test_not_a_bundle_and_unknown_family(tmp_path: Path, tiny_world: TinyWorld) 
     save_bundle(tmp_path / "m", TinyMLLM(tiny_world.tokenizer, **TINY))
     manifest_path = tmp_path / "m" / "model.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["family"] = "nope"
+    manifest["family"] = "nope"  # e.g. a family registered by a plugin not installed here
+    manifest["identity"] = _identity(
+        manifest["files"], "nope", manifest["spec"], manifest["extras"]
+    )
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="unknown backbone family 'nope'"):
         load_bundle(tmp_path / "m")
@@ -92,3 +95,41 @@ def test_a_failed_save_keeps_the_old_bundle(tmp_path: Path, tiny_world: TinyWorl
         save_bundle(tmp_path / "m", model)
     assert load_bundle(tmp_path / "m").identity == first
     assert not (tmp_path / "m" / "partial.bin").exists()
+
+
+def test_an_edited_spec_or_an_unlisted_file_is_refused(
+    tmp_path: Path, tiny_world: TinyWorld
+) -> None:
+    save_bundle(tmp_path / "m", TinyMLLM(tiny_world.tokenizer, **TINY))
+    manifest_path = tmp_path / "m" / "model.json"
+    original = manifest_path.read_text()
+    manifest = json.loads(original)
+    manifest["spec"]["image_size"] = 96
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"model\.json was edited"):
+        load_bundle(tmp_path / "m")
+    manifest_path.write_text(original)
+    (tmp_path / "m" / "config.yaml").write_text("run: {seed: 1}\n")
+    with pytest.raises(ValueError, match="not listed"):
+        load_bundle(tmp_path / "m")
+
+
+def test_the_vision_feature_cache_reaches_the_disk(tmp_path: Path, tiny_world: TinyWorld) -> None:
+    from sugar.models.feature_cache import FeatureCache
+
+    model = TinyMLLM(tiny_world.tokenizer, feature_cache=str(tmp_path / "cache"), **TINY)
+    model(model.collate(tiny_world.captions[:3], tiny_world.root))
+    model.flush_caches()
+    reopened = FeatureCache(tmp_path / "cache", model.vision.cache.identity)
+    assert len(reopened) == 3
+
+
+def test_generation_past_max_positions_is_refused_up_front(tiny_world: TinyWorld) -> None:
+    model = TinyMLLM(tiny_world.tokenizer, **{**TINY, "max_positions": 128}).eval()
+    story = tiny_world.stories[0]
+    prompt_tokens = int(model.collate([story], tiny_world.root).lengths[0])
+    assert prompt_tokens < 128
+    fits = 128 - prompt_tokens + 1
+    assert len(model.generate_ids([story], tiny_world.root, max_new_tokens=fits)) == 1
+    with pytest.raises(ValueError, match="max_positions=128"):
+        model.generate([story], tiny_world.root, max_new_tokens=fits + 1)

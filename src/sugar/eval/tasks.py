@@ -86,10 +86,13 @@ class EvalModel:
 
 
 def load_eval_model(directory: str | Path, name: str | None = None) -> EvalModel:
-    """A bundle as an :class:`EvalModel` (its projector when it has one)."""
+    """A bundle as an :class:`EvalModel` (its projector when it has one), named ``name`` or
+    after its directory (the run's name for ``RUN/model`` and ``RUN/best``)."""
     bundle = load_bundle(directory)
     projector, image_pool = projector_from_extras(bundle.extras, bundle.extra_specs, str(directory))
-    return EvalModel(bundle.model.eval(), projector, image_pool, name or Path(directory).name)
+    path = Path(directory).resolve()
+    default = path.parent.name if path.name in ("model", "best") else path.name
+    return EvalModel(bundle.model.eval(), projector, image_pool, name or default)
 
 
 def _image(path: str) -> Sample:

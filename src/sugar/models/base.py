@@ -152,6 +152,9 @@ class MLLM(nn.Module, abc.ABC):
             output = self(batch)
         return target_log_likelihood(output.logits, batch.labels)
 
+    def flush_caches(self) -> None:
+        """Make any persistent cache the backbone keeps durable (default: none to flush)."""
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``{"trainable": [...], "frozen": [...]}`` by ``requires_grad``."""
         groups: dict[str, list[nn.Parameter]] = {"trainable": [], "frozen": []}

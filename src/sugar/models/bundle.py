@@ -11,8 +11,9 @@ Layout::
 
 The whole directory is written atomically (:func:`sugar.io.atomic_directory`): a reader sees
 the old bundle or the new one, never a mix. ``identity`` is the SHA-256 over the files' hashes
-(model.json's ``files``); an index records it and refuses another model's bundle. Loading
-checks every file against its recorded hash and raises naming the file that changed.
+(model.json's ``files``) and model.json's family and specs; an index records it and refuses
+another model's bundle. Loading checks every file against its recorded hash, the identity
+against model.json, and refuses unlisted extras or config files, naming the file.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ class LoadedBundle:
     """The resolved run config (YAML text), when saved."""
 
 
-def _identity(files: dict[str, str]) -> str:
-    return sha256_bytes(json.dumps(files, sort_keys=True).encode("utf-8"))
+def _identity(files: dict[str, str], family: str, spec: Any, extras: Any) -> str:
+    """SHA-256 over every file's hash *and* what model.json says about them (family, backbone
+    spec, extra-module specs): editing any of them changes the identity."""
+    record = {"files": files, "family": family, "spec": spec, "extras": extras}
+    return sha256_bytes(json.dumps(record, sort_keys=True).encode("utf-8"))
 
 
 def save_bundle(
@@ -91,7 +95,8 @@ def save_bundle(
             atomic_write_text(tmp / "config.yaml", config_yaml)
         atomic_write_text(tmp / "README.md", card or _default_card(model, list(extras)))
         files = {path.name: sha256_file(path) for path in sorted(tmp.iterdir()) if path.is_file()}
-        identity = _identity(files)
+        extra_specs = {name: module_spec for name, (module_spec, _) in extras.items()}
+        identity = _identity(files, model.family, spec, extra_specs)
         atomic_write_json(
             tmp / MANIFEST,
             {
@@ -99,7 +104,7 @@ def save_bundle(
                 "version": VERSION,
                 "family": model.family,
                 "spec": spec,
-                "extras": {name: module_spec for name, (module_spec, _) in extras.items()},
+                "extras": extra_specs,
                 "identity": identity,
                 "files": files,
             },
@@ -155,8 +160,15 @@ def load_bundle(directory: str | Path) -> LoadedBundle:
             raise FileNotFoundError(f"bundle file missing: {path}")
         if sha256_file(path) != digest:
             raise ValueError(f"{path}: content differs from the hash in {MANIFEST} (corrupt?)")
-    if _identity(files) != manifest["identity"]:
-        raise ValueError(f"{directory / MANIFEST}: identity does not match its file list")
+    expected = _identity(files, manifest["family"], manifest["spec"], manifest["extras"])
+    if expected != manifest["identity"]:
+        raise ValueError(
+            f"{directory / MANIFEST}: identity does not match its files, family and specs "
+            "(model.json was edited?)"
+        )
+    for name in (EXTRAS, "config.yaml"):
+        if (directory / name).is_file() and name not in files:
+            raise ValueError(f"{directory / name}: not listed in {MANIFEST}; refusing to load it")
     model = backbone_class(manifest["family"]).from_pretrained(directory, manifest["spec"])
     extras: dict[str, dict[str, Tensor]] = {name: {} for name in manifest["extras"]}
     if (directory / EXTRAS).is_file():

@@ -30,7 +30,6 @@ from sugar.io import (
     atomic_write_text,
     sha256_bytes,
     verify_checksum,
-    write_checksum,
 )
 
 __all__ = ["FeatureCache", "content_key"]
@@ -89,7 +88,10 @@ class FeatureCache:
                 self._entries.update(load_file(str(path)))
             except (ChecksumError, FileNotFoundError, OSError, ValueError) as exc:
                 aside = path.with_name(path.name + ".corrupt")
-                os.replace(path, aside)
+                try:
+                    os.replace(path, aside)
+                except FileNotFoundError:  # another process set it aside first
+                    continue
                 log.warning("feature cache: %s set aside (%s); entries recomputed", path, exc)
 
     def __len__(self) -> int:
@@ -131,8 +133,13 @@ class FeatureCache:
         path = (
             self.directory / f"shard-{max(numbers, default=-1) + 1:06d}-{os.getpid()}.safetensors"
         )
-        atomic_write_bytes(path, save(self._pending))
-        write_checksum(path)
+        data = save(self._pending)
+        # The checksum first, then the shard: a reader never sees a shard without its sidecar
+        # (it would set a valid shard aside as corrupt).
+        atomic_write_text(
+            path.with_name(path.name + ".sha256"), f"{sha256_bytes(data)}  {path.name}\n"
+        )
+        atomic_write_bytes(path, data)
         self._entries.update(self._pending)
         self._pending = {}
         return path

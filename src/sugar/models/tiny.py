@@ -22,6 +22,7 @@ Only this file knows these internals; everything else sees :class:`~sugar.models
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -69,7 +70,12 @@ class FrozenGridVision(nn.Module):
         self.encoder = EfficientNetGrid(grid)
         self.tokens = grid * grid
         self.width = FEATURE_DIM
-        self.cache = FeatureCache(cache_dir, f"{self.encoder.identity}:px{image_size}")
+        # Small shards: features reach the disk every 256 new images, and at flush() (the
+        # training loop calls it at every checkpoint and at the end; atexit covers the rest).
+        self.cache = FeatureCache(
+            cache_dir, f"{self.encoder.identity}:px{image_size}", shard_size=256
+        )
+        atexit.register(self.cache.flush)
 
     def forward(self, paths: Sequence[str]) -> Tensor:
         keys = []
@@ -83,11 +89,12 @@ class FrozenGridVision(nn.Module):
         if missing:
             unique = dict(missing)  # the same content twice in a batch is encoded once
             pixels = images_to_pixels([_open_image(p) for p in unique.values()], self.image_size)
-            features = self.encoder(pixels)  # (M, K, F)
+            device = next(self.encoder.parameters()).device
+            features = self.encoder(pixels.to(device)).cpu()  # (M, K, F), cached on the CPU
             new = dict(zip(unique, features, strict=True))
             self.cache.put(new)
             found.update(new)
-        return torch.stack([found[key] for key in keys])  # (N, K, F)
+        return torch.stack([found[key] for key in keys])  # (N, K, F), CPU; the caller moves it
 
 
 class TinyViT(nn.Module):
@@ -184,7 +191,9 @@ class TinyMLLM(MLLM):
         if vision == "frozen_grid":
             self.vision = FrozenGridVision(image_size, grid, feature_cache)
         elif vision == "vit":
-            self.vision = TinyViT(image_size, vit_patch, vit_width, vit_layers, heads=4)
+            self.vision = TinyViT(
+                image_size, vit_patch, vit_width, vit_layers, heads=4
+            )  # 4 | width
         else:
             raise ValueError(f"vision={vision!r}: must be 'frozen_grid' or 'vit'")
         self.image_tokens = self.vision.tokens
@@ -215,6 +224,11 @@ class TinyMLLM(MLLM):
     @property
     def hidden_size(self) -> int:
         return int(self.spec["width"])
+
+    def flush_caches(self) -> None:
+        """Write the vision-feature cache's pending entries to disk."""
+        if isinstance(self.vision, FrozenGridVision):
+            self.vision.cache.flush()
 
     @property
     def identity(self) -> str:
@@ -366,6 +380,13 @@ class TinyMLLM(MLLM):
         for row, length in enumerate(lengths):
             ids[row, width - length :] = batch.input_ids[row, :length]
         key_mask = torch.arange(width)[None, :] >= (width - batch.lengths)[:, None]  # (B, T)
+        if width + max_new_tokens - 1 > self.max_positions:
+            longest = samples[int(batch.lengths.argmax())].id
+            raise ValueError(
+                f"sample {longest!r}: a prompt of {width} tokens plus max_new_tokens="
+                f"{max_new_tokens} needs {width + max_new_tokens - 1} positions > "
+                f"max_positions={self.max_positions}; shorten the prompt or ask for fewer tokens"
+            )
         ids, key_mask = ids.to(device), key_mask.to(device)
         inputs = self._embed_inputs(ids, batch.images)  # (B, T, D)
         generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)

@@ -13,8 +13,11 @@ gradients equal one process over the global batch (METHOD.md section 5):
 - after backward, gradients are **summed** over ranks (:func:`sum_gradients`): each rank's
   backward holds the derivative through its own rows only.
 
+Parameters used after the gather (a learned bandwidth, the InfoNCE temperature) let their
+gradient through on rank 0 only, so the sum counts it once.
+
 Launch: ``torchrun --nproc_per_node 2 -m sugar.cli train -c CONFIG`` (the loop reads RANK and
-WORLD_SIZE from the environment; ``gloo`` on CPU, ``nccl`` on GPUs).
+WORLD_SIZE from the environment; gloo: the loop trains on the CPU).
 """
 
 from __future__ import annotations
@@ -61,12 +64,13 @@ class Shard:
 
 def init_from_environment() -> Shard:
     """Join the process group torchrun describes (RANK, WORLD_SIZE); a single process
-    otherwise. CPU tensors use gloo, CUDA ones nccl."""
+    otherwise. The loop trains on the CPU, so the backend is gloo (nccl would need CUDA
+    tensors)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Shard()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")
     return Shard(dist.get_rank(), dist.get_world_size())
 
 
@@ -106,10 +110,17 @@ def all_reduce_sum(tensor: Tensor, shard: Shard) -> Tensor:
 
 
 def sum_gradients(parameters: Iterable[nn.Parameter], shard: Shard) -> None:
-    """Sum every parameter's gradient over ranks (a missing gradient counts as zero)."""
+    """Sum every parameter's gradient over ranks. A parameter no rank gave a gradient keeps
+    ``None`` (as in one process, where AdamW then skips it); one that some rank did not reach
+    counts zero there."""
     if not shard.active:
         return
-    for parameter in parameters:
+    params = list(parameters)
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+    dist.all_reduce(has, op=dist.ReduceOp.SUM)
+    for parameter, count in zip(params, has.tolist(), strict=True):
+        if count == 0:
+            continue
         if parameter.grad is None:
             parameter.grad = torch.zeros_like(parameter)
         dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)

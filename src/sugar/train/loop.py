@@ -2,7 +2,10 @@
 
 forward (:class:`~sugar.train.objective.SugarObjective`: L_g + alpha * L_d) -> backward over
 ``grad_accum`` micro-batches -> clip -> AdamW step -> cosine schedule -> log -> evaluate ->
-checkpoint. Everything that makes a step is a pure function of (seed, step): the micro-batch
+checkpoint. Under gradient accumulation each loss is computed per micro-batch and the step
+uses the mean of the micro-batches' losses (L_g: a mean of per-micro-batch token means; L_d:
+its n, targets and same-sample pairs are the micro-batch's). Everything that makes a step is a
+pure function of (seed, step): the micro-batch
 indices (a per-epoch permutation), the views of caption pairs, the prefixes L_d picks. With
 the model, objective, optimiser, scheduler and RNG states in each checkpoint, ``resume=True``
 continues exactly where an interrupted run (even a SIGKILLed one) last checkpointed.
@@ -343,11 +346,12 @@ def train(
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) / t.grad_accum
             sum_gradients(trainable, shard)
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.clip_norm or float("inf"))
+            step_lr = float(scheduler.get_last_lr()[0])  # the rate this step uses
             optimiser.step()
             scheduler.step()
             optimiser.zero_grad(set_to_none=True)
             step += 1
-            last = {**sums, "grad_norm": float(grad_norm), "lr": float(scheduler.get_last_lr()[0])}
+            last = {**sums, "grad_norm": float(grad_norm), "lr": step_lr}
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in sums.items() if k.endswith("loss")})
             if step % t.log_every == 0 or step == t.steps:
@@ -378,6 +382,7 @@ def train(
                 step == t.steps
             )
             if checkpoint_now and main:
+                model.flush_caches()
                 save_checkpoint(
                     run_dir,
                     step,
@@ -401,6 +406,7 @@ def train(
             if stop_after is not None and step >= stop_after:
                 break
     finally:
+        model.flush_caches()
         bar.close()
         log.close()
         if writer is not None:

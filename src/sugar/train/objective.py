@@ -59,6 +59,14 @@ class TeacherLookup:
         return embed_samples(self.teacher, samples, root, by=self.by, cache=self.cache)
 
 
+def _replicated(parameter: Tensor, shard: Shard | None) -> Tensor:
+    """A parameter used *after* the gather: every rank computes the same global loss from it,
+    so only rank 0 lets its gradient through (summed over ranks it is then counted once)."""
+    if shard is None or not shard.active or shard.rank == 0:
+        return parameter
+    return parameter.detach()
+
+
 def group_indices(samples: Sequence[Sample]) -> Tensor:
     """(B,) index of each sample's group: views of one source share it."""
     first: dict[str, int] = {}
@@ -136,10 +144,10 @@ class SugarObjective(nn.Module):
             torch.tensor(start), requires_grad=predicted_kernel == "learned"
         )
 
-    def predicted_sigma(self) -> float | Tensor:
+    def predicted_sigma(self, shard: Shard | None = None) -> float | Tensor:
         """The bandwidth of ``Mr``: the target's delta, or the learned one."""
         if self.predicted_kernel == "learned":
-            return self.log_bandwidth.exp()
+            return _replicated(self.log_bandwidth, shard).exp()
         return float(self.delta or 1.0)
 
     def forward(
@@ -207,7 +215,8 @@ class SugarObjective(nn.Module):
             return {}
         image_rows = torch.tensor([i for i, _ in pairs], device=r.device)
         text_rows = torch.tensor([t for _, t in pairs], device=r.device)
-        return clip_contrastive_loss(r[image_rows], r[text_rows], self.logit_scale)
+        scale = _replicated(self.logit_scale, shard)
+        return clip_contrastive_loss(r[image_rows], r[text_rows], scale)
 
     def structure_parts(
         self,
@@ -247,7 +256,7 @@ class SugarObjective(nn.Module):
             triple_kernel=self.triple_kernel, medians=self.medians, use_gak=self.use_gak,
             same_sample_target=self.same_sample_target, groups=group_indices(samples),
         ).to(r.device)  # fmt: skip
-        predicted = predicted_matrix(r, self.predicted_kernel, self.predicted_sigma())
+        predicted = predicted_matrix(r, self.predicted_kernel, self.predicted_sigma(shard))
         keep = keep.to(r.device)
         parts = structure_loss(predicted, target, keep, self.structure_reduction)
         mask = keep[:, None] & keep[None, :]
