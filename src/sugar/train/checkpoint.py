@@ -50,7 +50,8 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
         write_checksum(tmp / STATE)
     atomic_write_text(root / "latest", name + "\n")
     if keep > 0:
-        for old in sorted(root.glob("step-*"))[:-keep]:
+        by_step = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        for old in by_step[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return root / name
 

@@ -23,6 +23,7 @@ Run directory::
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -97,8 +98,14 @@ def batch_indices(count: int, batch_size: int, seed: int, position: int) -> list
     out = []
     for k in range(position, position + batch_size):
         epoch, offset = divmod(k, count)
-        out.append(int(torch.randperm(count, generator=_seeded(seed, epoch))[offset]))
+        out.append(int(_permutation(count, seed, epoch)[offset]))
     return out
+
+
+@functools.lru_cache(maxsize=2)
+def _permutation(count: int, seed: int, epoch: int) -> Tensor:
+    """Epoch ``epoch``'s order of ``range(count)`` (cached: a batch reads it many times)."""
+    return torch.randperm(count, generator=_seeded(seed, epoch))
 
 
 def lr_multiplier(step: int, total: int, warmup: int) -> float:
