@@ -751,7 +751,8 @@ def eval_command(
     ),
     limit: Annotated[int | None, typer.Option(help="First N items per task.")] = None,
 ) -> None:
-    """Evaluate bundles on the world's tasks; writes report.json, report.md and plots."""
+    """Evaluate bundles on the world's tasks; writes report.json, report.md and plots, with
+    paired-bootstrap CIs of the first model minus each other one."""
     from sugar.eval.report import headline_table, write_report
     from sugar.eval.tasks import load_eval_model, run_tasks
 
@@ -770,7 +771,9 @@ def eval_command(
             progress=lambda task: typer.echo(f"  {task}"),
         )  # fmt: skip
     meta = {"models": [str(m) for m in model], "data": str(data), "split": split, "limit": limit}
-    report = write_report(out, results, meta)
+    names_in_order = list(results)
+    compare = (names_in_order[0], names_in_order[1:]) if len(names_in_order) > 1 else None
+    report = write_report(out, results, meta, compare=compare)
     typer.echo(headline_table(results))
     typer.echo(f"report: {report}")
 

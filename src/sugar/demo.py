@@ -195,6 +195,7 @@ def run_demo(
         results,
         meta,
         logs={n: out / n / "log.jsonl" for n in ("base", "generative", "sugar")},
+        compare=("sugar", ["generative"]),
     )
     say(headline_table(results))
     say(f"[demo] report: {report}")

@@ -94,7 +94,12 @@ def test_every_task_runs_end_to_end_and_reports_na_without_a_projector(
     assert isinstance(results["without"]["winoground"]["ll_group"], float)  # LM head scores
     assert isinstance(results["without"]["vqa"]["exact_match"], float)
     assert results["without"]["kb_qa"]["retrieved"] == "n/a"
-    report = write_report(tmp_path / "report", results, {"seed": 0})
+    report = write_report(tmp_path / "report", results, {"seed": 0}, compare=("with", ["without"]))
+    rows = json.loads((tmp_path / "report" / "report.json").read_text())["comparisons"]
+    compared = {(r["task"], r["metric"]) for r in rows["with - without"]}
+    assert ("vqa", "exact_match") in compared and ("winoground", "ll_group") in compared
+    assert ("caption_retrieval", "t2i_r1") not in compared  # "without" has no embeddings
+    assert all(r["difference"] == 0.0 for r in rows["with - without"])  # same backbone
     text = report.read_text()
     for task in TASKS:
         assert f"### {task}" in text
@@ -161,3 +166,18 @@ def test_eval_names_models_after_their_run_and_refuses_duplicates(
          "--out", str(tmp_path / "report")],
     )  # fmt: skip
     assert result.exit_code == 2 and "two models are named 'runA'" in result.output
+
+
+def test_paired_comparison_on_per_item_scores() -> None:
+    from sugar.eval.report import paired_comparison
+
+    results = {
+        "a": {"vqa": {"exact_match": 1.0, "per_item": {"exact_match": [1.0] * 40}}},
+        "b": {"vqa": {"exact_match": 0.0, "per_item": {"exact_match": [0.0] * 40}}},
+        "c": {"vqa": {"exact_match": 1.0, "per_item": {"exact_match": [1.0] * 39}}},
+    }
+    rows = paired_comparison(results, "a", "b", n_resamples=500)
+    assert len(rows) == 1 and rows[0]["difference"] == 1.0 and rows[0]["significant"]
+    assert paired_comparison(results, "a", "c") == []  # different items: not comparable
+    same = paired_comparison(results, "a", "a", n_resamples=500)
+    assert same[0]["difference"] == 0.0 and not same[0]["significant"]

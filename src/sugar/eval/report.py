@@ -14,13 +14,13 @@ next to the figures, what produced them (``meta``: config, seeds, commit, data h
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sugar.io import atomic_write_json, atomic_write_text
 
-__all__ = ["HEADLINE", "headline_table", "write_report"]
+__all__ = ["HEADLINE", "headline_table", "paired_comparison", "write_report"]
 
 Results = Mapping[str, Mapping[str, Mapping[str, Any]]]
 
@@ -72,7 +72,7 @@ def _task_tables(results: Results) -> str:
     tasks = sorted({t for r in results.values() for t in r})
     parts = []
     for task in tasks:
-        metrics = sorted({m for r in results.values() for m in r.get(task, {})})
+        metrics = sorted({m for r in results.values() for m in r.get(task, {}) if m != "per_item"})
         parts.append(f"### {task}\n")
         parts.append("| variant | " + " | ".join(metrics) + " |")
         parts.append("|---|" + "---|" * len(metrics))
@@ -148,16 +148,64 @@ def _plots(out_dir: Path, results: Results, logs: Mapping[str, Path]) -> list[st
     return written
 
 
+def paired_comparison(
+    results: Results, variant: str, baseline: str, n_resamples: int = 10_000
+) -> list[dict[str, Any]]:
+    """``variant - baseline`` on every metric both scored item by item (same items, same
+    order): the difference in mean and its paired-bootstrap 95 % CI (seed 0). A win is claimed
+    only when the CI excludes 0 (``significant``)."""
+    from sugar.eval.metrics import paired_bootstrap
+
+    rows = []
+    for task, metrics in results.get(variant, {}).items():
+        theirs = results.get(baseline, {}).get(task, {}).get("per_item", {})
+        for metric, ours in metrics.get("per_item", {}).items():
+            if metric not in theirs or len(theirs[metric]) != len(ours) or not ours:
+                continue
+            stats = paired_bootstrap(ours, theirs[metric], n_resamples=n_resamples)
+            significant = stats["ci_low"] > 0 or stats["ci_high"] < 0
+            rows.append({"task": task, "metric": metric, **stats, "significant": significant})
+    return rows
+
+
+def _comparison_table(rows: list[dict[str, Any]], variant: str, baseline: str) -> str:
+    if not rows:
+        return f"No metric was scored item by item by both {variant} and {baseline}.\n"
+    lines = [
+        f"| task | metric | {variant} - {baseline} | 95 % CI | n | CI excludes 0 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['metric']} | {100 * r['difference']:+.1f} | "
+            f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] | {r['n']} | "
+            f"{'yes' if r['significant'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_report(
     out_dir: str | Path,
     results: Results,
     meta: Mapping[str, Any],
     logs: Mapping[str, Path] | None = None,
+    compare: tuple[str, Sequence[str]] | None = None,
 ) -> Path:
-    """Write report.json, report.md and the plots to ``out_dir``; returns the Markdown path."""
+    """Write report.json, report.md and the plots to ``out_dir``; returns the Markdown path.
+
+    ``compare = (variant, baselines)`` adds paired-bootstrap CIs of variant - each baseline
+    (:func:`paired_comparison`; also stored in report.json under ``comparisons``).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "report.json", {"meta": dict(meta), "results": results})
+    comparisons: dict[str, list[dict[str, Any]]] = {}
+    if compare is not None:
+        variant, baselines = compare
+        for baseline in baselines:
+            comparisons[f"{variant} - {baseline}"] = paired_comparison(results, variant, baseline)
+    atomic_write_json(
+        out / "report.json", {"meta": dict(meta), "results": results, "comparisons": comparisons}
+    )
     notes = _plots(out, results, logs or {})
     text = [
         "# sugar evaluation report\n",
@@ -165,6 +213,11 @@ def write_report(
         "(no trained projector: no embedding scores). emb = embedding cosine, LL = caption "
         "log-likelihood under the LM.\n",
         headline_table(results),
+        *[
+            f"\n## {name} (paired bootstrap, 10,000 resamples)\n\n"
+            + _comparison_table(rows, *name.split(" - "))
+            for name, rows in comparisons.items()
+        ],
         "\n## Every metric\n",
         _task_tables(results),
         "\n## Plots\n",

@@ -36,6 +36,7 @@ from sugar.eval.metrics import (
     pope_metrics,
     recall_at_k,
     vqa_exact_match,
+    winoground_item_scores,
     winoground_scores,
 )
 from sugar.models.base import MLLM
@@ -95,6 +96,12 @@ def load_eval_model(directory: str | Path, name: str | None = None) -> EvalModel
     return EvalModel(bundle.model.eval(), projector, image_pool, name or default)
 
 
+def _items(out: dict[str, Any], metric: str, values: Tensor) -> None:
+    """Record per-item scores of ``metric`` (0/1 floats, item order) under ``out["per_item"]``:
+    the paired bootstrap of :mod:`sugar.eval.report` compares variants item by item."""
+    out.setdefault("per_item", {})[metric] = values.float().tolist()
+
+
 def _image(path: str) -> Sample:
     return Sample(f"image:{path}", [Segment.image_(path)])
 
@@ -115,10 +122,10 @@ def _caption_pairs(samples: Sequence[Sample]) -> list[tuple[str, str]]:
     return pairs
 
 
-def caption_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+def caption_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """R@1 / R@5 text->image and image->text among the split's caption pairs (all, and the
     held-out attribute combinations alone when the world marks them)."""
-    out: dict[str, Value] = {}
+    out: dict[str, Any] = {}
     groups = {"": list(samples)}
     heldout = [s for s in samples if s.meta.get("heldout_combo") in (True, "True")]
     if heldout:
@@ -134,10 +141,13 @@ def caption_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -
             relevant = torch.arange(len(pairs))
             out[f"{prefix}t2i_r{k}"] = recall_at_k(texts @ images.T, relevant, k)
             out[f"{prefix}i2t_r{k}"] = recall_at_k(images @ texts.T, relevant, k)
+            if prefix == "" and k == 1:
+                _items(out, "t2i_r1", (texts @ images.T).argmax(1) == relevant)
+                _items(out, "i2t_r1", (images @ texts.T).argmax(1) == relevant)
     return out
 
 
-def hard_negatives(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+def hard_negatives(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """Pairwise accuracy per negative kind: image vs (caption, its negative), by embedding
     cosine (``emb_<kind>``) and by caption log-likelihood given the image (``ll_<kind>``)."""
     by_kind: dict[str, list[tuple[str, str, str]]] = {}
@@ -146,7 +156,7 @@ def hard_negatives(model: EvalModel, samples: Sequence[Sample], root: Path) -> d
         for negative in s.meta.get("negatives", []):
             assert image is not None and caption is not None
             by_kind.setdefault(negative["kind"], []).append((image, caption, negative["caption"]))
-    out: dict[str, Value] = {}
+    out: dict[str, Any] = {}
     for kind, items in sorted(by_kind.items()):
         images = model.embed([_image(i) for i, _, _ in items], root)
         positives = model.embed([_text(c) for _, c, _ in items], root)
@@ -154,21 +164,22 @@ def hard_negatives(model: EvalModel, samples: Sequence[Sample], root: Path) -> d
         if images is None or positives is None or negatives is None:
             out[f"emb_{kind}"] = NA
         else:
-            out[f"emb_{kind}"] = pairwise_accuracy(
-                (images * positives).sum(-1).numpy(), (images * negatives).sum(-1).numpy()
-            )
+            emb_pos, emb_neg = (images * positives).sum(-1), (images * negatives).sum(-1)
+            out[f"emb_{kind}"] = pairwise_accuracy(emb_pos.numpy(), emb_neg.numpy())
+            _items(out, f"emb_{kind}", emb_pos > emb_neg)
         pos = model.score([_captioned(i, c) for i, c, _ in items], root)
         neg = model.score([_captioned(i, n) for i, _, n in items], root)
         out[f"ll_{kind}"] = pairwise_accuracy(pos.numpy(), neg.numpy())
+        _items(out, f"ll_{kind}", pos > neg)
         out[f"count_{kind}"] = float(len(items))
     return out
 
 
-def winoground(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+def winoground(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """Winoground text / image / group scores by embedding (``emb_*``) and likelihood (``ll_*``)."""
     images = [s.meta["images"] for s in samples]
     captions = [s.meta["captions"] for s in samples]
-    out: dict[str, Value] = {}
+    out: dict[str, Any] = {}
     flat_images = [i for pair in images for i in pair]
     flat_captions = [c for pair in captions for c in pair]
     img = model.embed([_image(i) for i in flat_images], root)
@@ -180,6 +191,7 @@ def winoground(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[
         t2 = txt.view(len(samples), 2, -1)
         scores = torch.einsum("ncp,nip->nci", t2, i2)  # s[n, caption, image]
         out.update({f"emb_{k}": v for k, v in winoground_scores(scores.numpy()).items()})
+        _items(out, "emb_group", torch.as_tensor(winoground_item_scores(scores.numpy())["group"]))
     pairs = [
         _captioned(images[n][i], captions[n][c])
         for n in range(len(samples))
@@ -188,10 +200,11 @@ def winoground(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[
     ]
     ll = model.score(pairs, root).view(len(samples), 2, 2)  # s[n, caption, image]
     out.update({f"ll_{k}": v for k, v in winoground_scores(ll.numpy()).items()})
+    _items(out, "ll_group", torch.as_tensor(winoground_item_scores(ll.numpy())["group"]))
     return out
 
 
-def story_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+def story_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """The story's 5th image among all 5th images of the split, queried by its 5 captions
     (``c5``) or its 5 captions and 4 images (``c5i4``)."""
     targets = [s.meta["target_image"] for s in samples]
@@ -200,7 +213,7 @@ def story_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -> 
         "c5": [Sample(s.id, [seg for seg in s.segments if seg.kind == "text"]) for s in samples],
         "c5i4": list(samples),
     }
-    out: dict[str, Value] = {}
+    out: dict[str, Any] = {}
     for name, query in queries.items():
         emb = model.embed(query, root)
         for k in (1, 5):
@@ -209,6 +222,8 @@ def story_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -> 
                 out[key] = NA
             else:
                 out[key] = recall_at_k(emb @ pool.T, torch.arange(len(samples)), k)
+                if k == 1:
+                    _items(out, key, (emb @ pool.T).argmax(1) == torch.arange(len(samples)))
     return out
 
 
@@ -219,7 +234,7 @@ def _answers_match(predictions: Sequence[str], answers: Sequence[str]) -> list[b
     ]
 
 
-def needle(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+def needle(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """Answer accuracy overall and per needle position, and the spread (max - min) over
     positions."""
     predictions = model.generate(samples, root)
@@ -227,29 +242,40 @@ def needle(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str,
     by_position: dict[str, list[bool]] = {}
     for s, ok in zip(samples, correct, strict=True):
         by_position.setdefault(str(s.meta["needle_position"]), []).append(ok)
-    out: dict[str, Value] = {"accuracy": sum(correct) / len(correct)}
+    out: dict[str, Any] = {"accuracy": sum(correct) / len(correct)}
+    _items(out, "accuracy", torch.tensor(correct))
     per = {p: sum(v) / len(v) for p, v in sorted(by_position.items())}
     out.update({f"position_{p}": v for p, v in per.items()})
     out["position_spread"] = max(per.values()) - min(per.values())
     return out
 
 
-def vqa(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+def vqa(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """Exact match of the generated answer (normalised) against the target text."""
     predictions = model.generate(samples, root)
-    return {"exact_match": vqa_exact_match(predictions, [s.meta["answer"] for s in samples])}
+    answers = [s.meta["answer"] for s in samples]
+    out: dict[str, Any] = {"exact_match": vqa_exact_match(predictions, answers)}
+    _items(out, "exact_match", torch.tensor(_answers_match(predictions, answers)))
+    return out
 
 
-def pope(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Value]:
+def pope(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """POPE accuracy, precision, recall, F1 and yes ratio of the generated answers."""
     predictions = model.generate(samples, root)
-    metrics = pope_metrics(predictions, [s.meta["answer"] for s in samples])
-    return dict(metrics.items())
+    labels = [s.meta["answer"] for s in samples]
+    out: dict[str, Any] = dict(pope_metrics(predictions, labels).items())
+    said_yes = [normalize_answer(p).split()[:1] == ["yes"] for p in predictions]
+    _items(
+        out,
+        "accuracy",
+        torch.tensor([y == (a == "yes") for y, a in zip(said_yes, labels, strict=True)]),
+    )
+    return out
 
 
 def kb_qa(
     model: EvalModel, samples: Sequence[Sample], root: Path, items: Sequence[Sample]
-) -> dict[str, Value]:
+) -> dict[str, Any]:
     """Knowledge-base QA: answer accuracy with no context, with the top-1 retrieved fact's
     payload and with the oracle payload, and retrieval R@1 of the needed fact.
 
@@ -263,11 +289,13 @@ def kb_qa(
     def with_fact(s: Sample, fact: str) -> Sample:
         return Sample(s.id, [Segment.text_(fact), *s.segments], s.task, s.meta)
 
-    out: dict[str, Value] = {}
+    out: dict[str, Any] = {}
     plain = model.generate(samples, root)
     out["no_context"] = sum(_answers_match(plain, answers)) / len(samples)
+    _items(out, "no_context", torch.tensor(_answers_match(plain, answers)))
     oracle = model.generate([with_fact(s, payload[s.meta["fact_id"]]) for s in samples], root)
     out["oracle"] = sum(_answers_match(oracle, answers)) / len(samples)
+    _items(out, "oracle", torch.tensor(_answers_match(oracle, answers)))
     keys = model.embed(list(items), root)
     queries = model.embed(
         [Sample(s.id, [g for g in s.segments if g.role == "context"]) for s in samples], root

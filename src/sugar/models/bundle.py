@@ -39,7 +39,7 @@ from sugar.models.base import MLLM, backbone_class
 __all__ = ["FORMAT", "LoadedBundle", "bundle_identity", "load_bundle", "save_bundle"]
 
 FORMAT = "sugar-bundle"
-VERSION = 1
+VERSION = 2  # 2: the identity covers model.json's family and specs
 MANIFEST = "model.json"
 EXTRAS = "extras.safetensors"
 
@@ -136,7 +136,10 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:
-        raise ValueError(f"{path}: bundle version {manifest.get('version')}, this sugar reads 1")
+        raise ValueError(
+            f"{path}: bundle version {manifest.get('version')}, this sugar reads {VERSION} "
+            "(retrain or re-save it with this version)"
+        )
     return manifest
 
 
