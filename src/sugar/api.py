@@ -26,7 +26,7 @@ import yaml
 from torch import Tensor
 
 from sugar.data.schema import Sample, Segment
-from sugar.embed import embed_samples
+from sugar.embed import embed_samples, encode_document, encode_query
 from sugar.index.base import Index, ModelIdentityError
 from sugar.models.base import MLLM
 from sugar.models.bundle import LoadedBundle, load_bundle
@@ -147,6 +147,29 @@ class SugarModel:
                 )
             return index
         return self.open_index(index)
+
+    def encode_query(
+        self,
+        queries: Sequence[str | Sample],
+        root: str | Path = ".",
+        *,
+        instruction: str | None = None,
+        batch_size: int = 32,
+    ) -> Tensor:
+        """Query vectors (texts or samples); ``instruction`` is off by default and
+        off-distribution (:func:`sugar.embed.encode_query`). # (B, P)"""
+        return encode_query(
+            self.backbone, self.projector, queries, root, instruction=instruction,
+            **self.embed_options(batch_size),
+        )  # fmt: skip
+
+    def encode_document(
+        self, documents: Sequence[str | Sample], root: str | Path = ".", *, batch_size: int = 32
+    ) -> Tensor:
+        """Document vectors (texts or samples) in the queries' space. # (B, P)"""
+        return encode_document(
+            self.backbone, self.projector, documents, root, **self.embed_options(batch_size)
+        )
 
     def search(
         self,

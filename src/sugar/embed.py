@@ -21,7 +21,7 @@ from sugar.data.schema import Sample, Segment
 from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector, all_prefixes, embed_prefixes
 
-__all__ = ["embed_images", "embed_samples", "embed_texts"]
+__all__ = ["embed_images", "embed_samples", "embed_texts", "encode_document", "encode_query"]
 
 
 @torch.no_grad()
@@ -84,6 +84,56 @@ def embed_images(
 ) -> Tensor:
     """Unit vectors of images (paths relative to ``root``), each alone. # (B, P)"""
     samples = [Sample(f"image-{i}", [Segment.image_(path)]) for i, path in enumerate(images)]
+    out = embed_samples(model, projector, samples, root, **kwargs)  # type: ignore[arg-type]
+    assert isinstance(out, Tensor)
+    return out
+
+
+def encode_query(
+    model: MLLM,
+    projector: RetrievalProjector,
+    queries: Sequence[str | Sample],
+    root: str | Path = ".",
+    *,
+    instruction: str | None = None,
+    **kwargs: object,
+) -> Tensor:
+    """Query vectors, in the spirit of sentence-transformers' ``encode_query``. # (B, P)
+
+    A query is a text or a sample (e.g. a question with its image). ``instruction`` (off by
+    default) is prepended as a context text segment, as instruction-tuned embedders do.
+    **Off-distribution**: Sugar's training never shows instructions, so with this backbone an
+    instruction changes the vectors in untrained ways; measure before using one.
+    """
+    samples = []
+    for i, query in enumerate(queries):
+        sample = (
+            query if isinstance(query, Sample) else Sample(f"query-{i}", [Segment.text_(query)])
+        )
+        if instruction:
+            sample = Sample(sample.id, [Segment.text_(instruction), *sample.segments], sample.task)
+        samples.append(sample)
+    out = embed_samples(model, projector, samples, root, **kwargs)  # type: ignore[arg-type]
+    assert isinstance(out, Tensor)
+    return out
+
+
+def encode_document(
+    model: MLLM,
+    projector: RetrievalProjector,
+    documents: Sequence[str | Sample],
+    root: str | Path = ".",
+    **kwargs: object,
+) -> Tensor:
+    """Document vectors (texts or samples), no instruction. # (B, P)
+
+    Queries and documents share one embedding space (Sugar trains one projector): this is
+    :func:`embed_samples` on the documents, named for symmetry with :func:`encode_query`.
+    """
+    samples = [
+        d if isinstance(d, Sample) else Sample(f"document-{i}", [Segment.text_(d)])
+        for i, d in enumerate(documents)
+    ]
     out = embed_samples(model, projector, samples, root, **kwargs)  # type: ignore[arg-type]
     assert isinstance(out, Tensor)
     return out

@@ -66,3 +66,17 @@ def test_image_pool_mean_and_last(tiny_world: TinyWorld) -> None:
     last = slice_states(hidden, batch.spans, zero, zero, "last")
     torch.testing.assert_close(mean[0], hidden[0, span.start : span.end].mean(0))
     assert torch.equal(last[0], hidden[0, span.end - 1])
+
+
+def test_encode_query_and_document(tiny_world: TinyWorld) -> None:
+    from sugar.embed import embed_texts, encode_document, encode_query
+
+    model = TinyMLLM(tiny_world.tokenizer, **TINY).eval()
+    projector = RetrievalProjector(model.hidden_size, 16)
+    texts = ["A red square.", "A blue circle."]
+    plain = embed_texts(model, projector, texts)
+    assert torch.equal(encode_query(model, projector, texts), plain)  # no instruction: the same
+    assert torch.equal(encode_document(model, projector, texts), plain)
+    instructed = encode_query(model, projector, texts, instruction="Find the image.")
+    assert instructed.shape == plain.shape and not torch.allclose(instructed, plain)
+    torch.testing.assert_close(instructed.norm(dim=-1), torch.ones(2))
