@@ -16,7 +16,9 @@ and the checkpoint, and the bundle keeps the projector for ``sugar.embed``.
 
 from __future__ import annotations
 
+import json
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -46,17 +48,60 @@ __all__ = ["SugarObjective", "TeacherLookup"]
 class TeacherLookup:
     """Teacher slice embeddings of samples: a callable ``(samples, root) -> SliceEmbeddings``.
 
-    Wraps :func:`sugar.models.teachers.embed_samples` with its cache; tests pass any callable
-    with this signature.
+    Wraps :func:`sugar.models.teachers.embed_samples` with its persistent cache, and keeps each
+    sample's slice vectors in memory (keyed by the sample's segments and root, least recently
+    used dropped beyond ``memory_slices`` slices), so a training step does not decode and hash
+    every image again to find its cached vectors. Tests pass any callable with this signature.
     """
 
-    def __init__(self, teacher: Any, cache: Any, by: Literal["sentence", "segment"]) -> None:
+    def __init__(
+        self,
+        teacher: Any,
+        cache: Any,
+        by: Literal["sentence", "segment"],
+        memory_slices: int = 200_000,
+    ) -> None:
         self.teacher, self.cache, self.by = teacher, cache, by
+        self.memory_slices = memory_slices
+        self._memory: OrderedDict[str, tuple[Tensor, Tensor, Tensor, Tensor]] = OrderedDict()
+        self._slices_held = 0
 
     def __call__(self, samples: Sequence[Sample], root: str | Path) -> SliceEmbeddings:
         from sugar.models.teachers import embed_samples
 
-        return embed_samples(self.teacher, samples, root, by=self.by, cache=self.cache)
+        keys = [f"{root}\0{json.dumps([g.to_dict() for g in s.segments])}" for s in samples]
+        missing = [i for i, key in enumerate(keys) if key not in self._memory]
+        if missing:
+            fresh = embed_samples(
+                self.teacher, [samples[i] for i in missing], root, by=self.by, cache=self.cache
+            )
+            for row, i in enumerate(missing):
+                n = int(fresh.lengths[row])
+                entry = (
+                    fresh.image[row, :n], fresh.text[row, :n], fresh.cross[row, :n],
+                    fresh.is_text[row, :n],
+                )  # fmt: skip
+                if keys[i] not in self._memory:
+                    self._memory[keys[i]] = entry
+                    self._slices_held += n
+        entries = []
+        for key in keys:
+            self._memory.move_to_end(key)
+            entries.append(self._memory[key])
+        while self._slices_held > self.memory_slices and len(self._memory) > len(keys):
+            _, dropped = self._memory.popitem(last=False)
+            self._slices_held -= dropped[0].shape[0]
+        lengths = torch.tensor([e[0].shape[0] for e in entries])
+        size = int(lengths.max())
+
+        def padded(part: int) -> Tensor:
+            first = entries[0][part]
+            out = first.new_zeros((len(entries), size, *first.shape[1:]))
+            for row, entry in enumerate(entries):
+                out[row, : entry[part].shape[0]] = entry[part]
+            return out
+
+        return SliceEmbeddings(padded(0), padded(1), padded(2), padded(3), lengths)
 
 
 def _replicated(parameter: Tensor, shard: Shard | None) -> Tensor:
