@@ -442,9 +442,13 @@ class ContrastiveConfig:
 
     weight: float = 0.0
     """Weight of L_c over the batch's ``split`` image-caption pairs (0: off)."""
+    hard_negatives: int = 0
+    """Per pair, this many ``meta.negatives`` captions as extra image->text candidates
+    (the world's stated kinds or ``sugar mine`` output; one extra forward; single process)."""
 
     def __post_init__(self) -> None:
         _check(self.weight >= 0, "weight", self.weight, "must be >= 0")
+        _check(self.hard_negatives >= 0, "hard_negatives", self.hard_negatives, "must be >= 0")
 
 
 @dataclass

@@ -179,3 +179,27 @@ def test_cafe_style_trains_the_projector_with_infonce_and_no_teacher(
         expected = h["lm_loss"] + h.get("contrastive_loss", 0.0)
         assert h["loss"] == pytest.approx(expected, rel=1e-6)
     assert set(load_bundle(result.bundle).extras) == {"projector"}
+
+
+def test_hard_negatives_enter_the_image_to_text_candidates(loop_world: Path) -> None:
+    from sugar.data.jsonl import read_samples
+    from sugar.models.tiny import TinyMLLM
+    from sugar.models.tokenizer import Tokenizer
+    from sugar.train.objective import SugarObjective
+    from sugar.train.views import apply_views
+
+    captions = read_samples(loop_world / "caption" / "train.jsonl", loop_world)[:4]
+    assert all(c.meta["negatives"] for c in captions)
+    samples = apply_views(captions, {"split": 1.0}, seed=0, step=0) + apply_views(
+        captions[2:], {"split": 1.0}, seed=0, step=0
+    )
+    tokenizer = Tokenizer.train([s.segments[1].text or "" for s in captions], 300)
+    model = TinyMLLM(tokenizer, width=32, layers=2, heads=2, feature_cache=None).eval()
+    objective = SugarObjective(32, alpha=0.0, contrastive_weight=1.0, projector_dim=8)
+    with torch.no_grad():
+        plain = objective(model, samples, loop_world)
+        objective.hard_negatives = 2
+        harder = objective(model, samples, loop_world)
+    # more candidates in the image->text softmax: that direction's loss can only grow
+    assert harder["image_to_text_loss"] > plain["image_to_text_loss"]
+    assert torch.equal(harder["text_to_image_loss"], plain["text_to_image_loss"])

@@ -298,7 +298,7 @@ def train(
         triple_kernel=s.triple_kernel, use_gak=s.use_gak,
         predicted_kernel=s.predicted_kernel, same_sample_target=s.same_sample_target,
         structure_reduction=s.structure_reduction, lm_weight=cfg.train.lm_weight,
-        contrastive_weight=cfg.contrastive.weight,
+        contrastive_weight=cfg.contrastive.weight, hard_negatives=cfg.contrastive.hard_negatives,
     )  # fmt: skip
     if main:
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))

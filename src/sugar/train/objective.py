@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from sugar.align import SliceEmbeddings, TypeMedians
-from sugar.data.schema import Sample
+from sugar.data.schema import Sample, Segment
 from sugar.data.slices import slices
 from sugar.losses.contrastive import clip_contrastive_loss
 from sugar.losses.generative import generative_loss
@@ -154,6 +154,7 @@ class SugarObjective(nn.Module):
         structure_reduction: Literal["paper", "mean"] = "mean",
         lm_weight: float = 1.0,
         contrastive_weight: float = 0.0,
+        hard_negatives: int = 0,
     ) -> None:
         super().__init__()
         if alpha < 0 or lm_weight < 0 or contrastive_weight < 0:
@@ -179,6 +180,7 @@ class SugarObjective(nn.Module):
         self.structure_reduction = structure_reduction
         self.lm_weight = lm_weight
         self.contrastive_weight = contrastive_weight
+        self.hard_negatives = hard_negatives
         self.projector = RetrievalProjector(hidden_size, projector_dim)
         # CLIP's initial temperature 0.07, in log space (clip_contrastive_loss clamps it)
         self.logit_scale = nn.Parameter(
@@ -221,7 +223,9 @@ class SugarObjective(nn.Module):
         parts = {"lm_loss": all_reduce_sum(lm_loss, shard) if shard.active else lm_loss}
         total = self.lm_weight * lm_loss  # this rank's share of the global mean
         if self.contrastive_weight > 0:
-            contrastive = self.contrastive_parts(output.hidden, batch.spans, samples, shard)
+            contrastive = self.contrastive_parts(
+                model, output.hidden, batch.spans, samples, root, shard
+            )
             if contrastive:
                 parts.update(contrastive)
                 total = total + self.contrastive_weight * contrastive["contrastive_loss"]
@@ -238,9 +242,11 @@ class SugarObjective(nn.Module):
 
     def contrastive_parts(
         self,
+        model: MLLM,
         hidden: Tensor,
         spans: Sequence[Sequence[Any]],
         samples: Sequence[Sample],
+        root: str | Path,
         shard: Shard,
     ) -> dict[str, Tensor]:
         """InfoNCE over the batch's split pairs (empty when the batch holds none)."""
@@ -261,7 +267,35 @@ class SugarObjective(nn.Module):
         image_rows = torch.tensor([i for i, _ in pairs], device=r.device)
         text_rows = torch.tensor([t for _, t in pairs], device=r.device)
         scale = _replicated(self.logit_scale, shard)
-        return clip_contrastive_loss(r[image_rows], r[text_rows], scale)
+        negatives = self._hard_negatives(model, [samples[t] for _, t in pairs], root, shard)
+        return clip_contrastive_loss(r[image_rows], r[text_rows], scale, negatives)
+
+    def _hard_negatives(
+        self, model: MLLM, captions: Sequence[Sample], root: str | Path, shard: Shard
+    ) -> Tensor | None:
+        """(N, H, P) embeddings of each pair's first H ``meta.negatives`` captions (the world's
+        stated kinds, or ``sugar mine`` output), each a caption-alone sample like the positive;
+        a pair with fewer repeats its last one. None when H = 0 or some pair has none."""
+        if self.hard_negatives == 0:
+            return None
+        if shard.active:
+            raise ValueError("contrastive.hard_negatives is not supported under data parallelism")
+        chosen = []
+        for caption in captions:
+            texts = [n["caption"] for n in caption.meta.get("negatives", [])][: self.hard_negatives]
+            if not texts:
+                return None
+            chosen += texts + [texts[-1]] * (self.hard_negatives - len(texts))
+        batch = model.collate(
+            [Sample(f"negative-{i}", [Segment.text_(t)]) for i, t in enumerate(chosen)], root,
+            slice_text_by=self.slice_text_by,
+        )  # fmt: skip
+        hidden = model(batch).hidden
+        ends = torch.tensor([len(s) - 1 for s in batch.spans])
+        r = embed_prefixes(
+            hidden, batch.spans, torch.arange(len(chosen)), ends, self.projector, self.image_pool
+        )
+        return r.view(len(captions), self.hard_negatives, -1)
 
     def structure_parts(
         self,
