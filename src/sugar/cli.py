@@ -797,6 +797,32 @@ def demo_command(
     run_demo(out, smoke=smoke, seed=seed, config=cfg, say=typer.echo)
 
 
+bench_app = typer.Typer(help="Measure the method: the variant comparison.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("quality")
+@user_errors
+def bench_quality(
+    out: Annotated[Path, typer.Option(help="Directory (shares the demo's stages).")] = Path(
+        "runs/bench"
+    ),
+    smoke: Annotated[bool, typer.Option(help="Toy sizes: seconds, figures meaningless.")] = False,
+    seeds: Annotated[int, typer.Option(help="Seeds of the headline variants.", min=1)] = 3,
+    workers: Annotated[int, typer.Option(help="One-thread worker processes.", min=1)] = 2,
+    config: ConfigPath = None,
+    overrides: Overrides = None,
+) -> None:
+    """Every variant from one shared base, several seeds, paired CIs and the pre-registered
+    bars; writes bench.md and bench.json."""
+    from sugar.bench import run_quality_bench
+
+    cfg = load_config(config, overrides or [])
+    path = run_quality_bench(out, smoke=smoke, seeds=seeds, workers=workers, config=cfg,
+                             say=typer.echo)  # fmt: skip
+    typer.echo(path.read_text(encoding="utf-8"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app(args=argv if argv is not None else sys.argv[1:], prog_name="sugar")

@@ -58,7 +58,7 @@ TRAIN_FILES = [
 ]
 
 
-def _stage(name: str, timings: dict[str, float], say: Callable[[str], None]) -> Callable[[], None]:
+def stage(name: str, timings: dict[str, float], say: Callable[[str], None]) -> Callable[[], None]:
     start = time.perf_counter()
     say(f"[demo] {name} ...")
 
@@ -69,7 +69,7 @@ def _stage(name: str, timings: dict[str, float], say: Callable[[str], None]) -> 
     return done
 
 
-def _run_config(
+def run_config(
     base: SugarConfig, out: Path, name: str, size: dict[str, Any], **changes: Any
 ) -> SugarConfig:
     """The config of one training run of the demo (``changes``: section -> field values)."""
@@ -115,13 +115,13 @@ def run_demo(
     base = config or load_config(None)
     timings: dict[str, float] = {}
 
-    done = _stage("world", timings, say)
+    done = stage("world", timings, say)
     world = out / "world"
     if not (world / "manifest.json").is_file():
         generate_world(world, seed=seed, progress=progress, **size["world"])
     done()
 
-    done = _stage("teacher", timings, say)
+    done = stage("teacher", timings, say)
     teacher_dir = out / "teacher"
     if not (teacher_dir / "head.json").is_file():
         train_teacher(
@@ -157,12 +157,12 @@ def run_demo(
     }
     configs = {}
     for name, changes in runs.items():
-        done = _stage(f"train {name}", timings, say)
+        done = stage(f"train {name}", timings, say)
         train_changes = {
             "batch_size": size["batch_size"], "eval_every": 0, "checkpoint_every": 0,
             "log_every": 10, "eval_samples": 100, **changes["train"],
         }  # fmt: skip
-        cfg = _run_config(
+        cfg = run_config(
             base, out, name, size, run={"seed": seed}, structure=changes["structure"],
             train=train_changes,
         )  # fmt: skip
@@ -175,7 +175,7 @@ def run_demo(
             train(cfg, progress=progress)
         done()
 
-    done = _stage("evaluate", timings, say)
+    done = stage("evaluate", timings, say)
     results = {}
     for name in ("generative", "sugar"):
         model = load_eval_model(out / name / "model", name)

@@ -1,0 +1,58 @@
+"""`sugar bench quality`: the aggregation by hand, and a smoke run through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sugar.bench import summarise
+from sugar.cli import app
+
+
+def _run(vqa: list[float], group: float, spread: float) -> dict:
+    return {
+        "vqa": {"exact_match": sum(vqa) / len(vqa), "per_item": {"exact_match": vqa}},
+        "winoground": {"emb_group": group},
+        "needle": {"position_spread": spread},
+    }
+
+
+def test_summary_pairs_seeds_and_judges_the_bars() -> None:
+    runs = {
+        "sugar/s0": _run([1.0, 1.0, 0.0, 0.0], 0.30, 0.02),
+        "sugar/s1": _run([1.0, 0.0, 0.0, 0.0], 0.40, 0.04),
+        "cafe/s0": _run([1.0, 1.0, 0.0, 0.0], 0.20, 0.10),
+        "cafe/s1": _run([1.0, 0.0, 0.0, 0.0], 0.20, 0.10),
+        "contrastive/s0": _run([0.0, 0.0, 0.0, 0.0], 0.10, 0.10),
+    }
+    summary = summarise(runs)
+    wino = summary["means"]["sugar"]["winoground.emb_group"]
+    assert wino["mean"] == pytest.approx(0.35) and wino["seeds"] == 2
+    by_name = {r["metric"]: r for r in summary["comparisons"]["sugar - contrastive"]}
+    assert by_name["exact_match"]["n"] == 4  # the one-seed variant pairs with seed 0 only
+    assert by_name["exact_match"]["difference"] == pytest.approx(0.5)
+    cafe = {r["metric"]: r for r in summary["comparisons"]["sugar - cafe"]}
+    assert cafe["exact_match"]["n"] == 8 and cafe["exact_match"]["difference"] == 0.0
+    bars = {b["bar"].split(":")[0]: b["met"] for b in summary["bars"]}
+    assert bars["Winoground group (emb) >= CAFe-style + 5 points"] is True  # 0.35 vs 0.20
+    assert bars["needle"] is True  # mean spread 0.03
+    assert bars["KB-QA"] is None  # not measured in these runs
+
+
+@pytest.mark.slow
+def test_bench_quality_smoke_through_the_cli(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["bench", "quality", "--smoke", "--seeds", "2", "--workers", "1", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    bench = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert set(bench["runs"]) == {
+        "generative/s0", "generative/s1", "cafe/s0", "cafe/s1", "sugar/s0", "sugar/s1",
+        "sugar_no_gak/s0", "sugar_no_tk/s0", "sugar_no_avgpool/s0", "contrastive/s0",
+    }  # fmt: skip
+    assert len(bench["bars"]) == 5
+    assert "## Pre-registered bars" in (tmp_path / "bench" / "bench.md").read_text()
