@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -21,7 +21,14 @@ from sugar.data.schema import Sample, Segment
 from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector, all_prefixes, embed_prefixes
 
-__all__ = ["embed_images", "embed_samples", "embed_texts", "encode_document", "encode_query"]
+__all__ = [
+    "embed_images",
+    "embed_samples",
+    "embed_texts",
+    "embed_vectors",
+    "encode_document",
+    "encode_query",
+]
 
 
 @torch.no_grad()
@@ -65,14 +72,33 @@ def embed_samples(
     return torch.cat(out)
 
 
-def embed_texts(
-    model: MLLM, projector: RetrievalProjector, texts: Sequence[str], **kwargs: object
+def embed_vectors(
+    model: MLLM,
+    projector: RetrievalProjector,
+    samples: Sequence[Sample],
+    root: str | Path,
+    **options: Any,
 ) -> Tensor:
-    """Unit vectors of plain texts (each a one-segment context sample). # (B, P)"""
-    samples = [Sample(f"text-{i}", [Segment.text_(text)]) for i, text in enumerate(texts)]
-    out = embed_samples(model, projector, samples, ".", **kwargs)  # type: ignore[arg-type]
+    """One vector per sample (its final prefix): :func:`embed_samples` without ``prefixes``,
+    typed as the (B, P) tensor it returns. ``options``: its keyword arguments."""
+    out = embed_samples(model, projector, samples, root, **options)
     assert isinstance(out, Tensor)
     return out
+
+
+def _as_samples(items: Sequence[str | Sample], kind: str) -> list[Sample]:
+    """Texts become one-segment context samples (``kind-i`` ids); samples stay as they are."""
+    return [
+        item if isinstance(item, Sample) else Sample(f"{kind}-{i}", [Segment.text_(item)])
+        for i, item in enumerate(items)
+    ]
+
+
+def embed_texts(
+    model: MLLM, projector: RetrievalProjector, texts: Sequence[str], **options: Any
+) -> Tensor:
+    """Unit vectors of plain texts (each a one-segment context sample). # (B, P)"""
+    return embed_vectors(model, projector, _as_samples(texts, "text"), ".", **options)
 
 
 def embed_images(
@@ -80,13 +106,11 @@ def embed_images(
     projector: RetrievalProjector,
     images: Sequence[str],
     root: str | Path,
-    **kwargs: object,
+    **options: Any,
 ) -> Tensor:
     """Unit vectors of images (paths relative to ``root``), each alone. # (B, P)"""
     samples = [Sample(f"image-{i}", [Segment.image_(path)]) for i, path in enumerate(images)]
-    out = embed_samples(model, projector, samples, root, **kwargs)  # type: ignore[arg-type]
-    assert isinstance(out, Tensor)
-    return out
+    return embed_vectors(model, projector, samples, root, **options)
 
 
 def encode_query(
@@ -96,7 +120,7 @@ def encode_query(
     root: str | Path = ".",
     *,
     instruction: str | None = None,
-    **kwargs: object,
+    **options: Any,
 ) -> Tensor:
     """Query vectors, in the spirit of sentence-transformers' ``encode_query``. # (B, P)
 
@@ -105,17 +129,10 @@ def encode_query(
     **Off-distribution**: Sugar's training never shows instructions, so with this backbone an
     instruction changes the vectors in untrained ways; measure before using one.
     """
-    samples = []
-    for i, query in enumerate(queries):
-        sample = (
-            query if isinstance(query, Sample) else Sample(f"query-{i}", [Segment.text_(query)])
-        )
-        if instruction:
-            sample = Sample(sample.id, [Segment.text_(instruction), *sample.segments], sample.task)
-        samples.append(sample)
-    out = embed_samples(model, projector, samples, root, **kwargs)  # type: ignore[arg-type]
-    assert isinstance(out, Tensor)
-    return out
+    samples = _as_samples(queries, "query")
+    if instruction:
+        samples = [Sample(s.id, [Segment.text_(instruction), *s.segments], s.task) for s in samples]
+    return embed_vectors(model, projector, samples, root, **options)
 
 
 def encode_document(
@@ -123,17 +140,11 @@ def encode_document(
     projector: RetrievalProjector,
     documents: Sequence[str | Sample],
     root: str | Path = ".",
-    **kwargs: object,
+    **options: Any,
 ) -> Tensor:
     """Document vectors (texts or samples), no instruction. # (B, P)
 
     Queries and documents share one embedding space (Sugar trains one projector): this is
     :func:`embed_samples` on the documents, named for symmetry with :func:`encode_query`.
     """
-    samples = [
-        d if isinstance(d, Sample) else Sample(f"document-{i}", [Segment.text_(d)])
-        for i, d in enumerate(documents)
-    ]
-    out = embed_samples(model, projector, samples, root, **kwargs)  # type: ignore[arg-type]
-    assert isinstance(out, Tensor)
-    return out
+    return embed_vectors(model, projector, _as_samples(documents, "document"), root, **options)

@@ -27,10 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-
 from sugar.data.schema import Sample, Segment
-from sugar.embed import embed_samples
+from sugar.embed import embed_vectors
 from sugar.index import build_index
 from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector
@@ -52,18 +50,6 @@ def query_and_positive(sample: Sample) -> tuple[Sample, str]:
             "text (the positive), e.g. a caption sample [image, caption (target)]"
         )
     return Sample(sample.id, query, sample.task), " ".join(targets)
-
-
-def _embed(
-    model: MLLM,
-    projector: RetrievalProjector,
-    samples: Sequence[Sample],
-    root: str | Path,
-    options: dict[str, Any],
-) -> Tensor:
-    vectors = embed_samples(model, projector, samples, root, **options)
-    assert isinstance(vectors, Tensor)
-    return vectors
 
 
 def mine_hard_negatives(
@@ -110,12 +96,12 @@ def mine_hard_negatives(
         texts.setdefault(query_and_positive(sample)[1], sample.id)
     options = dict(embed_options)
     text_samples = [Sample(f"candidate-{i}", [Segment.text_(t)]) for i, t in enumerate(texts)]
-    candidate_vectors = _embed(model, projector, text_samples, ".", options)  # (C, P)
+    candidate_vectors = embed_vectors(model, projector, text_samples, ".", **options)  # (C, P)
     positive_samples = [
         Sample(f"positive-{i}", [Segment.text_(p)]) for i, (_, p) in enumerate(pairs)
     ]
-    positive_vectors = _embed(model, projector, positive_samples, ".", options)  # (Q, P)
-    query_vectors = _embed(model, projector, [query for query, _ in pairs], root, options)
+    positive_vectors = embed_vectors(model, projector, positive_samples, ".", **options)  # (Q, P)
+    query_vectors = embed_vectors(model, projector, [query for query, _ in pairs], root, **options)
     positive_scores = (query_vectors * positive_vectors).sum(dim=1)  # (Q,)
 
     index = build_index("exact", candidate_vectors.shape[1], "mining")

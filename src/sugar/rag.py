@@ -35,10 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from torch import Tensor
-
 from sugar.data.schema import Sample, Segment
-from sugar.embed import embed_samples
+from sugar.embed import embed_vectors
 from sugar.index.base import Index
 from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector
@@ -187,18 +185,6 @@ class RagAnswer:
         return {"answer": self.answer, "prompt": self.prompt.to_dict(), "sources": self.sources}
 
 
-def _embed(
-    model: MLLM,
-    projector: RetrievalProjector,
-    samples: Sequence[Sample],
-    root: str | Path,
-    embed_options: Mapping[str, Any],
-) -> Tensor:
-    vectors = embed_samples(model, projector, samples, root, **embed_options)
-    assert isinstance(vectors, Tensor)
-    return vectors
-
-
 def index_knowledge(
     model: MLLM,
     projector: RetrievalProjector,
@@ -210,7 +196,9 @@ def index_knowledge(
     """Embed each item's key (never its payload) and add it to ``index`` with the item's
     sample JSON (payload included) as metadata. ``embed_options`` go to
     :func:`sugar.embed.embed_samples` (``batch_size``, ``image_pool``, ``slice_text_by``, ...)."""
-    vectors = _embed(model, projector, [item.key_sample() for item in items], root, embed_options)
+    vectors = embed_vectors(
+        model, projector, [item.key_sample() for item in items], root, **embed_options
+    )
     index.add([item.id for item in items], vectors, [item.to_sample().to_dict() for item in items])
 
 
@@ -227,7 +215,7 @@ def retrieve(
     query is each question's context segments (its targets, e.g. a reference answer, are
     dropped so they cannot leak into retrieval)."""
     queries = [build_prompt(question, [], PromptTemplate()) for question in questions]
-    vectors = _embed(model, projector, queries, root, embed_options)  # (Q, P)
+    vectors = embed_vectors(model, projector, queries, root, **embed_options)  # (Q, P)
     hits = index.search(vectors, k, with_metadata=True)
     return [
         [{"id": hit["id"], "score": hit["score"], "payload": payload_of(hit)} for hit in row]

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample, Segment
-from sugar.embed import embed_samples
+from sugar.embed import embed_vectors
 from sugar.eval.metrics import (
     normalize_answer,
     pairwise_accuracy,
@@ -63,12 +63,10 @@ class EvalModel:
         """(N, P) unit vectors, or None without a projector."""
         if self.projector is None:
             return None
-        out = embed_samples(
+        return embed_vectors(
             self.backbone, self.projector, samples, root, batch_size=self.batch_size,
             image_pool=self.image_pool,
         )  # fmt: skip
-        assert isinstance(out, Tensor)
-        return out
 
     def score(self, samples: Sequence[Sample], root: str | Path) -> Tensor:
         """(N,) log-likelihood of each sample's target text."""

@@ -201,12 +201,12 @@ def evaluate(
     metrics = {f"val_{name}": value / max(1, batches) for name, value in totals.items()}
     pairs = [s for s in samples if is_caption_pair(s)]
     if (objective.alpha > 0 or objective.contrastive_weight > 0) and len(pairs) >= 2:
-        from sugar.embed import embed_samples
+        from sugar.embed import embed_vectors
         from sugar.eval.metrics import recall_at_k
         from sugar.train.views import caption_view
 
         views = {
-            view: embed_samples(
+            view: embed_vectors(
                 model,
                 objective.projector,
                 [caption_view(s, view) for s in pairs],
@@ -218,7 +218,6 @@ def evaluate(
             for view in ("image_only", "caption_only")
         }
         images, texts = views["image_only"], views["caption_only"]
-        assert isinstance(images, Tensor) and isinstance(texts, Tensor)
         scores = texts @ images.T  # (captions, images); caption i's image is i
         metrics["val_t2i_r1"] = float(recall_at_k(scores, torch.arange(len(pairs)), 1))
     model.train(was_training)
