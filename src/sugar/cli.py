@@ -252,6 +252,20 @@ def _teacher(teacher: Path | None, option: list[str] | None, cfg: Any) -> Any:
     return build_teacher(cfg.teacher.family, **options)
 
 
+def _teacher_corpus(
+    data: Path, root: Path | None, teacher: Path | None, option: list[str] | None, cfg: Any
+) -> tuple[Any, Any, Path, list[Any]]:
+    """The configured teacher, its cache, the dataset root and DATA's samples (images are
+    checked when encoded, not while reading)."""
+    from sugar.data.jsonl import read_samples
+    from sugar.models.teachers import teacher_cache
+
+    model = _teacher(teacher, option, cfg)
+    cache = teacher_cache(cfg.teacher.cache_dir or None, model)
+    root = data.parent if root is None else root
+    return model, cache, root, read_samples(data, root, check_images=False)
+
+
 TeacherDir = Annotated[
     Path | None,
     typer.Option(help="Teacher directory: the offline head (default: teacher.head_dir)."),
@@ -278,14 +292,10 @@ def teachers_embed(
     """Precompute every slice of DATA into the teacher cache (resumable); print the hit rate."""
     from tqdm import tqdm
 
-    from sugar.data.jsonl import read_samples
-    from sugar.models.teachers import embed_slices, sample_slice_contents, teacher_cache
+    from sugar.models.teachers import embed_slices, sample_slice_contents
 
     cfg = load_config(config, overrides or [])
-    model = _teacher(teacher, option, cfg)
-    cache = teacher_cache(cfg.teacher.cache_dir or None, model)
-    root = data.parent if root is None else root
-    samples = read_samples(data, root, check_images=False)
+    model, cache, root, samples = _teacher_corpus(data, root, teacher, option, cfg)
     slices = 0
     for start in tqdm(range(0, len(samples), chunk), desc="teachers embed", unit="chunk"):
         items = [
@@ -323,16 +333,11 @@ def teachers_report(
     overrides: Overrides = None,
 ) -> None:
     """Pairwise accuracy per hard-negative kind and held-out R@1/R@5; print and save as JSON."""
-    from sugar.data.jsonl import read_samples
     from sugar.eval.teachers import retrieval_recall, sensitivity_report
     from sugar.io import atomic_write_json
-    from sugar.models.teachers import teacher_cache
 
     cfg = load_config(config, overrides or [])
-    model = _teacher(teacher, option, cfg)
-    cache = teacher_cache(cfg.teacher.cache_dir or None, model)
-    root = data.parent if root is None else root
-    samples = read_samples(data, root, check_images=False)
+    model, cache, root, samples = _teacher_corpus(data, root, teacher, option, cfg)
     report = {
         "teacher": model.identity,
         "data": str(data),
