@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
+
+from _timing import median_time  # benchmarks/_timing.py (scripts run from their folder)
 
 THREADS = 1
 
@@ -33,16 +33,6 @@ def _configure_threads(threads: int) -> None:
     os.environ["NUMBA_NUM_THREADS"] = str(threads)
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm: numba compilation, allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 class _Fixed:
@@ -118,11 +108,11 @@ def main() -> None:
 
     # ---- machine floor
     a = torch.randn(1024, 1024)
-    gemm = _time(lambda: a @ a, r)
+    gemm = median_time(lambda: a @ a, r)
     gflops = 2 * 1024**3 / gemm / 1e9
     e = torch.randn(64, 16384)
     out = torch.empty_like(e)
-    exp_s = _time(lambda: torch.exp(e, out=out), r)
+    exp_s = median_time(lambda: torch.exp(e, out=out), r)
     gexp = e.numel() / exp_s / 1e9
     print(f"floor: matmul {gflops:.0f} GFLOP/s, exp {gexp:.2f} G/s (float32)\n")
 
@@ -145,11 +135,11 @@ def main() -> None:
                 ("soft-DTW", partial(align.cdist_soft_dtw, gamma=0.1), "cdist_soft_dtw"),
                 ("log-GAK", partial(align.cdist_log_gak, sigma=1.0), "cdist_gak"),
             ):
-                t = _time(partial(_run_ours, ours, x, backward), r)
+                t = median_time(partial(_run_ours, ours, x, backward), r)
                 extra = []
                 if tslearn_metrics is not None and not backward:
                     kwargs = {"gamma": 0.1} if name == "soft-DTW" else {"sigma": 1.0}
-                    tt = _time(partial(getattr(tslearn_metrics, theirs), xn, **kwargs), r)
+                    tt = median_time(partial(getattr(tslearn_metrics, theirs), xn, **kwargs), r)
                     extra.append(f"tslearn.{theirs} {1e3 * tt:.0f} ({tt / t:.1f}x)")
                 row = f"{name} B={b} S={s} D={d} {tag}"
                 floor = floor_ms(b, s, d, backward)
@@ -165,15 +155,15 @@ def main() -> None:
         dummy = torch.zeros(b * b, s, 1)
         for backward in (False, True):
             tag = "fwd+bwd" if backward else "fwd"
-            t = _time(partial(_run_cost, align.soft_dtw_from_cost, cost, backward), r)
+            t = median_time(partial(_run_cost, align.soft_dtw_from_cost, cost, backward), r)
             extra = []
             if tslearn_metrics is not None:
                 loss = tslearn_metrics.SoftDTWLossPyTorch(gamma=0.1, dist_func=_Fixed(rowmajor))
-                tt = _time(partial(_run_loss, loss, rowmajor, dummy, backward), r)
+                tt = median_time(partial(_run_loss, loss, rowmajor, dummy, backward), r)
                 extra.append(f"tslearn SoftDTWLossPyTorch {1e3 * tt:.0f} ({tt / t:.1f}x)")
             if pysdtw is not None:
                 sdtw = pysdtw.SoftDTW(gamma=0.1, dist_func=_Fixed(rowmajor), use_cuda=False)
-                tp = _time(partial(_run_loss, sdtw, rowmajor, dummy, backward), r)
+                tp = median_time(partial(_run_loss, sdtw, rowmajor, dummy, backward), r)
                 extra.append(f"pysdtw {1e3 * tp:.0f} ({tp / t:.1f}x)")
             dp_floor = 1e3 * b * b * s * s * (6 if backward else 3) / (gexp * 1e9)
             row = f"precomputed cost B={b} S={s} {tag}"
@@ -211,7 +201,7 @@ def main() -> None:
             return table[sample_of[:, None], sample_of[None, :], end[:, None], end[None, :]]
 
     assert targets().shape == (96, 96)
-    t = _time(targets, max(r, 20))
+    t = median_time(targets, max(r, 20))
     print(
         f"{'Sugar targets n=96 prefixes, S<=10 (TK, fwd)':<44}{1e3 * t:>9.1f}  (target: <= 15 ms)"
     )

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from _timing import median_time  # benchmarks/_timing.py (scripts run from their folder)
 
 from sugar.data.collate import batches_by_token_budget, collate
 from sugar.data.schema import Sample, Segment
@@ -47,16 +45,6 @@ def _samples(count: int, seed: int = 0) -> list[Sample]:
     return out
 
 
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -67,12 +55,12 @@ def main() -> None:
     samples = _samples(count)
     texts = [s.text for sample in samples for s in sample.segments if s.text is not None]
 
-    seconds = _time(lambda: Tokenizer.train(texts, vocab_size=1024), args.repeats)
+    seconds = median_time(lambda: Tokenizer.train(texts, vocab_size=1024), args.repeats)
     print(f"train tokenizer  {len(texts):>7} texts           {seconds * 1e3:9.1f} ms")
     tokenizer = Tokenizer.train(texts, vocab_size=1024)
 
     batch = samples[:64]
-    seconds = _time(lambda: collate(batch, tokenizer, image_tokens=4), args.repeats)
+    seconds = median_time(lambda: collate(batch, tokenizer, image_tokens=4), args.repeats)
     shape = tuple(collate(batch, tokenizer, image_tokens=4).input_ids.shape)
     print(
         f"collate          64 samples -> {shape}  {seconds * 1e3:9.2f} ms"
@@ -84,7 +72,7 @@ def main() -> None:
         def group(window: int | None = window) -> list[list[Sample]]:
             return list(batches_by_token_budget(samples, tokenizer, 4, 8192, sort_window=window))
 
-        seconds = _time(group, max(1, args.repeats // 2))
+        seconds = median_time(group, max(1, args.repeats // 2))
         batches = group()
         lengths = [collate(b, tokenizer, 4).input_ids.numel() for b in batches[:200]]
         padded = sum(lengths)

@@ -20,14 +20,12 @@ image; the first pass is not timed), the median of ``--repeats`` runs of
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import torch
+from _timing import median_time  # benchmarks/_timing.py (scripts run from their folder)
 
 from sugar.config import ModelConfig
 from sugar.data.jsonl import read_samples
@@ -40,16 +38,6 @@ from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
 
 Slicing = Literal["sentence", "segment"]
-
-
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm: vision features, allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _cut(sample: Sample, end: int) -> Sample:
@@ -89,13 +77,13 @@ def main() -> None:
 
     print(f"{'task':>8} {'samples':>8} {'seconds':>8} {'samples/s':>10}")
     for task, samples in tasks.items():
-        seconds = _median_time(lambda samples=samples: embed(samples), args.repeats)
+        seconds = median_time(lambda samples=samples: embed(samples), args.repeats)
         print(f"{task:>8} {len(samples):>8} {seconds:>8.3f} {len(samples) / seconds:>10.1f}")
 
     stories = [_cut(story, 4) for story in tasks["story"]]
     per_prefix = [_cut(story, end) for story in stories for end in range(5)]
-    one_pass = _median_time(lambda: embed(stories, prefixes=True, by="segment"), args.repeats)
-    separate = _median_time(lambda: embed(per_prefix, by="segment"), args.repeats)
+    one_pass = median_time(lambda: embed(stories, prefixes=True, by="segment"), args.repeats)
+    separate = median_time(lambda: embed(per_prefix, by="segment"), args.repeats)
     rows = embed(stories, prefixes=True, by="segment")
     alone = embed(per_prefix, by="segment")
     assert isinstance(rows, list) and isinstance(alone, torch.Tensor)

@@ -17,14 +17,12 @@ Timed warm, the median of ``--repeats`` runs. Target (issue 6): a caption batch 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
+from _timing import median_time  # benchmarks/_timing.py (scripts run from their folder)
 
 from sugar.config import ModelConfig
 from sugar.data.collate import Batch
@@ -34,16 +32,6 @@ from sugar.data.world import generate_world
 from sugar.models.base import target_log_likelihood
 from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
-
-
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -77,7 +65,7 @@ def main() -> None:
                 batch = model.collate(samples[: args.batch], root)
 
                 step = partial(_train_step, model, optimiser, batch)
-                seconds = _median_time(step, args.repeats)
+                seconds = median_time(step, args.repeats)
                 print(
                     f"{threads:>7} {vision:>12} {task:>8} {tuple(batch.input_ids.shape)[1]:>7} "
                     f"{1000 * seconds:>8.1f} {args.batch / seconds:>10.1f}"
@@ -87,7 +75,7 @@ def main() -> None:
         for use_cache in (True, False):
             generated: list[list[int]] = []
             run = partial(_generate_into, generated, model, prompts, root, use_cache)
-            seconds = _median_time(run, max(1, args.repeats // 2))
+            seconds = median_time(run, max(1, args.repeats // 2))
             count = sum(len(row) for row in generated)
             print(
                 f"{threads:>7} generation (KV cache {'on' if use_cache else 'off'}): "
