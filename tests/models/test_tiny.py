@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,3 +188,18 @@ def test_prompt_of_cuts_at_the_first_target() -> None:
     assert [s.text or s.image for s in prompt_of(sample).segments] == ["a.png", "Q?"]
     with pytest.raises(ValueError, match="starts with a target"):
         prompt_of(Sample("t", [Segment.text_("A.", "target")]))
+
+
+def test_a_rewritten_image_file_is_encoded_again(tiny_world: TinyWorld, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    model = TinyMLLM(tiny_world.tokenizer, vision="frozen_grid", **TINY).eval()
+    first, second = (tiny_world.root / s.images[0] for s in tiny_world.captions[:2])
+    shutil.copy(first, tmp_path / "x.png")
+    sample = Sample("x", [Segment.image_("x.png")])
+    before = model(model.collate([sample], tmp_path)).hidden
+    shutil.copy(second, tmp_path / "x.png")
+    os.utime(tmp_path / "x.png", ns=(1, 1))  # a new mtime even within the clock's resolution
+    after = model(model.collate([sample], tmp_path)).hidden
+    assert not torch.allclose(before, after)

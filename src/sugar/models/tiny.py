@@ -23,6 +23,7 @@ Only this file knows these internals; everything else sees :class:`~sugar.models
 from __future__ import annotations
 
 import atexit
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -76,14 +77,23 @@ class FrozenGridVision(nn.Module):
             cache_dir, f"{self.encoder.identity}:px{image_size}", shard_size=256
         )
         atexit.register(self.cache.flush)
+        self._keys: dict[str, tuple[tuple[int, int], str]] = {}
+
+    def _key(self, path: str) -> str:
+        """The content key of an image file, re-read only when its size or mtime changes (a
+        training step would otherwise read and hash every image again)."""
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            raise DataError(f"image file not found: {path}") from None
+        known = self._keys.get(path)
+        if known is None or known[0] != (stat.st_mtime_ns, stat.st_size):
+            known = ((stat.st_mtime_ns, stat.st_size), content_key(Path(path).read_bytes()))
+            self._keys[path] = known
+        return known[1]
 
     def forward(self, paths: Sequence[str]) -> Tensor:
-        keys = []
-        for path in paths:
-            try:
-                keys.append(content_key(Path(path).read_bytes()))
-            except FileNotFoundError:
-                raise DataError(f"image file not found: {path}") from None
+        keys = [self._key(path) for path in paths]
         found = self.cache.get(keys)
         missing = [(key, path) for key, path in zip(keys, paths, strict=True) if key not in found]
         if missing:
