@@ -815,16 +815,21 @@ def bench_quality(
     smoke: Annotated[bool, typer.Option(help="Toy sizes: seconds, figures meaningless.")] = False,
     seeds: Annotated[int, typer.Option(help="Seeds of the headline variants.", min=1)] = 3,
     workers: Annotated[int, typer.Option(help="One-thread worker processes.", min=1)] = 2,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only these variants (repeatable; generative is always run)."),
+    ] = None,
     config: ConfigPath = None,
     overrides: Overrides = None,
 ) -> None:
-    """Every variant from one shared base, several seeds, paired CIs and the pre-registered
-    bars; writes bench.md and bench.json."""
+    """Every variant from one shared base, tuned on validation (same lr grid, own loss weight),
+    several seeds, the teacher alone, paired CIs and the pre-registered bars; writes bench.md
+    and bench.json."""
     from sugar.bench import run_quality_bench
 
     cfg = load_config(config, overrides or [])
-    path = run_quality_bench(out, smoke=smoke, seeds=seeds, workers=workers, config=cfg,
-                             say=typer.echo)  # fmt: skip
+    path = run_quality_bench(out, smoke=smoke, seeds=seeds, workers=workers, variants=variant,
+                             config=cfg, say=typer.echo)  # fmt: skip
     typer.echo(path.read_text(encoding="utf-8"))
 
 

@@ -31,7 +31,7 @@ __all__ = ["SIZES", "run_demo"]
 
 SIZES: dict[str, dict[str, Any]] = {
     "demo": {
-        "world": {"train_per_task": 400, "val_per_task": 50, "test_per_task": 200},
+        "world": {"train_per_task": 400, "val_per_task": 200, "test_per_task": 200},
         "teacher_steps": 300,
         "base_steps": 300,
         "tune_steps": 150,
@@ -97,8 +97,12 @@ def run_demo(
     config: SugarConfig | None = None,
     say: Callable[[str], None] = print,
     progress: bool = True,
+    through_base: bool = False,
 ) -> dict[str, Any]:
-    """Run every stage into ``out``; returns the report path, the timings and the results."""
+    """Run every stage into ``out``; returns the report path, the timings and the results.
+
+    ``through_base`` stops after the shared base (``sugar bench quality`` runs its own
+    fine-tunes): the result then holds only the timings."""
     out = Path(out)
     size = SIZES["smoke" if smoke else "demo"]
     stamp = {"size": "smoke" if smoke else "demo", "seed": seed}
@@ -155,6 +159,8 @@ def run_demo(
             },
         },
     }
+    if through_base:
+        runs = {"base": runs["base"]}
     configs = {}
     for name, changes in runs.items():
         done = stage(f"train {name}", timings, say)
@@ -174,6 +180,8 @@ def run_demo(
                 shutil.rmtree(out / name)  # an unfinished demo run: start it again
             train(cfg, progress=progress)
         done()
+    if through_base:
+        return {"timings": timings}
 
     done = stage("evaluate", timings, say)
     results = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sugar.bench import summarise
+from sugar.bench import _choose, summarise
 from sugar.cli import app
 
 
@@ -46,13 +46,49 @@ def test_summary_pairs_seeds_and_judges_the_bars() -> None:
 def test_bench_quality_smoke_through_the_cli(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
-        ["bench", "quality", "--smoke", "--seeds", "2", "--workers", "1", "--out", str(tmp_path)],
-    )
+        ["bench", "quality", "--smoke", "--seeds", "2", "--workers", "1", "--out", str(tmp_path),
+         "--variant", "sugar", "--variant", "cafe"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     bench = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert set(bench["runs"]) == {
         "generative/s0", "generative/s1", "cafe/s0", "cafe/s1", "sugar/s0", "sugar/s1",
-        "sugar_no_gak/s0", "sugar_no_tk/s0", "sugar_no_avgpool/s0", "contrastive/s0",
+        "teacher/s0",
     }  # fmt: skip
     assert len(bench["bars"]) == 5
-    assert "## Pre-registered bars" in (tmp_path / "bench" / "bench.md").read_text()
+    # the teacher alone embeds but neither scores nor generates
+    assert isinstance(bench["runs"]["teacher/s0"]["caption_retrieval"]["t2i_r1"], float)
+    assert bench["runs"]["teacher/s0"]["winoground"]["ll_group"] == "n/a"
+    assert bench["runs"]["teacher/s0"]["vqa"] == {}
+    # the tuning budget: the lr grid for all, then the weight factors at the chosen lr
+    tried = bench["meta"]["tuning"]
+    assert {(t["variant"], t["lr"]) for t in tried if t["variant"] == "generative"} == {
+        ("generative", 1e-3),
+        ("generative", 2e-3),
+    }
+    sugar = [t for t in tried if t["variant"] == "sugar"]
+    assert len(sugar) == 3 and sum(t["chosen"] for t in sugar) == 1
+    assert {t["weight"] for t in sugar} == {1.0, 3.0}
+    chosen = next(t for t in sugar if t["chosen"])
+    sugar_s1 = bench["meta"]["configs"]["sugar/s1"]
+    assert sugar_s1["train"]["lr"] == chosen["lr"]
+    assert sugar_s1["structure"]["alpha"] == chosen["weight"]
+    difficulty = json.loads((tmp_path / "bench" / "difficulty.json").read_text())
+    assert {row["row"] for row in difficulty["figures"]} == {"teacher", "generative"}
+    text = (tmp_path / "bench" / "bench.md").read_text()
+    assert "## Pre-registered bars" in text and "## Every setting tried" in text
+
+
+def test_choose_prefers_the_best_then_the_default() -> None:
+    trials = [
+        {"value": 0.2, "default_lr": False, "dir": "a"},
+        {"value": 0.3, "default_lr": False, "dir": "b"},
+        {"value": 0.3, "default_lr": True, "dir": "c"},
+        {"value": None, "default_lr": False, "dir": "d"},
+    ]
+    assert _choose(trials, "val_t2i_r1", "default_lr")["dir"] == "c"
+    assert _choose(trials, "val_lm_loss", "default_lr")["dir"] == "a"  # lower is better
+    trials[2]["default_lr"] = False
+    assert _choose(trials, "val_t2i_r1", "default_lr")["dir"] == "b"  # then the earlier one
+    with pytest.raises(ValueError, match="no trial reported"):
+        _choose([{"value": None, "default_lr": True, "dir": "x"}], "val_t2i_r1", "default_lr")

@@ -19,6 +19,11 @@ same form), :func:`sensitivity_report` gives per kind:
 
 There is no uni-modal *accuracy*: the uni-modal text space has no image to anchor a positive
 against a negative (a caption is always closest to itself), so its column is a distance.
+
+:class:`TeacherEvalModel` is the teacher as a row of the evaluation table (issue 10's
+"teacher alone"): a sample's vector is the L2-normalised mean of its slices' cross-modal vectors
+(one image or one caption: that slice's vector; a story: the mean over its slices); it has no
+language model, so likelihood scoring and generation are "n/a".
 """
 
 from __future__ import annotations
@@ -29,14 +34,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
+from torch.nn import functional
 
 from sugar.data.jsonl import load_image
 from sugar.data.schema import Sample
 from sugar.eval.metrics import pairwise_accuracy, recall_at_k
 from sugar.models.feature_cache import FeatureCache
-from sugar.models.teachers import Teacher, embed_slices
+from sugar.models.teachers import Teacher, embed_slices, sample_slice_contents
 
-__all__ = ["caption_pairs", "retrieval_recall", "sensitivity_report"]
+__all__ = ["TeacherEvalModel", "caption_pairs", "retrieval_recall", "sensitivity_report"]
 
 
 def caption_pairs(samples: Sequence[Sample]) -> list[tuple[str, str, list[dict[str, Any]]]]:
@@ -100,3 +107,37 @@ def sensitivity_report(
             "count": float(len(items)),
         }
     return report
+
+
+class TeacherEvalModel:
+    """A teacher as an evaluation model: embeddings only (module doc).
+
+    Satisfies :class:`sugar.eval.tasks.Evaluable`: ``score`` and ``generate`` return ``None``,
+    which the tasks report as "n/a".
+    """
+
+    generates = False
+
+    def __init__(
+        self, teacher: Teacher, cache: FeatureCache | None = None, name: str = "teacher"
+    ) -> None:
+        self.teacher = teacher
+        self.cache = cache
+        self.name = name
+
+    def embed(self, samples: Sequence[Sample], root: str | Path) -> Tensor:
+        """(N, Dc) unit vectors: the mean of each sample's slice cross-modal vectors."""
+        contents = [sample_slice_contents(sample, root) for sample in samples]
+        flat = embed_slices(self.teacher, [c for cs in contents for c in cs], cache=self.cache)
+        lengths = torch.tensor([len(cs) for cs in contents])
+        owner = torch.repeat_interleave(torch.arange(len(samples)), lengths)  # (slices,)
+        sums = torch.zeros(len(samples), self.teacher.cross_dim).index_add_(0, owner, flat.cross)
+        return functional.normalize(sums, dim=-1)
+
+    def score(self, samples: Sequence[Sample], root: str | Path) -> None:
+        """No language model: no likelihood."""
+        return None
+
+    def generate(self, samples: Sequence[Sample], root: str | Path, tokens: int = 8) -> None:
+        """No language model: no generation."""
+        return None
