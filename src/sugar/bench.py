@@ -52,7 +52,7 @@ from sugar.demo import SIZES, run_config, stage
 from sugar.eval.metrics import paired_bootstrap
 from sugar.eval.report import HEADLINE, write_report
 from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
-from sugar.io import atomic_write_json, atomic_write_text, sha256_file
+from sugar.io import atomic_write_json, atomic_write_text, sha256_file, write_manifest
 
 __all__ = ["HEADLINE_VARIANTS", "VARIANTS", "run_quality_bench"]
 
@@ -250,7 +250,9 @@ def _bars(
 def _markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     variants = list(summary["means"])
     lines = ["# sugar bench quality\n", f"Wall time {meta['wall_s']} s; seeds {meta['seeds']}; "
-             f"sizes `{meta['size']}`. Mean +- sd over seeds, percentages.\n"]  # fmt: skip
+             f"sizes `{meta['size']}`; commit `{meta['provenance']['git_commit']}`; lr grid "
+             f"{meta['grid']['lr']}, weight factors {meta['grid']['weight_factors']}. Mean +- sd "
+             "over seeds, percentages; the teacher row is the teacher alone.\n"]  # fmt: skip
     lines.append("| variant | " + " | ".join(t for _, _, t in HEADLINE) + " |")
     lines.append("|---|" + "---|" * len(HEADLINE))
     for variant in variants:
@@ -490,8 +492,14 @@ def run_quality_bench(
     test_runs[f"{TEACHER}/s0"] = run_tasks(teacher_model, world, list(TASKS), limit=limit)
 
     summary = summarise(test_runs)
+    provenance = write_manifest(
+        bench_dir, seed=0,
+        inputs={"world_manifest": world / "manifest.json", "teacher": out / "teacher",
+                "base": out / "base" / "model"},
+    )  # fmt: skip
     meta = {
         "wall_s": round(time.perf_counter() - start, 1),
+        "provenance": provenance,
         "seeds": seeds,
         "size": "smoke" if smoke else "demo",
         "workers": workers,
