@@ -2,8 +2,10 @@
 
 Shapes: Q questions, K retrieved items per question, P projector width.
 
-A *knowledge item* has a **key** (segments: a question and/or an image; what is embedded and
-indexed) and a **payload** (a text: the fact or answer; what the prompt shows, never embedded).
+A *knowledge item* has a **key** (segments: a text naming the fact, such as a question or a
+record title, and/or an image; what is embedded and indexed) and a **payload** (a text: the fact
+or answer; what the prompt shows, never embedded). The world's keys are worded differently from
+its questions (``Manufacturing record of object 271828.`` for ``Where was object 271828 made?``).
 On disk an item is an ordinary sample whose segments are the key and whose ``meta`` holds the
 payload under ``payload`` (the built-in world's ``kb_items/<split>.jsonl``); an index built from
 such a file keeps each sample's JSON as the entry metadata, so the payload travels with the hit.
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sugar.data.prompt import with_references
 from sugar.data.schema import Sample, Segment
 from sugar.embed import embed_vectors
 from sugar.index.base import Index
@@ -64,7 +67,7 @@ class KnowledgeItem:
 
     id: str
     key: tuple[Segment, ...]
-    """What is embedded (a question and/or an image); never contains the payload."""
+    """What is embedded (a text naming the fact and/or an image); never contains the payload."""
     payload: str
     """What the prompt shows when the item is retrieved."""
     meta: Mapping[str, Any] = field(default_factory=dict)
@@ -115,8 +118,9 @@ class PromptTemplate:
 
     reference: str = "{payload}"
     """One retrieved item; fields ``{payload}``, ``{rank}`` (1-based) and ``{id}``. The default
-    shows the bare fact, as the world's KB-QA evaluation does (``sugar.eval.tasks.kb_qa``: the
-    fact, then the question), so ``sugar ask`` with k=1 builds the prompt that task scores."""
+    shows the bare fact, as the world's KB-QA evaluation (``sugar.eval.tasks.kb_qa``) and its
+    knowledge-base training samples do (the fact, then the question), so ``sugar ask`` with k=1
+    builds the prompt that task scores and the layout the model was trained to read."""
     separator: str = "\n"
     """Between references."""
     position: Literal["before", "after"] = "before"
@@ -145,7 +149,8 @@ class PromptTemplate:
 
 
 def question_sample(question: str, image: str | None = None, id: str = "question") -> Sample:
-    """A question as a context-only sample: ``[image?, question]`` (the world's key layout)."""
+    """A question as a context-only sample: ``[image?, question]`` (the layout of the world's
+    knowledge-base questions)."""
     segments = [Segment.image_(image)] if image is not None else []
     return Sample(id, [*segments, Segment.text_(question)], "question")
 
@@ -157,17 +162,17 @@ def build_prompt(
     ids: Sequence[str] | None = None,
 ) -> Sample:
     """The prompt that generation continues: the question's context segments plus, when there
-    are ``payloads``, one references segment (see :class:`PromptTemplate`). No payloads: the
-    plain prompt (the question's context segments unchanged)."""
+    are ``payloads``, one references segment placed by :func:`sugar.data.prompt.with_references`
+    (the layout the world's knowledge-base training samples and ``kb_qa`` use; see
+    :class:`PromptTemplate`). No payloads: the plain prompt (the question's context segments
+    unchanged)."""
     context = [segment for segment in question.segments if segment.role == "context"]
     if not context:
         raise ValueError(f"question {question.id!r} has no context segments to ask")
-    if payloads:
-        references = Segment.text_(template.references(payloads, ids))
-        context = (
-            [references, *context] if template.position == "before" else [*context, references]
-        )
-    return Sample(question.id, context, question.task, dict(question.meta))
+    prompt = Sample(question.id, context, question.task, dict(question.meta))
+    if not payloads:
+        return prompt
+    return with_references(prompt, template.references(payloads, ids), template.position)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from sugar.eval.metrics import (
     paired_bootstrap,
     pairwise_accuracy,
     pope_metrics,
+    pope_says_yes,
     recall_at_k,
     retrieval_metrics,
     vqa_exact_match,
@@ -238,21 +239,49 @@ def test_vqa_exact_match() -> None:
 # ------------------------------------------------------------------------------ POPE
 
 
+def test_pope_reads_answers_by_the_reference_rule() -> None:
+    # POPE's evaluate.py: the first sentence, commas dropped, words; "no" iff No / no / not
+    answers = {
+        "Yes": True,
+        "yes, there is a cat.": True,
+        "No": False,
+        "no.": False,
+        "No, there is none.": False,  # "No," -> "No" once commas are dropped
+        "There is not a cat": False,
+        "Yes. No doubt.": True,  # only the first sentence counts
+        "I think so": True,  # no negation: yes, as in the reference
+        "": True,
+        "nope": True,  # not the word "no"
+        "NO": True,  # case-sensitive, as in the reference
+        "no\n": False,  # whitespace split (the reference splits at spaces only)
+    }
+    assert {t: pope_says_yes(t) for t in answers} == answers
+
+
 def test_pope_hand_worked() -> None:
-    preds = ["Yes", "yes, there is a cat.", "No", "no.", "yes", "I think so", "NO", " Yes! "]
-    labels = ["yes", "yes", "yes", "no", "No.", "yes", "no", " YES "]
-    # parsed: Y Y N N Y N(unparseable) N Y
-    # pairs:  TP TP FN TN FP FN TN TP -> TP=3, FP=1, TN=2, FN=2
-    # accuracy 5/8, precision 3/4, recall 3/5, f1 = 2*.75*.6/1.35 = 2/3, yes_ratio 4/8
+    preds = [
+        "Yes",
+        "yes, there is a cat.",
+        "No",
+        "no.",
+        "yes",
+        "I think so",
+        "There is not",
+        " Yes! ",
+    ]
+    labels = ["yes", "yes", "yes", "no", "No.", "no", "no", " YES "]
+    # parsed: Y Y N N Y Y N Y
+    # pairs:  TP TP FN TN FP FP TN TP -> TP=3, FP=2, TN=2, FN=1
+    # accuracy 5/8, precision 3/5, recall 3/4, f1 = 2*.6*.75/1.35 = 2/3, yes_ratio 5/8
     m = pope_metrics(preds, labels)
     assert m == pytest.approx(
-        {"accuracy": 0.625, "precision": 0.75, "recall": 0.6, "f1": 2 / 3, "yes_ratio": 0.5}
+        {"accuracy": 0.625, "precision": 0.6, "recall": 0.75, "f1": 2 / 3, "yes_ratio": 0.625}
     )
 
 
 def test_pope_edge_cases() -> None:
-    # "yesterday" is not "yes"; no predicted yes -> precision, recall, f1 = 0
-    m = pope_metrics(["yesterday", "nope"], ["yes", "no"])
+    # no predicted yes -> precision, recall, f1 = 0
+    m = pope_metrics(["no", "not at all"], ["yes", "no"])
     assert m == {"accuracy": 0.5, "precision": 0.0, "recall": 0.0, "f1": 0.0, "yes_ratio": 0.0}
     with pytest.raises(ValueError, match=r"labels\[1\] = 'maybe'"):
         pope_metrics(["yes", "no"], ["yes", "maybe"])

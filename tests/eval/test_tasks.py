@@ -16,10 +16,21 @@ from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample, Segment
 from sugar.data.world import generate_world
 from sugar.eval.report import headline_table, write_report
-from sugar.eval.tasks import TASKS, EvalModel, hard_negatives, run_tasks, winoground
+from sugar.eval.tasks import (
+    TASKS,
+    EvalModel,
+    hard_negatives,
+    kb_qa,
+    pope,
+    run_tasks,
+    winoground,
+    with_fact,
+)
+from sugar.models.base import prompt_of
 from sugar.models.prefix import RetrievalProjector
 from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
+from sugar.rag import PromptTemplate, build_prompt
 
 
 class KnownScores(EvalModel):
@@ -68,6 +79,64 @@ def test_winoground_from_known_scores() -> None:
     assert (out["ll_text"], out["ll_image"], out["ll_group"]) == (0.0, 0.0, 0.0)
 
 
+class KnownAnswers(EvalModel):
+    """Generates a fixed answer per sample id (``""`` when not listed); records every prompt."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers, self.prompts = answers, []  # type: list[list[Sample]]
+        self.projector, self.name = None, "known"
+
+    def embed(self, samples: Sequence[Sample], root: str | Path) -> None:
+        return None
+
+    def generate(self, samples: Sequence[Sample], root: str | Path, tokens: int = 8) -> list[str]:
+        self.prompts.append(list(samples))
+        return [self.answers.get(s.id, "") for s in samples]
+
+
+def _probe(id: str, answer: str, kind: str | None) -> Sample:
+    segments = [Segment.image_(f"{id}.png"), Segment.text_("Is there a red square in the image?")]
+    meta = {"answer": answer, "negative_kind": kind}
+    return Sample(id, [*segments, Segment.text_(answer, "target")], "pope", meta)
+
+
+def test_pope_scores_each_setting_on_its_balanced_set() -> None:
+    settings = ("random", "popular", "adversarial")
+    probes = [_probe(f"{n}y", "yes", None) for n in (1, 2)]
+    probes += [_probe(f"{n}{k[0]}", "no", k) for n in (1, 2) for k in settings]
+    said = {"1y": "Yes, there is.", "1r": "no", "1p": "yes", "1a": "yes",
+            "2y": "No.", "2r": "No, there is not.", "2p": "no", "2a": "I think so"}  # fmt: skip
+    out = pope(KnownAnswers(said), probes, Path("."))
+    # each set = 1y (TP) and 2y (FN) plus its two "no":
+    # random 1r, 2r TN TN -> acc 3/4, precision 1, recall 1/2, f1 2/3, yes ratio 1/4
+    # popular 1p FP, 2p TN -> acc 1/2, precision 1/2, recall 1/2, f1 1/2, yes ratio 2/4
+    # adversarial 1a, 2a FP FP -> acc 1/4, precision 1/3, recall 1/2, f1 2/5, yes ratio 3/4
+    expected = {
+        "random": (0.75, 1.0, 0.5, 2 / 3, 0.25),
+        "popular": (0.5, 0.5, 0.5, 0.5, 0.5),
+        "adversarial": (0.25, 1 / 3, 0.5, 0.4, 0.75),
+    }
+    names = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+    for setting, values in expected.items():
+        for name, value in zip(names, values, strict=True):
+            assert out[f"{setting}_{name}"] == pytest.approx(value), (setting, name)
+    for index, name in enumerate(names):
+        mean = sum(v[index] for v in expected.values()) / 3
+        assert out[name] == pytest.approx(mean), name
+    assert out["accuracy"] == pytest.approx(0.5) and out["f1"] == pytest.approx(47 / 90)
+    # per item: a "yes" is in all 3 sets of 4, a "no" in one: 8/3 * (3/4 or 1/4) per correct
+    items = out["per_item"]["accuracy"]
+    assert items == pytest.approx([2.0, 0.0, 2 / 3, 0.0, 0.0, 2 / 3, 2 / 3, 0.0])  # 1y 2y 1r..2a
+    assert sum(items) / len(items) == pytest.approx(out["accuracy"])
+
+
+def test_pope_without_settings_scores_all_probes_at_once() -> None:
+    probes = [_probe("a", "yes", None), _probe("b", "no", None), _probe("c", "no", None)]
+    out = pope(KnownAnswers({"a": "yes", "b": "yes", "c": "no"}), probes, Path("."))
+    assert out["accuracy"] == pytest.approx(2 / 3) and "random_accuracy" not in out
+    assert out["per_item"]["accuracy"] == [1.0, 0.0, 1.0]
+
+
 @pytest.fixture(scope="module")
 def tiny_eval(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EvalModel, EvalModel]:
     root = tmp_path_factory.mktemp("eval") / "world"
@@ -94,6 +163,11 @@ def test_every_task_runs_end_to_end_and_reports_na_without_a_projector(
     assert isinstance(results["without"]["winoground"]["ll_group"], float)  # LM head scores
     assert isinstance(results["without"]["vqa"]["exact_match"], float)
     assert results["without"]["kb_qa"]["retrieved"] == "n/a"
+    metrics = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+    settings = ("", "random_", "popular_", "adversarial_")
+    assert {m for m in results["with"]["pope"] if m not in ("per_item", "items")} == {
+        f"{s}{m}" for s in settings for m in metrics
+    }
     report = write_report(tmp_path / "report", results, {"seed": 0}, compare=("with", ["without"]))
     rows = json.loads((tmp_path / "report" / "report.json").read_text())["comparisons"]
     compared = {(r["task"], r["metric"]) for r in rows["with - without"]}
@@ -107,6 +181,33 @@ def test_every_task_runs_end_to_end_and_reports_na_without_a_projector(
     saved = json.loads((tmp_path / "report" / "report.json").read_text())
     assert saved["results"]["without"]["caption_retrieval"]["t2i_r1"] == "n/a"
     assert (tmp_path / "report" / "needle_by_position.png").is_file()
+
+
+def test_kb_training_samples_have_the_evaluators_oracle_layout(
+    tiny_eval: tuple[Path, EvalModel, EvalModel],
+) -> None:
+    """A training kb sample is, token for token, what kb_qa's oracle condition and RAG's default
+    template (k = 1) build from the same question and fact."""
+    root, with_projector, _ = tiny_eval
+    train = read_samples(root / "kb" / "train.jsonl", root)
+    items = read_samples(root / "kb_items" / "train.jsonl", root)
+    payload = {it.meta["fact_id"]: it.meta["payload"] for it in items}
+    layout = [[g.kind for g in q.segments] for q in read_samples(root / "kb" / "test.jsonl", root)]
+    # the question alone: the training sample without its first segment, in the test layout
+    questions = [Sample(t.id, t.segments[1:], t.task, t.meta) for t in train]
+    assert all([g.kind for g in q.segments] in layout for q in questions)
+    recorder = KnownAnswers({})
+    kb_qa(recorder, questions, root, items)
+    plain, oracle = recorder.prompts  # no projector: no retrieval, two generation calls
+    assert [p.segments for p in plain] == [q.segments for q in questions]
+    tokenize = with_projector.backbone.collate
+    for t, q, o in zip(train, questions, oracle, strict=True):
+        assert o.segments == t.segments == with_fact(q, payload[t.meta["fact_id"]]).segments
+        rag = build_prompt(q, [payload[t.meta["fact_id"]]], PromptTemplate())
+        assert rag.segments == prompt_of(t).segments == prompt_of(o).segments
+        assert torch.equal(
+            tokenize([prompt_of(t)], root).input_ids, tokenize([rag], root).input_ids
+        )
 
 
 def test_caption_retrieval_on_user_jsonl_without_world_metadata(

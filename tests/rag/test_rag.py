@@ -119,7 +119,8 @@ def test_no_retrieval_gives_the_plain_prompt(rag_world: RagWorld) -> None:
 
 def test_retrieval_answers_from_the_retrieved_payloads(rag_world: RagWorld) -> None:
     index = _kb_index(rag_world)
-    questions = rag_world.kb[:4]
+    # Queries equal to the first four keys (a question's wording differs from its key).
+    questions = [Sample(s.id, list(s.segments), "question", s.meta) for s in rag_world.kb_items[:4]]
     results = answer(
         rag_world.model,
         rag_world.projector,
@@ -132,7 +133,7 @@ def test_retrieval_answers_from_the_retrieved_payloads(rag_world: RagWorld) -> N
     retrieved = retrieve(rag_world.model, rag_world.projector, index, questions, rag_world.root, 2)
     for question, result, hits in zip(questions, results, retrieved, strict=True):
         assert result.sources == hits and len(hits) == 2
-        # The question's own key is its context: its item is retrieved first (score 1).
+        # The query is its item's key: that item is retrieved first (score 1).
         assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
         own = next(s for s in rag_world.kb_items if s.meta["fact_id"] == question.meta["fact_id"])
         assert own.meta["payload"] in [hit["payload"] for hit in hits]

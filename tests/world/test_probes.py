@@ -79,8 +79,13 @@ def test_pope_negatives_follow_their_definitions(world: World, split: str) -> No
     k = world.config["pope_top_k"]
     samples = world.samples("pope", split)
     kinds = Counter(s.meta["negative_kind"] for s in samples)
-    assert set(kinds) == {None, *POPE_SETTINGS}  # every setting: all yes + its own no, balanced
-    assert max(kinds.values()) - min(kinds.values()) <= 1
+    assert set(kinds) == {None, *POPE_SETTINGS}
+    settings = [kinds[k] for k in POPE_SETTINGS]
+    assert max(settings) - min(settings) <= 1
+    if split == "train":  # half yes, half no: no "no" prior to learn
+        assert abs(kinds[None] - sum(settings)) <= 1
+    else:  # every setting: all yes + its own no, balanced
+        assert abs(kinds[None] - max(settings)) <= 1
     differ = 0
     for s in samples:
         objs = s.meta["scene"]["objects"]
@@ -106,6 +111,21 @@ def test_pope_negatives_follow_their_definitions(world: World, split: str) -> No
         adversarial = {n for n in absent if score[n] >= top_score}
         differ += popular != adversarial
     assert differ > 0  # co-occurrence is not just frequency: the two kinds are distinct
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_pope_groups_share_an_image_and_open_with_a_yes(world: World, split: str) -> None:
+    samples = world.samples("pope", split)
+    group = 2 if split == "train" else 4  # train: (yes, no) pairs; val/test: yes + 3 settings
+    for start in range(0, len(samples) - group + 1, group):
+        members = samples[start : start + group]
+        assert len({s.segments[0].image for s in members}) == 1
+        assert [s.meta["answer"] for s in members] == ["yes"] + ["no"] * (group - 1)
+    negatives = [s.meta["negative_kind"] for s in samples[1 : 6 * group : group]]
+    if split == "train":  # one no per pair, its setting cycling from pair to pair
+        assert negatives == [*POPE_SETTINGS, *POPE_SETTINGS]
+    else:
+        assert [s.meta["negative_kind"] for s in samples[:4]] == [None, *POPE_SETTINGS]
 
 
 def test_pope_random_negatives_spread_over_the_vocabulary(world: World) -> None:

@@ -287,18 +287,34 @@ def _pope_label(text: str, i: int) -> bool:
     return v == "yes"
 
 
+def pope_says_yes(text: str) -> bool:
+    """Whether a generated answer counts as "yes", by the POPE reference rule (Li et al. 2023,
+    RUCAIBox/POPE ``evaluate.py``, also LLaVA's ``eval_pope.py``).
+
+    Keep the text before the first ".", drop commas, split into words; the answer is "no" iff a
+    word is exactly ``No``, ``no`` or ``not``, and "yes" otherwise. Like the reference the test is
+    case-sensitive ("NO" and "Not" are not negations) and an answer that says neither (empty,
+    "maybe", "nope") counts as "yes". One difference: words are split at any whitespace, where
+    the reference splits at single spaces only (so "no\\n" is "no" here, "yes" there).
+
+    >>> [pope_says_yes(t) for t in ["Yes, there is.", "No.", "There is not.", "Yes. No.", "maybe"]]
+    [True, False, False, True, True]
+    """
+    first = str(text).split(".")[0].replace(",", "")
+    return not any(word in ("No", "no", "not") for word in first.split())
+
+
 def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
     """POPE object-hallucination metrics (Li et al. 2023), positive class = "yes".
 
-    A prediction is "yes" iff its first word (after leading whitespace, case-insensitive,
-    trailing punctuation ignored) is "yes" ("Yes, there is." -> yes, "yesterday" -> no);
-    anything else, including unparseable text, is "no". Note the POPE reference script instead
-    maps any answer without a "no"/"not" word to "yes"; this rule never inflates yes_ratio.
-    Labels must be "yes"/"no" (case, surrounding whitespace and trailing punctuation ignored).
-    Returns accuracy, precision = TP/(TP+FP), recall = TP/(TP+FN), f1 and yes_ratio
-    (fraction of predicted yes); precision, recall or f1 is 0.0 when its denominator is 0.
+    A prediction is read with :func:`pope_says_yes` (the POPE reference rule). Labels must be
+    "yes"/"no" (case, surrounding whitespace and trailing punctuation ignored). Returns accuracy,
+    precision = TP/(TP+FP), recall = TP/(TP+FN), f1 and yes_ratio (fraction of predicted yes);
+    precision, recall or f1 is 0.0 when its denominator is 0. POPE reports these per setting
+    (random, popular, adversarial), each on a balanced set: every "yes" probe plus that
+    setting's "no" probes (``sugar.eval.tasks.pope`` does so).
 
-    >>> pope_metrics(["Yes.", "no", "yes", "maybe"], ["yes", "no", "no", "yes"])
+    >>> pope_metrics(["Yes.", "no", "yes", "no, it is not"], ["yes", "no", "no", "yes"])
     {'accuracy': 0.5, 'precision': 0.5, 'recall': 0.5, 'f1': 0.5, 'yes_ratio': 0.5}
     """
     if len(predictions) != len(labels) or len(labels) == 0:
@@ -307,8 +323,7 @@ def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str,
             f"got {len(predictions)} and {len(labels)}"
         )
     y = np.array([_pope_label(t, i) for i, t in enumerate(labels)], dtype=bool)
-    first = [re.match(r"\s*([A-Za-z]+)", str(t)) for t in predictions]
-    p = np.array([m is not None and m.group(1).lower() == "yes" for m in first], dtype=bool)
+    p = np.array([pope_says_yes(t) for t in predictions], dtype=bool)
     tp, fp, fn = int((p & y).sum()), int((p & ~y).sum()), int((~p & y).sum())
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0

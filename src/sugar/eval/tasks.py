@@ -13,8 +13,9 @@ separately), ``hard_negatives`` (pairwise accuracy per negative kind, both scori
 ``winoground`` (text/image/group, both scorings), ``story_retrieval`` (the 5th image from 5
 captions, and from 5 captions + 4 images; pool = all 5th images of the split), ``needle``
 (answer accuracy per needle position), ``vqa`` (exact match), ``pope`` (accuracy, F1, yes
-ratio), ``kb_qa`` (answer accuracy with no context, with the retrieved fact, with the oracle
-fact; retrieval R@1 of the needed fact).
+ratio per setting on its balanced set, and their means over the settings), ``kb_qa`` (answer
+accuracy with no context, with the retrieved fact, with the oracle fact; retrieval R@1 of the
+needed fact).
 """
 
 from __future__ import annotations
@@ -22,18 +23,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
 
 from sugar.data.jsonl import read_samples
+from sugar.data.prompt import with_references
 from sugar.data.schema import Sample, Segment
 from sugar.embed import embed_vectors
 from sugar.eval.metrics import (
     normalize_answer,
     pairwise_accuracy,
     pope_metrics,
+    pope_says_yes,
     recall_at_k,
     vqa_exact_match,
     winoground_item_scores,
@@ -43,16 +46,33 @@ from sugar.models.base import MLLM
 from sugar.models.bundle import load_bundle
 from sugar.models.prefix import RetrievalProjector, projector_from_extras
 
-__all__ = ["TASKS", "EvalModel", "load_eval_model", "run_tasks"]
+__all__ = ["GENERATION_TASKS", "TASKS", "EvalModel", "Evaluable", "load_eval_model", "run_tasks"]
 
 NA = "n/a"
 Value = float | str
 
 
+class Evaluable(Protocol):
+    """What the tasks need of a model: an :class:`EvalModel`, or a teacher alone
+    (:class:`sugar.eval.teachers.TeacherEvalModel`). ``None`` from a method means the model cannot
+    do it (no projector, no language model); the task reports "n/a"."""
+
+    name: str
+    generates: bool
+    """False: the generation tasks (:data:`GENERATION_TASKS`) are "n/a" as a whole."""
+
+    def embed(self, samples: Sequence[Sample], root: str | Path) -> Tensor | None: ...
+    def score(self, samples: Sequence[Sample], root: str | Path) -> Tensor | None: ...
+    def generate(
+        self, samples: Sequence[Sample], root: str | Path, tokens: int = 8
+    ) -> list[str] | None: ...
+
+
 @dataclass
 class EvalModel:
-    """What the tasks need of a model."""
+    """A trained backbone (and its retrieval projector, when one was trained) for the tasks."""
 
+    generates = True
     backbone: MLLM
     projector: RetrievalProjector | None
     image_pool: Literal["mean", "last"] = "mean"
@@ -95,8 +115,9 @@ def load_eval_model(directory: str | Path, name: str | None = None) -> EvalModel
 
 
 def _items(out: dict[str, Any], metric: str, values: Tensor) -> None:
-    """Record per-item scores of ``metric`` (0/1 floats, item order) under ``out["per_item"]``:
-    the paired bootstrap of :mod:`sugar.eval.report` compares variants item by item."""
+    """Record per-item scores of ``metric`` (floats in item order whose mean is the metric: 0/1,
+    or weighted for POPE's mean over settings) under ``out["per_item"]``: the paired bootstrap
+    of :mod:`sugar.eval.report` compares variants item by item."""
     out.setdefault("per_item", {})[metric] = values.float().tolist()
 
 
@@ -120,7 +141,7 @@ def _caption_pairs(samples: Sequence[Sample]) -> list[tuple[str, str]]:
     return pairs
 
 
-def caption_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
+def caption_retrieval(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """R@1 / R@5 text->image and image->text among the split's caption pairs (all, and the
     held-out attribute combinations alone when the world marks them)."""
     out: dict[str, Any] = {}
@@ -145,7 +166,7 @@ def caption_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -
     return out
 
 
-def hard_negatives(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
+def hard_negatives(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """Pairwise accuracy per negative kind: image vs (caption, its negative), by embedding
     cosine (``emb_<kind>``) and by caption log-likelihood given the image (``ll_<kind>``)."""
     by_kind: dict[str, list[tuple[str, str, str]]] = {}
@@ -167,13 +188,16 @@ def hard_negatives(model: EvalModel, samples: Sequence[Sample], root: Path) -> d
             _items(out, f"emb_{kind}", emb_pos > emb_neg)
         pos = model.score([_captioned(i, c) for i, c, _ in items], root)
         neg = model.score([_captioned(i, n) for i, _, n in items], root)
-        out[f"ll_{kind}"] = pairwise_accuracy(pos.numpy(), neg.numpy())
-        _items(out, f"ll_{kind}", pos > neg)
+        if pos is None or neg is None:
+            out[f"ll_{kind}"] = NA
+        else:
+            out[f"ll_{kind}"] = pairwise_accuracy(pos.numpy(), neg.numpy())
+            _items(out, f"ll_{kind}", pos > neg)
         out[f"count_{kind}"] = float(len(items))
     return out
 
 
-def winoground(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
+def winoground(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """Winoground text / image / group scores by embedding (``emb_*``) and likelihood (``ll_*``)."""
     images = [s.meta["images"] for s in samples]
     captions = [s.meta["captions"] for s in samples]
@@ -196,13 +220,17 @@ def winoground(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[
         for c in range(2)
         for i in range(2)
     ]
-    ll = model.score(pairs, root).view(len(samples), 2, 2)  # s[n, caption, image]
+    scored = model.score(pairs, root)
+    if scored is None:
+        out.update({"ll_text": NA, "ll_image": NA, "ll_group": NA})
+        return out
+    ll = scored.view(len(samples), 2, 2)  # s[n, caption, image]
     out.update({f"ll_{k}": v for k, v in winoground_scores(ll.numpy()).items()})
     _items(out, "ll_group", torch.as_tensor(winoground_item_scores(ll.numpy())["group"]))
     return out
 
 
-def story_retrieval(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
+def story_retrieval(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """The story's 5th image among all 5th images of the split, queried by its 5 captions
     (``c5``) or its 5 captions and 4 images (``c5i4``)."""
     targets = [s.meta["target_image"] for s in samples]
@@ -232,10 +260,19 @@ def _answers_match(predictions: Sequence[str], answers: Sequence[str]) -> list[b
     ]
 
 
-def needle(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
+def _generated(model: Evaluable, samples: Sequence[Sample], root: Path) -> list[str]:
+    """The model's answers; :func:`run_tasks` never gives a generation task a model that does
+    not generate."""
+    answers = model.generate(samples, root)
+    if answers is None:
+        raise ValueError(f"model {model.name!r} does not generate")
+    return answers
+
+
+def needle(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """Answer accuracy overall and per needle position, and the spread (max - min) over
     positions."""
-    predictions = model.generate(samples, root)
+    predictions = _generated(model, samples, root)
     correct = _answers_match(predictions, [s.meta["answer"] for s in samples])
     by_position: dict[str, list[bool]] = {}
     for s, ok in zip(samples, correct, strict=True):
@@ -248,50 +285,83 @@ def needle(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str,
     return out
 
 
-def vqa(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
+def vqa(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """Exact match of the generated answer (normalised) against the target text."""
-    predictions = model.generate(samples, root)
+    predictions = _generated(model, samples, root)
     answers = [s.meta["answer"] for s in samples]
     out: dict[str, Any] = {"exact_match": vqa_exact_match(predictions, answers)}
     _items(out, "exact_match", torch.tensor(_answers_match(predictions, answers)))
     return out
 
 
-def pope(model: EvalModel, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
-    """POPE accuracy, precision, recall, F1 and yes ratio of the generated answers."""
-    predictions = model.generate(samples, root)
+def pope(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
+    """POPE as its paper reports it (Li et al. 2023): per setting, on its balanced set.
+
+    A setting (``random``, ``popular``, ``adversarial``: meta ``negative_kind`` of its "no"
+    probes) is scored on every "yes" probe plus its own "no" probes with :func:`pope_metrics`
+    (answers read by the POPE reference rule, :func:`pope_says_yes`): ``<setting>_accuracy``,
+    ``_precision``, ``_recall``, ``_f1``, ``_yes_ratio``. The unprefixed ``accuracy``,
+    ``precision``, ``recall``, ``f1`` and ``yes_ratio`` are their means over the settings.
+
+    Per-item scores of ``accuracy`` (for the paired bootstrap) weight each probe by the sets it
+    is in, so that their mean is the mean accuracy: with N probes, S settings and n_s probes in
+    set s, a probe scores ``correct * N / S * sum(1 / n_s over its sets)`` (a "yes" probe is in
+    every set). Probes without settings (user JSONL, or a "no" without ``negative_kind``): the
+    metrics over all probes, per-item scores 0/1.
+    """
+    predictions = _generated(model, samples, root)
     labels = [s.meta["answer"] for s in samples]
-    out: dict[str, Any] = dict(pope_metrics(predictions, labels).items())
-    said_yes = [normalize_answer(p).split()[:1] == ["yes"] for p in predictions]
-    _items(
-        out,
-        "accuracy",
-        torch.tensor([y == (a == "yes") for y, a in zip(said_yes, labels, strict=True)]),
-    )
+    yes = [normalize_answer(a) == "yes" for a in labels]
+    kinds = [None if y else s.meta.get("negative_kind") for s, y in zip(samples, yes, strict=True)]
+    correct = torch.tensor([pope_says_yes(p) == y for p, y in zip(predictions, yes, strict=True)])
+    settings = list(dict.fromkeys(k for k in kinds if k is not None))  # first-seen order
+    if not settings or any(k is None and not y for k, y in zip(kinds, yes, strict=True)):
+        out: dict[str, Any] = dict(pope_metrics(predictions, labels))
+        _items(out, "accuracy", correct)
+        return out
+    per_setting: dict[str, dict[str, float]] = {}
+    weight = torch.zeros(len(samples))
+    for setting in settings:
+        members = [i for i, (k, y) in enumerate(zip(kinds, yes, strict=True)) if y or k == setting]
+        per_setting[setting] = pope_metrics(
+            [predictions[i] for i in members], [labels[i] for i in members]
+        )
+        weight[members] += 1.0 / len(members)
+    out = {
+        name: sum(m[name] for m in per_setting.values()) / len(settings)
+        for name in next(iter(per_setting.values()))
+    }
+    for setting, metrics in per_setting.items():
+        out.update({f"{setting}_{name}": value for name, value in metrics.items()})
+    _items(out, "accuracy", correct.float() * weight * (len(samples) / len(settings)))
     return out
 
 
+def with_fact(sample: Sample, payload: str) -> Sample:
+    """``sample`` (a knowledge-base question) with the fact ``payload`` shown before it: the
+    layout :func:`sugar.data.prompt.with_references` gives the world's training samples and
+    :func:`sugar.rag.build_prompt` (default template, one item) gives ``sugar ask``."""
+    return with_references(sample, payload)
+
+
 def kb_qa(
-    model: EvalModel, samples: Sequence[Sample], root: Path, items: Sequence[Sample]
+    model: Evaluable, samples: Sequence[Sample], root: Path, items: Sequence[Sample]
 ) -> dict[str, Any]:
     """Knowledge-base QA: answer accuracy with no context, with the top-1 retrieved fact's
     payload and with the oracle payload, and retrieval R@1 of the needed fact.
 
-    A payload enters as a context text segment before the question's segments (the template of
-    :mod:`sugar.rag`'s default: the fact, then the question); items are retrieved by their key
-    (their image and question), never by the payload.
+    A payload enters as :func:`with_fact` puts it, the layout of the world's training samples and
+    of :mod:`sugar.rag`'s default template (the fact, then the question); items are retrieved by
+    their key (their image and a record text naming the same object or code in other words),
+    never by the payload. The query is the question's context segments.
     """
     payload = {it.meta["fact_id"]: it.meta["payload"] for it in items}
     answers = [s.meta["answer"] for s in samples]
-
-    def with_fact(s: Sample, fact: str) -> Sample:
-        return Sample(s.id, [Segment.text_(fact), *s.segments], s.task, s.meta)
-
     out: dict[str, Any] = {}
-    plain = model.generate(samples, root)
+    plain = _generated(model, samples, root)
     out["no_context"] = sum(_answers_match(plain, answers)) / len(samples)
     _items(out, "no_context", torch.tensor(_answers_match(plain, answers)))
-    oracle = model.generate([with_fact(s, payload[s.meta["fact_id"]]) for s in samples], root)
+    oracle = _generated(model, [with_fact(s, payload[s.meta["fact_id"]]) for s in samples], root)
     out["oracle"] = sum(_answers_match(oracle, answers)) / len(samples)
     _items(out, "oracle", torch.tensor(_answers_match(oracle, answers)))
     keys = model.embed(list(items), root)
@@ -306,14 +376,15 @@ def kb_qa(
     scores = queries @ keys.T
     out["retrieval_r1"] = recall_at_k(scores, relevant, 1)
     top = scores.argmax(dim=1).tolist()
-    retrieved = model.generate(
-        [with_fact(s, payload[ids[t]]) for s, t in zip(samples, top, strict=True)], root
+    retrieved = _generated(
+        model, [with_fact(s, payload[ids[t]]) for s, t in zip(samples, top, strict=True)], root
     )
     out["retrieved"] = sum(_answers_match(retrieved, answers)) / len(samples)
+    _items(out, "retrieved", torch.tensor(_answers_match(retrieved, answers)))
     return out
 
 
-TaskFn = Callable[[EvalModel, Sequence[Sample], Path], dict[str, Value]]
+TaskFn = Callable[[Evaluable, Sequence[Sample], Path], dict[str, Value]]
 TASKS: dict[str, str] = {
     "caption_retrieval": "caption",
     "hard_negatives": "caption",
@@ -325,6 +396,8 @@ TASKS: dict[str, str] = {
     "kb_qa": "kb",
 }
 """Task name -> the world folder its split's JSONL lives in."""
+GENERATION_TASKS = ("needle", "vqa", "pope", "kb_qa")
+"""Tasks scored on generated answers: "n/a" as a whole for a model that does not generate."""
 _FUNCTIONS: dict[str, TaskFn] = {
     "caption_retrieval": caption_retrieval,
     "hard_negatives": hard_negatives,
@@ -337,7 +410,7 @@ _FUNCTIONS: dict[str, TaskFn] = {
 
 
 def run_tasks(
-    model: EvalModel,
+    model: Evaluable,
     root: str | Path,
     tasks: Sequence[str],
     split: str = "test",
@@ -356,6 +429,9 @@ def run_tasks(
         samples = read_samples(root / TASKS[task] / f"{split}.jsonl", root)[:limit]
         if not samples:
             raise ValueError(f"{root / TASKS[task] / f'{split}.jsonl'}: no samples")
+        if task in GENERATION_TASKS and not model.generates:
+            results[task] = {}  # every metric "n/a" (tables show a missing metric as n/a)
+            continue
         with torch.no_grad():
             if task == "kb_qa":
                 items = read_samples(root / "kb_items" / f"{split}.jsonl", root)

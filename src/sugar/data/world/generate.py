@@ -9,10 +9,12 @@ pass ``root=out_dir``)::
     winoground/<split>.jsonl           Winoground pairs                 (captions.py)
     vqa/<split>.jsonl                  colour/shape/count/relation VQA  (probes.py)
     pope/<split>.jsonl                 POPE presence probes             (probes.py)
+                                       train: yes/no pairs; val, test: yes + 3 settings' no
     pope/stats.json                    training frequencies and co-occurrences behind POPE
     story/<split>.jsonl                five-scene stories               (story.py)
     needle/<split>.jsonl               needle probes                    (needle.py)
     kb/<split>.jsonl                   knowledge-base questions         (kb.py)
+                                       train: the fact shown before the question
     kb_items/<split>.jsonl             knowledge-base items (key, payload)
 
 ``<split>`` is ``train``, ``val`` and ``test``. The directory is built under a temporary name
@@ -39,7 +41,14 @@ from sugar.data.world.captions import NEGATIVE_KINDS, build_captions, build_wino
 from sugar.data.world.context import ImageWriter, SplitContext
 from sugar.data.world.kb import build_kb
 from sugar.data.world.needle import build_needle
-from sugar.data.world.probes import POPE_SETTINGS, build_pope, build_vqa, combo_name, pope_stats
+from sugar.data.world.probes import (
+    POPE_SETTINGS,
+    build_pope,
+    build_vqa,
+    combo_name,
+    pope_negative_kind,
+    pope_stats,
+)
 from sugar.data.world.scene import SceneSampler
 from sugar.data.world.story import build_stories
 from sugar.data.world.vocab import SPLITS, Vocabulary
@@ -66,7 +75,12 @@ def plan_counts(**options: Any) -> dict[str, Any]:
     Returns ``{"tasks": {task: {split: n}}, "negatives_min": {split: {kind: n}},
     "pope_negatives": {split: {kind: n}}}``. Sample counts are exact; hard-negative counts are
     lower bounds (every caption has attribute_swap, relation_swap and wrong_colour; wrong_count
-    is certain for the captions with three or more objects and possible for two).
+    is certain for the captions with three or more objects and possible for two). POPE
+    ``no`` counts per setting are exact (:func:`~sugar.data.world.probes.pope_negative_kind`:
+    a quarter of ``n`` each in val/test, a sixth in train); the rest of ``n`` is ``yes``.
+
+    >>> plan_counts(train_per_task=12, val_per_task=8, test_per_task=8)["pope_negatives"]["train"]
+    {'random': 2, 'popular': 2, 'adversarial': 2}
     """
     cfg = world_options(**options)
     per = _per_split(cfg)
@@ -79,9 +93,8 @@ def plan_counts(**options: Any) -> dict[str, Any]:
     for split, n in per.items():
         counted = sum(cfg.min_objects + i % span >= 3 for i in range(n))
         negatives[split] = {k: n for k in NEGATIVE_KINDS} | {"wrong_count": counted}
-        pope[split] = {
-            k: sum(i % 4 == j + 1 for i in range(n)) for j, k in enumerate(POPE_SETTINGS)
-        }
+        kinds = [pope_negative_kind(split, i) for i in range(n)]
+        pope[split] = {k: kinds.count(k) for k in POPE_SETTINGS}
     return {"tasks": tasks, "negatives_min": negatives, "pope_negatives": pope}
 
 

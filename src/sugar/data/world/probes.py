@@ -6,12 +6,19 @@ shape, count, relation; sample i asks about pool scene i (the next one that admi
 Answers come from :func:`~sugar.data.world.questions.answer_question`.
 
 **POPE** (``pope/<split>.jsonl``, Li et al., EMNLP 2023): the same layout with ``yes``/``no``
-answers to ``Is there a <colour> <shape> in the image?``. Samples come in fours on one pool
-image: a ``yes`` about a present object, then a ``no`` about an absent one for each of the kinds
-``random``, ``popular``, ``adversarial`` (meta ``negative_kind``, ``null`` for ``yes``). As in
-POPE, the three settings share their positive questions: a setting's balanced set is every
-``yes`` plus its own ``no``. An *object* is a colour+shape combination; with ``F`` its number
-of training pool scenes and ``C(a, b)`` the number holding both:
+answers to ``Is there a <colour> <shape> in the image?``; meta ``negative_kind`` is the setting
+of a ``no`` (``random``, ``popular`` or ``adversarial``) and ``null`` for a ``yes``.
+
+- ``val`` and ``test`` come in fours on one pool image: a ``yes`` about a present object, then a
+  ``no`` about an absent one for each setting. As in POPE, the three settings share their
+  positive questions: a setting's balanced set is every ``yes`` plus its own ``no``, and the
+  evaluation (``sugar.eval.tasks.pope``) scores each setting on that set.
+- ``train`` comes in pairs on one pool image, a ``yes`` then a ``no`` whose setting cycles
+  random, popular, adversarial from pair to pair: half the answers are ``yes``, so a model
+  learns no "no" prior (fours would make 75 % of the training answers ``no``).
+
+An *object* is a colour+shape combination; with ``F`` its number of training pool scenes and
+``C(a, b)`` the number holding both:
 
 - random: an absent combination, uniformly;
 - popular: uniformly among the ``top_k`` absent combinations of highest ``F``;
@@ -41,7 +48,15 @@ from sugar.data.world.questions import (
 from sugar.data.world.scene import Scene
 from sugar.data.world.vocab import Combo, Vocabulary
 
-__all__ = ["POPE_SETTINGS", "QUESTION_TYPES", "build_pope", "build_vqa", "combo_name", "pope_stats"]
+__all__ = [
+    "POPE_SETTINGS",
+    "QUESTION_TYPES",
+    "build_pope",
+    "build_vqa",
+    "combo_name",
+    "pope_negative_kind",
+    "pope_stats",
+]
 
 QUESTION_TYPES = ("colour", "shape", "count", "relation")
 POPE_SETTINGS = ("random", "popular", "adversarial")
@@ -138,19 +153,34 @@ def _negative(
     return rng.choice(ranked[:top_k])
 
 
+def pope_negative_kind(split: str, i: int) -> str | None:
+    """The setting of probe ``i`` of ``split`` (``None``: a ``yes``); see the module doc.
+
+    >>> [pope_negative_kind("test", i) for i in range(4)]
+    [None, 'random', 'popular', 'adversarial']
+    >>> [pope_negative_kind("train", i) for i in range(6)]
+    [None, 'random', None, 'popular', None, 'adversarial']
+    """
+    if split == "train":
+        return None if i % 2 == 0 else POPE_SETTINGS[(i // 2) % len(POPE_SETTINGS)]
+    return None if i % 4 == 0 else POPE_SETTINGS[i % 4 - 1]
+
+
 def build_pope(ctx: SplitContext, count: int, stats: dict[str, Any], top_k: int) -> list[Sample]:
-    """``count`` POPE probes over ``ctx.pool`` (fours, see the module doc)."""
+    """``count`` POPE probes over ``ctx.pool`` (pairs in ``train``, fours otherwise: see the
+    module doc and :func:`pope_negative_kind`)."""
     rng = ctx.rng("pope")
     pool = ctx.pool
+    group = 2 if ctx.split == "train" else 1 + len(POPE_SETTINGS)
     samples = []
     for i in range(count):
-        index = (i // 4) % len(pool.scenes)
+        index = (i // group) % len(pool.scenes)
         scene = pool.scenes[index]
         present = scene.combos
-        if i % 4 == 0:
-            combo, kind = rng.choice(present), None
+        kind = pope_negative_kind(ctx.split, i)
+        if kind is None:
+            combo = rng.choice(present)
         else:
-            kind = POPE_SETTINGS[i % 4 - 1]
             absent = [c for c in ctx.vocab.split_combos(ctx.split) if c not in present]
             combo = _negative(kind, absent, present, stats, top_k, rng)
         question = presence_question(combo)
