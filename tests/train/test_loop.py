@@ -203,3 +203,16 @@ def test_hard_negatives_enter_the_image_to_text_candidates(loop_world: Path) -> 
     # more candidates in the image->text softmax: that direction's loss can only grow
     assert harder["image_to_text_loss"] > plain["image_to_text_loss"]
     assert torch.equal(harder["text_to_image_loss"], plain["text_to_image_loss"])
+
+
+def test_run_device_is_validated_and_a_missing_cuda_is_named() -> None:
+    from sugar.config import ConfigError, load_config
+    from sugar.train.loop import resolve_device
+
+    with pytest.raises(ConfigError, match="device"):
+        load_config(None, ["run.device=gpu"])
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    count = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=f"run.device='cuda:{count}'.*{count} CUDA devices"):
+        resolve_device(f"cuda:{count}")

@@ -27,7 +27,7 @@ Tokenizers are seen through :class:`TokenizerLike` only (``data`` never imports 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 import torch
@@ -183,11 +183,17 @@ class Batch:
     spans: list[list[Span]]  # per sample, 1:1 with slices(sample)
     sample_ids: list[str]
     lengths: Tensor  # (B,) long, unpadded sequence lengths
+    model_inputs: dict[str, Tensor] = field(default_factory=dict)
+    """Extra backbone inputs by keyword (Hugging Face backbones: ``pixel_values``,
+    ``image_grid_thw``, ``image_sizes``, ...); empty for the built-in model."""
 
     def to(self, device: torch.device | str) -> Batch:
-        """A copy with every tensor on ``device``."""
+        """A copy with every tensor (``model_inputs`` included) on ``device``."""
         names = ("input_ids", "attention_mask", "labels", "image_counts", "lengths")
-        return replace(self, **{name: getattr(self, name).to(device) for name in names})
+        moved = {name: tensor.to(device) for name, tensor in self.model_inputs.items()}
+        return replace(
+            self, **{name: getattr(self, name).to(device) for name in names}, model_inputs=moved
+        )
 
 
 def collate(

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike, NDArray
 
 # --------------------------------------------------------------------------------------------
@@ -24,6 +25,8 @@ from numpy.typing import ArrayLike, NDArray
 
 
 def _scores_2d(scores: ArrayLike) -> NDArray[np.float64]:
+    if isinstance(scores, torch.Tensor):  # on any device, in any dtype
+        scores = scores.detach().to("cpu", torch.float64).numpy()
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2:
         raise ValueError(f"scores must be 2-D (queries, candidates), got shape {s.shape}")

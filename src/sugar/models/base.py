@@ -143,17 +143,25 @@ class MLLM(nn.Module, abc.ABC):
         """
 
     def score(self, samples: Sequence[Sample], root: str | Path) -> Tensor:
-        """Log-likelihood of each sample's target text (and its ``<eos>``) given the rest. # (B,)
+        """Log-likelihood of each sample's target text (and its ``<eos>``) given the rest, on
+        the CPU. # (B,)
 
         Used to score captions: the higher, the better the text fits the images and context.
         """
         batch = self.collate(samples, root)
         with torch.no_grad():
             output = self(batch)
-        return target_log_likelihood(output.logits, batch.labels)
+        return target_log_likelihood(output.logits, batch.labels.to(output.logits.device)).cpu()
 
     def flush_caches(self) -> None:
         """Make any persistent cache the backbone keeps durable (default: none to flush)."""
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """What a training checkpoint holds: every parameter that trains, by its
+        ``state_dict`` name. Frozen weights (a vision tower, a LoRA base model) are rebuilt
+        from the bundle or checkpoint the run started from, so a 7B base is never copied into
+        each checkpoint; load with ``load_state_dict(state, strict=False)``."""
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``{"trainable": [...], "frozen": [...]}`` by ``requires_grad``."""
@@ -173,6 +181,17 @@ class MLLM(nn.Module, abc.ABC):
     @abc.abstractmethod
     def from_pretrained(cls, directory: Path, spec: dict[str, Any]) -> MLLM:
         """Rebuild the backbone saved by :meth:`save_pretrained` (``spec`` is what it returned)."""
+
+    @classmethod
+    def build(cls, train_texts: Sequence[str], tiny: dict[str, Any], hf: dict[str, Any]) -> MLLM:
+        """A fresh backbone of this family for a training run (``sugar.train.loop``).
+
+        ``train_texts``: the training texts (a family that trains its tokenizer uses them);
+        ``tiny`` / ``hf``: the keyword arguments of ``ModelConfig.tiny_kwargs()`` (plus
+        ``vocab_size``) and ``ModelConfig.hf_kwargs()``; a family reads the set it documents.
+        The default refuses: such a family starts from a bundle.
+        """
+        raise ValueError(f"model.family={cls.family!r} starts from a bundle: set train.init_from")
 
 
 _REGISTRY: dict[str, type[MLLM]] = {}
@@ -200,6 +219,8 @@ def registered_backbones() -> list[str]:
 def backbone_class(family: str) -> type[MLLM]:
     """The class registered for ``family``; ``ValueError`` listing the known ones."""
     # Built-in families register on import; importing here keeps registration in their files.
+    # sugar.models.hf imports neither transformers nor peft until a model is built or loaded.
+    import sugar.models.hf
     import sugar.models.tiny  # noqa: F401
 
     if family not in _REGISTRY:

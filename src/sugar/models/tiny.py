@@ -473,6 +473,16 @@ class TinyMLLM(MLLM):
         return spec
 
     @classmethod
+    def build(
+        cls, train_texts: Sequence[str], tiny: dict[str, Any], hf: dict[str, Any]
+    ) -> TinyMLLM:
+        """A fresh model whose tokenizer is trained on ``train_texts`` (``tiny['vocab_size']``
+        ids at most); the other ``tiny`` keys are this class's keyword arguments."""
+        options = dict(tiny)
+        tokenizer = Tokenizer.train(list(train_texts), vocab_size=options.pop("vocab_size"))
+        return cls(tokenizer, **options)
+
+    @classmethod
     def from_pretrained(cls, directory: Path, spec: dict[str, Any]) -> TinyMLLM:
         spec = dict(spec)
         expected_vision = spec.pop("vision_identity", None)

@@ -44,8 +44,6 @@ from sugar.data.schema import Sample
 from sugar.io import atomic_write_json, atomic_write_text, write_manifest
 from sugar.models.base import MLLM, backbone_class
 from sugar.models.bundle import load_bundle, save_bundle
-from sugar.models.tiny import TinyMLLM
-from sugar.models.tokenizer import Tokenizer
 from sugar.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -131,18 +129,31 @@ def _parameter_groups(modules: Sequence[nn.Module], weight_decay: float) -> list
     ]
 
 
+def resolve_device(name: str) -> torch.device:
+    """``run.device`` as a torch device (``auto``: cuda when available); a cuda device that is
+    not there is refused naming it."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ValueError(
+                f"run.device={name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                "devices (torch.cuda.is_available() is "
+                f"{torch.cuda.is_available()}); use run.device=cpu or auto"
+            )
+    return torch.device(name)
+
+
 def build_model(cfg: SugarConfig, train_samples: Sequence[Sample]) -> MLLM:
-    """The backbone: from ``train.init_from`` (a bundle), or a fresh tiny MLLM whose tokenizer
-    is trained on the training texts."""
+    """The backbone: from ``train.init_from`` (a bundle), or a fresh one of ``model.family``
+    (:meth:`MLLM.build`: the tiny MLLM trains its tokenizer on the training texts; a Hugging
+    Face family loads ``model.pretrained`` and adds LoRA)."""
     if cfg.train.init_from:
         return load_bundle(cfg.train.init_from).model
-    if backbone_class(cfg.model.family) is not TinyMLLM:
-        raise ValueError(
-            f"model.family={cfg.model.family!r} starts from a bundle: set train.init_from"
-        )
     texts = [seg.text for s in train_samples for seg in s.segments if seg.text is not None]
-    tokenizer = Tokenizer.train(texts, vocab_size=cfg.model.vocab_size)
-    return TinyMLLM(tokenizer, **cfg.model.tiny_kwargs())
+    tiny = {**cfg.model.tiny_kwargs(), "vocab_size": cfg.model.vocab_size}
+    return backbone_class(cfg.model.family).build(texts, tiny, cfg.model.hf_kwargs())
 
 
 def resolve_targets(
@@ -275,7 +286,8 @@ def train(
     state = load_checkpoint(checkpoint) if checkpoint is not None else None
 
     torch.manual_seed(cfg.run.seed)
-    model = build_model(cfg, train_samples)
+    device = resolve_device(cfg.run.device)
+    model = build_model(cfg, train_samples).to(device)
     s = cfg.structure
     delta: float | None = None
     medians: TypeMedians | None = None
@@ -299,6 +311,7 @@ def train(
         structure_reduction=s.structure_reduction, lm_weight=cfg.train.lm_weight,
         contrastive_weight=cfg.contrastive.weight, hard_negatives=cfg.contrastive.hard_negatives,
     )  # fmt: skip
+    objective.to(device)
     if main:
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
         write_manifest(
@@ -394,11 +407,7 @@ def train(
                     step,
                     {
                         "step": step,
-                        "model": {
-                            k: v
-                            for k, v in model.state_dict().items()
-                            if not k.startswith("vision.encoder.")
-                        },
+                        "model": model.trainable_state_dict(),
                         "objective": objective.state_dict(),
                         "optimiser": optimiser.state_dict(),
                         "scheduler": scheduler.state_dict(),
