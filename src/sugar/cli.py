@@ -813,6 +813,10 @@ def bench_quality(
         "runs/bench"
     ),
     smoke: Annotated[bool, typer.Option(help="Toy sizes: seconds, figures meaningless.")] = False,
+    size: Annotated[
+        str | None,
+        typer.Option(help="demo (default), long (3x steps, defaults untuned) or smoke."),
+    ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds of the headline variants.", min=1)] = 3,
     workers: Annotated[int, typer.Option(help="One-thread worker processes.", min=1)] = 2,
     variant: Annotated[
@@ -828,8 +832,8 @@ def bench_quality(
     from sugar.bench import run_quality_bench
 
     cfg = load_config(config, overrides or [])
-    path = run_quality_bench(out, smoke=smoke, seeds=seeds, workers=workers, variants=variant,
-                             config=cfg, say=typer.echo)  # fmt: skip
+    path = run_quality_bench(out, smoke=smoke, size_name=size, seeds=seeds, workers=workers,
+                             variants=variant, config=cfg, say=typer.echo)  # fmt: skip
     typer.echo(path.read_text(encoding="utf-8"))
 
 

@@ -5,7 +5,8 @@ world -> teacher head -> shared generative base -> Sugar and generative-only fin
 wall time; stages whose output already exists in ``out`` (a world, a teacher, a finished run)
 are reused, so a second ``sugar demo`` goes straight to what is missing.
 
-Sizes (``SIZES``): ``demo`` fits in about ten minutes on 2 cores once installed; ``smoke``
+Sizes (``SIZES``): ``demo`` fits in about ten minutes on 2 cores once installed; ``long``
+(``sugar bench quality --size long``) trains 3x longer on 2.5x the data; ``smoke``
 takes seconds and only shows that every stage runs (its figures mean nothing). The full,
 multi-seed comparison with every variant is ``sugar bench quality`` (issue 10).
 """
@@ -35,6 +36,15 @@ SIZES: dict[str, dict[str, Any]] = {
         "teacher_steps": 300,
         "base_steps": 300,
         "tune_steps": 150,
+        "batch_size": 16,
+        "model": {},
+        "eval_limit": 200,
+    },
+    "long": {
+        "world": {"train_per_task": 1000, "val_per_task": 200, "test_per_task": 200},
+        "teacher_steps": 600,
+        "base_steps": 900,
+        "tune_steps": 450,
         "batch_size": 16,
         "model": {},
         "eval_limit": 200,
@@ -96,6 +106,7 @@ def run_demo(
     out: str | Path,
     *,
     smoke: bool = False,
+    size_name: str | None = None,
     seed: int = 0,
     config: SugarConfig | None = None,
     say: Callable[[str], None] = print,
@@ -107,8 +118,11 @@ def run_demo(
     ``through_base`` stops after the shared base (``sugar bench quality`` runs its own
     fine-tunes): the result then holds only the timings."""
     out = Path(out)
-    size = SIZES["smoke" if smoke else "demo"]
-    stamp = {"size": "smoke" if smoke else "demo", "seed": seed}
+    name = size_name or ("smoke" if smoke else "demo")
+    if name not in SIZES:
+        raise ValueError(f"size {name!r}: one of {sorted(SIZES)}")
+    size = SIZES[name]
+    stamp = {"size": name, "seed": seed}
     stamp_path = out / "demo.json"
     if stamp_path.is_file():  # finished stages are reused only for the same size and seed
         found = json.loads(stamp_path.read_text(encoding="utf-8"))

@@ -92,3 +92,12 @@ def test_choose_prefers_the_best_then_the_default() -> None:
     assert _choose(trials, "val_t2i_r1", "default_lr")["dir"] == "b"  # then the earlier one
     with pytest.raises(ValueError, match="no trial reported"):
         _choose([{"value": None, "default_lr": True, "dir": "x"}], "val_t2i_r1", "default_lr")
+
+
+def test_every_size_has_a_tuning_grid_and_an_unknown_size_is_refused(tmp_path: Path) -> None:
+    from sugar.bench import GRIDS
+    from sugar.demo import SIZES, run_demo
+
+    assert set(GRIDS) == set(SIZES)
+    with pytest.raises(ValueError, match="size 'huge'"):
+        run_demo(tmp_path, size_name="huge", say=lambda _: None)
