@@ -534,6 +534,38 @@ def _query_sample(text: str | None, image: Path | None) -> tuple[Any, Path]:
     return Sample("query", segments, "question"), root
 
 
+@app.command("export")
+@user_errors
+def export_command(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model bundle directory.")],
+    out: Annotated[Path, typer.Option(help="Directory of the merged checkpoint (replaced).")],
+    force: Annotated[bool, typer.Option(help="Replace OUT when it exists.")] = False,
+) -> None:
+    """Merge a LoRA bundle into a plain Hugging Face checkpoint in OUT (loads with the
+    family's transformers class); the retrieval projector and its spec are copied beside it
+    (sugar_extras.safetensors, sugar_extras.json)."""
+    import shutil
+
+    from sugar.io import atomic_directory, atomic_write_json
+    from sugar.models.bundle import EXTRAS, load_bundle, read_manifest
+
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists: pass --force to replace it")
+    bundle = load_bundle(model)
+    export = getattr(bundle.model, "export_merged", None)
+    if export is None:
+        raise ValueError(
+            f"{model}: family {bundle.model.family!r} has no merged export (its bundle already "
+            "holds every weight)"
+        )
+    with atomic_directory(out) as tmp:
+        export(tmp)
+        if (model / EXTRAS).is_file():
+            shutil.copyfile(model / EXTRAS, tmp / "sugar_extras.safetensors")
+        atomic_write_json(tmp / "sugar_extras.json", read_manifest(model)["extras"])
+    typer.echo(f"merged {bundle.model.family} checkpoint: {out}")
+
+
 @app.command("embed")
 @user_errors
 def embed_command(

@@ -348,3 +348,28 @@ def test_the_sugar_loop_and_embed_run(hf_root: Path, family: str, tmp_path: Path
     vectors = embed_vectors(bundle.model, projector, [*pairs, THREE], data, batch_size=2)
     assert vectors.shape == (5, projector.dim)
     torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(5))
+
+
+def test_sugar_export_writes_a_merged_checkpoint_through_the_cli(
+    hf_root: Path, tmp_path: Path
+) -> None:
+    import transformers
+    from typer.testing import CliRunner
+
+    from sugar.cli import app
+
+    model = build(hf_root, "hf-llava").eval()
+    save_bundle(tmp_path / "bundle", model)
+    out = tmp_path / "merged"
+    args = ["export", "--model", str(tmp_path / "bundle"), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "sugar_extras.json").read_text()) == {}
+    merged = transformers.LlavaForConditionalGeneration.from_pretrained(out).eval()
+    batch = model.collate([ONE, THREE], hf_root)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            merged(**model._inputs(batch)).logits, model(batch).logits, atol=1e-5, rtol=1e-4
+        )
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output
