@@ -520,6 +520,7 @@ def run_quality_bench(
         bench_dir / "per_run",
         test_runs,
         meta,
+        logs={key: Path(cfg["run"]["output_dir"]) / "log.jsonl" for key, cfg in finals.items()},
         compare=("sugar/s0", [n for n in test_runs if n != "sugar/s0"])
         if "sugar/s0" in test_runs
         else None,
