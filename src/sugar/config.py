@@ -425,9 +425,17 @@ class DataConfig:
         }
     )
     """How image-caption pairs enter a batch (METHOD.md section 1; sugar.train.views)."""
+    upsample: dict[str, int] = field(default_factory=dict)
+    """Training file -> how many times its samples appear per epoch (default 1): a data
+    mixture, e.g. ``{caption/train.jsonl: 4}``. Keys must be files of ``train``."""
 
     def __post_init__(self) -> None:
         _check(bool(self.train), "train", self.train, "needs at least one file")
+        _check(
+            set(self.upsample) <= set(self.train)
+            and all(isinstance(n, int) and n >= 1 for n in self.upsample.values()),
+            "upsample", self.upsample, f"keys among train files {self.train}, integers >= 1",
+        )  # fmt: skip
         known = {"as_is", "caption_first", "image_only", "caption_only", "split"}
         _check(
             set(self.view_weights) <= known and sum(self.view_weights.values()) > 0,

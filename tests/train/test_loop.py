@@ -216,3 +216,19 @@ def test_run_device_is_validated_and_a_missing_cuda_is_named() -> None:
     count = torch.cuda.device_count()
     with pytest.raises(ValueError, match=f"run.device='cuda:{count}'.*{count} CUDA devices"):
         resolve_device(f"cuda:{count}")
+
+
+def test_upsample_repeats_a_files_samples_per_epoch(loop_world: Path) -> None:
+    from sugar.config import ConfigError, load_config
+    from sugar.train.loop import read_files
+
+    files = ["caption/train.jsonl", "story/train.jsonl"]
+    plain = read_files(loop_world, files)
+    mixed = read_files(loop_world, files, {"caption/train.jsonl": 3})
+    captions = read_files(loop_world, files[:1])
+    assert len(mixed) == len(plain) + 2 * len(captions)
+    assert [s.id for s in mixed].count(captions[0].id) == 3
+    with pytest.raises(ConfigError, match="upsample"):
+        load_config(None, ["data.upsample={vqa/val.jsonl: 2}"])
+    with pytest.raises(ConfigError, match="upsample"):
+        load_config(None, ["data.upsample={caption/train.jsonl: 0}"])

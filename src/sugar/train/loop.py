@@ -28,7 +28,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -72,11 +72,14 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def read_files(root: str | Path, files: Sequence[str]) -> list[Sample]:
-    """The samples of ``files`` (relative to ``root``), in order."""
+def read_files(
+    root: str | Path, files: Sequence[str], upsample: Mapping[str, int] | None = None
+) -> list[Sample]:
+    """The samples of ``files`` (relative to ``root``), in order; a file named in ``upsample``
+    contributes its samples that many times (``data.upsample``)."""
     samples: list[Sample] = []
     for name in files:
-        samples.extend(read_samples(Path(root) / name, root))
+        samples.extend(read_samples(Path(root) / name, root) * (upsample or {}).get(name, 1))
     if not samples:
         raise ValueError(f"no samples in {list(files)} under {root}")
     return samples
@@ -274,7 +277,7 @@ def train(
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
     root = cfg.data.root
-    train_samples = read_files(root, cfg.data.train)
+    train_samples = read_files(root, cfg.data.train, cfg.data.upsample)
     val_samples = read_files(root, cfg.data.val)[: cfg.train.eval_samples] if cfg.data.val else []
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
