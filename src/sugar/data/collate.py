@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from sugar.data.schema import Sample
-from sugar.data.slices import slices
+from sugar.data.slices import Slice, slices
 
 __all__ = [
     "IGNORE_INDEX",
@@ -42,6 +42,7 @@ __all__ = [
     "EncodedSample",
     "Span",
     "TokenizerLike",
+    "append_text_segment",
     "assign_tokens",
     "batches_by_token_budget",
     "collate",
@@ -125,6 +126,36 @@ def assign_tokens(
     return ranges
 
 
+def append_text_segment(
+    sample: Sample,
+    index: int,
+    tokens: Sequence[int],
+    offsets: Sequence[tuple[int, int]],
+    ids: list[int],
+    labels: list[int],
+    spans: list[Span],
+    sample_slices: Sequence[Slice],
+) -> None:
+    """Append text segment ``index`` of ``sample`` (its ``tokens``, tokenised alone, with their
+    character ``offsets``) to ``ids`` and ``labels`` (supervised when the segment is a target)
+    and one :class:`Span` per slice of the segment (``sample_slices``: the sample's
+    :func:`~sugar.data.slices.slices`), placed by :func:`assign_tokens`. Shared by this
+    module's layout and the Hugging Face chat layout (:mod:`sugar.models.hf_chat`)."""
+    segment = sample.segments[index]
+    mine = [k for k, piece in enumerate(sample_slices) if piece.segment == index]
+    try:
+        ranges = assign_tokens(
+            offsets, [(sample_slices[k].start, sample_slices[k].end) for k in mine]
+        )
+    except ValueError as exc:
+        raise ValueError(f"sample {sample.id!r} segment {index}: {exc}") from None
+    base, target = len(ids), segment.role == "target"
+    ids += tokens
+    labels += tokens if target else [IGNORE_INDEX] * len(tokens)
+    for k, (first, stop) in zip(mine, ranges, strict=True):
+        spans.append(Span(base + first, base + stop, "text", segment.role, index, k))
+
+
 def encode_sample(
     sample: Sample,
     tokenizer: TokenizerLike,
@@ -153,18 +184,8 @@ def encode_sample(
         tokens, offsets = tokenizer.encode_with_offsets(segment.text)
         if tokenizer.image_id in tokens:  # would shift every image after it (models.splice)
             raise ValueError(f"sample {sample.id!r} segment {index}: text encodes to <image>")
-        try:
-            ranges = assign_tokens(
-                offsets, [(sample_slices[k].start, sample_slices[k].end) for k in mine]
-            )
-        except ValueError as exc:
-            raise ValueError(f"sample {sample.id!r} segment {index}: {exc}") from None
-        base, target = len(ids), segment.role == "target"
-        ids += tokens
-        labels += tokens if target else [IGNORE_INDEX] * len(tokens)
-        for k, (first, stop) in zip(mine, ranges, strict=True):
-            spans.append(Span(base + first, base + stop, "text", segment.role, index, k))
-        if target and add_eos_to_targets:
+        append_text_segment(sample, index, tokens, offsets, ids, labels, spans, sample_slices)
+        if segment.role == "target" and add_eos_to_targets:
             ids.append(tokenizer.eos_id)
             labels.append(tokenizer.eos_id)
     assert [span.slice for span in spans] == list(range(len(sample_slices)))

@@ -55,7 +55,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -71,6 +70,7 @@ from sugar.data.schema import Sample
 from sugar.io import sha256_bytes
 from sugar.models.base import MLLM, ModelOutput, prompt_of, register_backbone
 from sugar.models.hf_chat import ChatLayout, encode_chat_sample
+from sugar.models.hub import load_local
 
 __all__ = ["HFMLLM", "HFLlava", "HFLlavaNext", "HFQwen2VL", "base_fingerprint"]
 
@@ -93,29 +93,6 @@ def _require_hf() -> None:
         raise ImportError(
             f"Hugging Face backbones need transformers and peft: pip install 'sugar-mllm[hf]' "
             f"({exc})"
-        ) from None
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
-
-
-def _load(loader: Any, name: str, what: str, **options: Any) -> Any:
-    """``loader.from_pretrained(name)``, never downloading from a local directory or offline;
-    ``FileNotFoundError`` naming the model when its files are not on this machine."""
-    local_only = _offline() or Path(name).is_dir()
-    try:
-        return loader.from_pretrained(name, local_files_only=local_only, **options)
-    except OSError as exc:
-        if Path(name).is_dir():
-            raise FileNotFoundError(
-                f"{what} {name!r}: cannot load from the directory: {exc}"
-            ) from exc
-        raise FileNotFoundError(
-            f"{what} {name!r} is not a local directory and not in the local Hugging Face cache"
-            + (" (HF_HUB_OFFLINE is set: nothing is downloaded)" if local_only else "")
-            + f"; download it where the hub is reachable (hf download {name}) or point "
-            f"model.pretrained at a directory: {exc}"
         ) from None
 
 
@@ -267,7 +244,7 @@ class HFMLLM(MLLM):
         if spec["attn_implementation"]:
             options["attn_implementation"] = spec["attn_implementation"]
         loader = getattr(transformers, cls.model_class)
-        return _load(loader, spec["pretrained"], "model", **options)
+        return load_local(loader, spec["pretrained"], "model", **options)
 
     @classmethod
     def _load_processing(cls, source: str) -> dict[str, Any]:
@@ -563,7 +540,7 @@ class HFMLLM(MLLM):
 def _llava_processing(cls: type[HFMLLM], source: str) -> dict[str, Any]:
     from transformers import AutoProcessor
 
-    processor = _load(AutoProcessor, source, "processor")
+    processor = load_local(AutoProcessor, source, "processor")
     template = processor.chat_template or processor.tokenizer.chat_template
     return {
         "tokenizer": processor.tokenizer,
@@ -626,8 +603,8 @@ class HFQwen2VL(HFMLLM):
     def _load_processing(cls, source: str) -> dict[str, Any]:
         from transformers import AutoImageProcessor, AutoTokenizer
 
-        tokenizer = _load(AutoTokenizer, source, "tokenizer")
-        image_processor = _load(AutoImageProcessor, source, "image processor")
+        tokenizer = load_local(AutoTokenizer, source, "tokenizer")
+        image_processor = load_local(AutoImageProcessor, source, "image processor")
         return {
             "tokenizer": tokenizer,
             "image_processor": image_processor,

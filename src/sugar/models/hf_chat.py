@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from sugar.data.collate import IGNORE_INDEX, EncodedSample, Span, assign_tokens
+from sugar.data.collate import IGNORE_INDEX, EncodedSample, Span, append_text_segment
 from sugar.data.schema import Sample
 from sugar.data.slices import slices
 
@@ -225,17 +225,7 @@ def encode_chat_sample(
                     f"{layout.image_token!r}: {len(images) + extra} image placeholders for "
                     f"{len(images)} images"
                 )
-            try:
-                ranges = assign_tokens(
-                    offsets, [(sample_slices[k].start, sample_slices[k].end) for k in mine]
-                )
-            except ValueError as exc:
-                raise ValueError(f"sample {sample.id!r} segment {index}: {exc}") from None
-            base, target = len(ids), segment.role == "target"
-            ids.extend(tokens)
-            labels.extend(tokens if target else [IGNORE_INDEX] * len(tokens))
-            for k, (lo, hi) in zip(mine, ranges, strict=True):
-                spans.append(Span(base + lo, base + hi, "text", segment.role, index, k))
+            append_text_segment(sample, index, tokens, offsets, ids, labels, spans, sample_slices)
         if role == "assistant" and add_eos_to_targets:
             ids.append(layout.eos_id)
             labels.append(layout.eos_id)

@@ -24,7 +24,6 @@ Identities hash the weight files (read once at load) or use the hub commit.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +33,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional
 
+from sugar.models.hub import load_local
 from sugar.models.teachers import register_teacher
 
 __all__ = [
@@ -47,29 +47,6 @@ __all__ = [
 
 PAD_TO_MAX_LENGTH = frozenset({"siglip", "siglip2"})
 """``config.model_type`` values whose text tower expects fixed-length padding."""
-
-
-def _offline(offline: bool | None) -> bool:
-    if offline is not None:
-        return offline
-    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
-
-
-def _load(loader: Any, name: str, offline: bool | None, what: str) -> Any:
-    """``loader.from_pretrained(name)`` with a clear error when files would be downloaded."""
-    local_only = _offline(offline) or Path(name).is_dir()
-    try:
-        return loader.from_pretrained(name, local_files_only=local_only)
-    except (OSError, ValueError) as exc:
-        if Path(name).is_dir():
-            raise FileNotFoundError(
-                f"{what} {name!r}: cannot load from the directory: {exc}"
-            ) from exc
-        raise FileNotFoundError(
-            f"{what} {name!r} is not a local directory and not in the local Hugging Face cache"
-            + (" (HF_HUB_OFFLINE is set: nothing is downloaded)" if local_only else "")
-            + f"; download it first (hf download {name}) or pass a directory: {exc}"
-        ) from None
 
 
 def _identity(kind: str, name: str, model: nn.Module) -> str:
@@ -105,8 +82,8 @@ class HFImageEncoder:
     def __init__(self, name: str, device: str = "cpu", offline: bool | None = None) -> None:
         from transformers import AutoImageProcessor, AutoModel
 
-        self.model = _frozen(_load(AutoModel, name, offline, "image model"), device)
-        self.processor = _load(AutoImageProcessor, name, offline, "image processor")
+        self.model = _frozen(load_local(AutoModel, name, "image model", offline), device)
+        self.processor = load_local(AutoImageProcessor, name, "image processor", offline)
         self.device = device
         self.dim = int(self.model.config.hidden_size)
         self.identity = _identity("image", name, self.model)
@@ -133,8 +110,8 @@ class HFTextEncoder:
 
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling={pooling!r}: must be 'cls' or 'mean'")
-        self.model = _frozen(_load(AutoModel, name, offline, "text model"), device)
-        self.tokenizer = _load(AutoTokenizer, name, offline, "tokenizer")
+        self.model = _frozen(load_local(AutoModel, name, "text model", offline), device)
+        self.tokenizer = load_local(AutoTokenizer, name, "tokenizer", offline)
         self.pooling, self.max_length, self.device = pooling, max_length, device
         self.dim = int(self.model.config.hidden_size)
         self.identity = f"{_identity('text', name, self.model)}:{pooling}{max_length}"
@@ -163,9 +140,9 @@ class HFCrossEncoder:
     def __init__(self, name: str, device: str = "cpu", offline: bool | None = None) -> None:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-        self.model = _frozen(_load(AutoModel, name, offline, "cross-modal model"), device)
-        self.processor = _load(AutoImageProcessor, name, offline, "image processor")
-        self.tokenizer = _load(AutoTokenizer, name, offline, "tokenizer")
+        self.model = _frozen(load_local(AutoModel, name, "cross-modal model", offline), device)
+        self.processor = load_local(AutoImageProcessor, name, "image processor", offline)
+        self.tokenizer = load_local(AutoTokenizer, name, "tokenizer", offline)
         config: Any = self.model.config
         self.dim = int(config.projection_dim if hasattr(config, "projection_dim") else 0) or int(
             config.text_config.hidden_size
