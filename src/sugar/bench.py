@@ -378,9 +378,10 @@ def run_quality_bench(
             "select_metric": _select_metric(variant), "init_from": str(out / "base" / "model"),
             **changes.get("train", {}),
         }  # fmt: skip
-        name = f"{variant}-lr{lr:g}" + ("" if weight is None else f"-w{weight:g}") + f"-s{seed}"
+        run_name = f"{variant}-lr{lr:g}" + ("" if weight is None else f"-w{weight:g}")
         cfg = run_config(
-            base_cfg, out, f"bench/runs/{name}", size, run={"seed": seed}, train=train_changes,
+            base_cfg, out, f"bench/runs/{run_name}-s{seed}", size, run={"seed": seed},
+            train=train_changes,
             **sections,
         )  # fmt: skip
         return to_dict(cfg)
