@@ -198,6 +198,11 @@ def data_world(
     typer.echo(json.dumps(world["tasks"]))
 
 
+DataRoot = Annotated[
+    Path | None, typer.Option(help="Dataset root for image paths (default: DATA's folder).")
+]
+
+
 @app.command("train-teacher")
 @user_errors
 def train_teacher_command(
@@ -205,9 +210,7 @@ def train_teacher_command(
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: teacher.head_dir).")
     ] = None,
-    root: Annotated[
-        Path | None, typer.Option(help="Dataset root for image paths (default: DATA's folder).")
-    ] = None,
+    root: DataRoot = None,
     steps: Annotated[int | None, typer.Option(help="Steps (default: teacher.steps).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default: run.seed).")] = None,
     config: ConfigPath = None,
@@ -280,9 +283,7 @@ TeacherOptions = Annotated[
 @user_errors
 def teachers_embed(
     data: Annotated[Path, typer.Option(help="A sugar JSONL whose slices to precompute.")],
-    root: Annotated[
-        Path | None, typer.Option(help="Dataset root for image paths (default: DATA's folder).")
-    ] = None,
+    root: DataRoot = None,
     teacher: TeacherDir = None,
     option: TeacherOptions = None,
     chunk: Annotated[int, typer.Option(help="Samples per durable cache flush.", min=1)] = 256,
@@ -320,9 +321,7 @@ def teachers_embed(
 @user_errors
 def teachers_report(
     data: Annotated[Path, typer.Option(help="Caption JSONL with meta.negatives (e.g. test).")],
-    root: Annotated[
-        Path | None, typer.Option(help="Dataset root for image paths (default: DATA's folder).")
-    ] = None,
+    root: DataRoot = None,
     teacher: TeacherDir = None,
     option: TeacherOptions = None,
     out: Annotated[
@@ -468,9 +467,6 @@ app.add_typer(index_app, name="index")
 
 ModelDir = Annotated[
     Path, typer.Option("--model", "-m", help="Model bundle directory (with a retrieval projector).")
-]
-DataRoot = Annotated[
-    Path | None, typer.Option(help="Dataset root for image paths (default: DATA's folder).")
 ]
 BatchSize = Annotated[int, typer.Option(help="Samples per forward pass.", min=1)]
 Prefixes = Annotated[
