@@ -347,6 +347,14 @@ class ModelConfig:
     attn_implementation: str | None = None
     """Hugging Face families: ``eager``, ``sdpa`` or ``flash_attention_2`` (null: transformers'
     default for the model)."""
+    output_vocab: Literal["corpus", "full"] = "corpus"
+    """``minilm``: score only the WordPiece ids the training texts use (``corpus``, plus
+    ``[SEP]`` and ``[UNK]``; the same logits on those ids, several times faster) or all 30,522
+    (``full``). Inputs always use the full vocabulary (sugar.models.minilm)."""
+    image_dropout: float = 0.5
+    """``minilm``: dropout on the standardised image features while training."""
+    trunk_lr_scale: float = 0.1
+    """``minilm``: the pretrained trunk learns at this fraction of ``train.lr``."""
 
     def __post_init__(self) -> None:
         _check(bool(self.family), "family", self.family, "must not be empty")
@@ -368,6 +376,8 @@ class ModelConfig:
         _check(self.width % self.heads == 0, "heads", self.heads, "must divide width")
         _check(self.max_positions >= 16, "max_positions", self.max_positions, "must be >= 16")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
+        _check(0 <= self.image_dropout < 1, "image_dropout", self.image_dropout, "in [0, 1)")
+        _check(self.trunk_lr_scale > 0, "trunk_lr_scale", self.trunk_lr_scale, "must be > 0")
         _check(self.image_size >= 16, "image_size", self.image_size, "must be >= 16")
         _check(self.vit_width % 4 == 0, "vit_width", self.vit_width, "must be divisible by 4 heads")
         _check(
@@ -384,6 +394,14 @@ class ModelConfig:
             "image_size", "grid", "vit_patch", "vit_width", "vit_layers", "feature_cache",
         )  # fmt: skip
         return {name: getattr(self, name) for name in names}
+
+    def builtin_kwargs(self) -> dict[str, Any]:
+        """What the built-in families' ``build`` reads (``tiny``: :meth:`tiny_kwargs` and
+        ``vocab_size``; ``minilm``: the vision, length and dropout fields and its own)."""
+        return {
+            **self.tiny_kwargs(), "vocab_size": self.vocab_size, "output_vocab": self.output_vocab,
+            "image_dropout": self.image_dropout, "trunk_lr_scale": self.trunk_lr_scale,
+        }  # fmt: skip
 
     def hf_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of the Hugging Face backbones' ``build`` (:mod:`sugar.models.hf`);
@@ -428,6 +446,9 @@ class DataConfig:
     upsample: dict[str, int] = field(default_factory=dict)
     """Training file -> how many times its samples appear per epoch (default 1): a data
     mixture, e.g. ``{caption/train.jsonl: 4}``. Keys must be files of ``train``."""
+    retrieval: list[str] = field(default_factory=list)
+    """Files of the retrieval micro-batch (``train.retrieval_batch``; sugar.train.retrieval):
+    every sample must make a query/document pair. Empty: the samples of ``train`` that do."""
 
     def __post_init__(self) -> None:
         _check(bool(self.train), "train", self.train, "needs at least one file")
@@ -477,6 +498,13 @@ class TrainConfig:
     """A bundle to start from (the shared generative base); its tokenizer is kept."""
     lm_weight: float = 1.0
     """Weight of L_g (0: no generative loss, the contrastive-only baseline)."""
+    retrieval_batch: int = 0
+    """Image-caption pairs per step in a retrieval micro-batch beside the generative one
+    (sugar.train.retrieval): L_d and InfoNCE train on it, L_g on the generative batch, whose
+    image-caption pairs then enter as they are (no views). 0: one mixed batch with views."""
+    retrieval_interleaved: int = 0
+    """Other query/document pairs per step in the retrieval micro-batch (stories -> their
+    next image, questions -> their knowledge key), when the retrieval files hold any."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_samples"):
@@ -486,7 +514,7 @@ class TrainConfig:
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
         _check(self.clip_norm >= 0, "clip_norm", self.clip_norm, "must be >= 0")
         _check(self.lm_weight >= 0, "lm_weight", self.lm_weight, "must be >= 0")
-        for name in ("eval_every", "checkpoint_every"):
+        for name in ("eval_every", "checkpoint_every", "retrieval_batch", "retrieval_interleaved"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
 
 

@@ -156,6 +156,22 @@ class MLLM(nn.Module, abc.ABC):
     def flush_caches(self) -> None:
         """Make any persistent cache the backbone keeps durable (default: none to flush)."""
 
+    def prepare(self, samples: Sequence[Sample], root: str | Path) -> None:
+        """Fit what a *fresh* backbone derives from its training data before step 0 (the
+        MiniLM backbone: image-feature statistics); default: nothing. Not called for a model
+        that starts from a bundle."""
+
+    def image_tokens_of(self, paths: Sequence[str]) -> Tensor | None:
+        """The vectors that stand for each image in the decoder's input (after the projector),
+        for the grounding diagnostic (:mod:`sugar.eval.grounding`); None when the backbone does
+        not expose them. # (N, K, D)"""
+        return None
+
+    def parameter_lr_scale(self, name: str) -> float:
+        """The factor on the run's learning rate for parameter ``name`` (default 1: one rate
+        for everything; a pretrained trunk may learn slower than new parts)."""
+        return 1.0
+
     def trainable_state_dict(self) -> dict[str, Tensor]:
         """What a training checkpoint holds: every parameter that trains, by its
         ``state_dict`` name. Frozen weights (a vision tower, a LoRA base model) are rebuilt
@@ -221,6 +237,7 @@ def backbone_class(family: str) -> type[MLLM]:
     # Built-in families register on import; importing here keeps registration in their files.
     # sugar.models.hf imports neither transformers nor peft until a model is built or loaded.
     import sugar.models.hf
+    import sugar.models.minilm
     import sugar.models.tiny  # noqa: F401
 
     if family not in _REGISTRY:

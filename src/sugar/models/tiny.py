@@ -275,6 +275,10 @@ class TinyMLLM(MLLM):
             return torch.zeros(0, self.image_tokens, self.hidden_size, device=device)
         return self.projector(self.vision(paths).to(device))  # (N, K, D)
 
+    def image_tokens_of(self, paths: Sequence[str]) -> Tensor:
+        """The projected vision tokens of ``paths`` (resolved file paths). # (N, K, D)"""
+        return self._image_features(paths)
+
     def _embed_inputs(self, input_ids: Tensor, images: Sequence[str]) -> Tensor:
         tokens = self.embed(input_ids)  # (B, T, D)
         features = self._image_features(images)  # (N, K, D)
@@ -479,6 +483,8 @@ class TinyMLLM(MLLM):
         """A fresh model whose tokenizer is trained on ``train_texts`` (``tiny['vocab_size']``
         ids at most); the other ``tiny`` keys are this class's keyword arguments."""
         options = dict(tiny)
+        for other in ("output_vocab", "image_dropout", "trunk_lr_scale"):  # minilm's fields
+            options.pop(other, None)
         tokenizer = Tokenizer.train(list(train_texts), vocab_size=options.pop("vocab_size"))
         return cls(tokenizer, **options)
 
