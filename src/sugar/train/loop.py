@@ -28,6 +28,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +42,7 @@ from sugar.align import SliceEmbeddings, TypeMedians, auto_delta, triple_kernel_
 from sugar.config import SugarConfig, to_dict, to_yaml
 from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample
+from sugar.eval.grounding import grounding
 from sugar.io import atomic_write_json, atomic_write_text, write_manifest
 from sugar.models.base import MLLM, backbone_class
 from sugar.models.bundle import load_bundle, save_bundle
@@ -53,6 +55,7 @@ from sugar.train.checkpoint import (
 )
 from sugar.train.distributed import init_from_environment, sum_gradients
 from sugar.train.objective import SugarObjective, TeacherLookup
+from sugar.train.retrieval import check_pool, is_retrieval_source, retrieval_batch, split_pool
 from sugar.train.views import apply_views, is_caption_pair
 
 __all__ = ["TrainResult", "evaluate", "train"]
@@ -117,18 +120,24 @@ def lr_multiplier(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _parameter_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for module in modules:
+def _parameter_groups(
+    model: MLLM, modules: Sequence[nn.Module], weight_decay: float, lr: float
+) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only; the model's own parameters at
+    ``lr * model.parameter_lr_scale(name)`` (the objective's at ``lr``)."""
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for module in (model, *modules):
         for name, parameter in module.named_parameters():
             if not parameter.requires_grad:
                 continue
             plain = parameter.dim() < 2 or "embed" in name or "position" in name
-            (no_decay if plain else decay).append(parameter)
+            scale = model.parameter_lr_scale(name) if module is model else 1.0
+            groups.setdefault((plain, scale), []).append(parameter)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": params, "weight_decay": 0.0 if plain else weight_decay, "lr": lr * scale}
+        for (plain, scale), params in sorted(
+            groups.items(), key=lambda item: (-item[0][1], item[0][0])
+        )
     ]
 
 
@@ -155,8 +164,10 @@ def build_model(cfg: SugarConfig, train_samples: Sequence[Sample]) -> MLLM:
     if cfg.train.init_from:
         return load_bundle(cfg.train.init_from).model
     texts = [seg.text for s in train_samples for seg in s.segments if seg.text is not None]
-    tiny = {**cfg.model.tiny_kwargs(), "vocab_size": cfg.model.vocab_size}
-    return backbone_class(cfg.model.family).build(texts, tiny, cfg.model.hf_kwargs())
+    builtin = cfg.model.builtin_kwargs()
+    model = backbone_class(cfg.model.family).build(texts, builtin, cfg.model.hf_kwargs())
+    model.prepare(train_samples, cfg.data.root)
+    return model
 
 
 def resolve_targets(
@@ -214,6 +225,10 @@ def evaluate(
         batches += 1
     metrics = {f"val_{name}": value / max(1, batches) for name, value in totals.items()}
     pairs = [s for s in samples if is_caption_pair(s)]
+    if objective.lm_weight > 0 and len(pairs) >= 2:  # does the model use its images?
+        for name, value in grounding(model, pairs, root, batch_size, seed).items():
+            if isinstance(value, float):
+                metrics[f"val_grounding_{name}"] = value
     if (objective.alpha > 0 or objective.contrastive_weight > 0) and len(pairs) >= 2:
         from sugar.embed import embed_vectors
         from sugar.eval.metrics import recall_at_k
@@ -322,7 +337,31 @@ def train(
         )
 
     t = cfg.train
-    optimiser = torch.optim.AdamW(_parameter_groups([model, objective], t.weight_decay), lr=t.lr)
+    optimiser = torch.optim.AdamW(
+        _parameter_groups(model, [objective], t.weight_decay, t.lr), lr=t.lr
+    )
+    pool: list[Sample] = []
+    if t.retrieval_batch and (s.alpha > 0 or cfg.contrastive.weight > 0):
+        if cfg.data.retrieval:
+            pool = read_files(root, cfg.data.retrieval)
+            check_pool(pool, f"data.retrieval {cfg.data.retrieval}")
+        else:
+            pool = [sample for sample in train_samples if is_retrieval_source(sample)]
+            if not pool:
+                raise ValueError(
+                    f"train.retrieval_batch={t.retrieval_batch}: no sample of data.train "
+                    f"{cfg.data.train} makes a query/document pair (sugar.train.retrieval); "
+                    "name files in data.retrieval or set train.retrieval_batch=0"
+                )
+    pools = split_pool(pool)
+    # With a retrieval micro-batch, the generative batch holds only samples with a target:
+    # the others (stories, documents) would cost a forward pass for no L_g token.
+    generative = train_samples
+    if pool:
+        generative = [x for x in train_samples if any(g.role == "target" for g in x.segments)]
+        generative = generative or train_samples
+    ran: dict[str, int] = {}  # micro-batches in which each configured loss ran (logged at end)
+    warned: set[str] = set()
     warmup = int(t.warmup_ratio * t.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: lr_multiplier(step, t.steps, warmup)
@@ -351,13 +390,21 @@ def train(
             sums: dict[str, float] = {}
             for micro in range(t.grad_accum):
                 position = (step * t.grad_accum + micro) * t.batch_size
-                indices = batch_indices(len(train_samples), t.batch_size, cfg.run.seed, position)
-                samples = apply_views(
-                    [train_samples[i] for i in indices], cfg.data.view_weights, cfg.run.seed,
-                    step * t.grad_accum + micro,
-                )  # fmt: skip
+                indices = batch_indices(len(generative), t.batch_size, cfg.run.seed, position)
+                samples = [generative[i] for i in indices]
+                retrieval = None
+                if pool:  # L_d / InfoNCE on their own micro-batch; L_g on samples as they are
+                    retrieval = retrieval_batch(
+                        pools, (t.retrieval_batch, t.retrieval_interleaved), cfg.run.seed,
+                        step * t.grad_accum + micro,
+                    )  # fmt: skip
+                else:
+                    samples = apply_views(
+                        samples, cfg.data.view_weights, cfg.run.seed, step * t.grad_accum + micro
+                    )
                 generator = _seeded(cfg.run.seed, step, micro)
-                parts = objective(model, samples, root, generator, shard)
+                parts = objective(model, samples, root, generator, shard, retrieval)
+                _count_losses(parts, ran, warned, s.alpha, cfg.contrastive.weight, step)
                 (parts.pop("loss") / t.grad_accum).backward()
                 parts["loss"] = (
                     t.lm_weight * parts["lm_loss"]
@@ -429,6 +476,12 @@ def train(
         log.close()
         if writer is not None:
             writer.close()
+    if main and ran:
+        shares = {
+            name: round(count / max(1, step * t.grad_accum), 4) for name, count in ran.items()
+        }
+        with open(run_dir / "log.jsonl", "a", encoding="utf-8") as summary:
+            summary.write(json.dumps({"step": step, "loss_share": shares}) + "\n")
     bundle = run_dir / "model"
     if step == t.steps and main:
         _save_bundle(bundle, model, objective, cfg)
@@ -441,6 +494,33 @@ def train(
         best_metric=best_metric,
         history=history,
     )
+
+
+def _count_losses(
+    parts: dict[str, Tensor],
+    ran: dict[str, int],
+    warned: set[str],
+    alpha: float,
+    contrastive: float,
+    step: int,
+) -> None:
+    """Count the micro-batches in which each configured loss ran; warn the first time a
+    configured loss could not run (InfoNCE needs two query/document pairs)."""
+    for name, weight in (("structure_loss", alpha), ("contrastive_loss", contrastive)):
+        if weight <= 0:
+            continue
+        if name in parts:
+            ran[name] = ran.get(name, 0) + 1
+        else:
+            ran.setdefault(name, 0)
+            if name not in warned:
+                warnings.warn(
+                    f"step {step}: {name} is configured (weight {weight}) but could not run "
+                    f"({int(parts.get('contrastive_pairs', 0))} query/document pairs in the "
+                    "batch); set train.retrieval_batch to give every step its pairs",
+                    stacklevel=2,
+                )
+                warned.add(name)
 
 
 def _truncate_log(path: Path, step: int) -> None:

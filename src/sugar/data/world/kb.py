@@ -22,7 +22,9 @@ Files: ``kb_items/<split>.jsonl`` (the retrieval corpus: segments are the key, m
 ``train`` every question shows its fact first, ``[payload (context), image?, question (context),
 answer (target)]``, laid out by :func:`sugar.data.prompt.with_references`, the function
 ``sugar.eval.tasks.kb_qa`` and :func:`sugar.rag.build_prompt` use, so a model learns to read a
-supplied fact in exactly the layout it is tested and used with.
+supplied fact in exactly the layout it is tested and used with; its meta also
+holds the key's segments (``retrieval_key``) and where the question starts (``query_from``), so
+the retrieval micro-batch (:mod:`sugar.train.retrieval`) trains question -> key retrieval.
 
 Facts are drawn fresh: answers uniformly from :data:`NAMES` / :data:`CITIES` (so without the
 fact a model is at chance, 1/32, and with it can only answer by reading it), and every fact
@@ -31,6 +33,8 @@ carries a six-digit code drawn without replacement over the whole world, so no t
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sugar.data.prompt import with_references
 from sugar.data.schema import Sample, Segment
@@ -116,7 +120,10 @@ def build_kb(ctx: SplitContext, count: int, codes: list[int]) -> tuple[list[Samp
                 {"fact_id": fact_id, "kind": kind, "payload": payload, "answer": answer},
             )
         )
-        meta = {"fact_id": fact_id, "kind": kind, "answer": answer}
+        meta: dict[str, Any] = {"fact_id": fact_id, "kind": kind, "answer": answer}
+        if ctx.split == "train":  # the retrieval micro-batch pairs the question with its key
+            meta["retrieval_key"] = [segment.to_dict() for segment in key]
+            meta["query_from"] = 1  # the question starts after the shown fact
         qa = Sample(fact_id, [*question, Segment.text_(answer, role="target")], "kb", meta)
         questions.append(with_references(qa, payload) if ctx.split == "train" else qa)
     return questions, items
