@@ -15,7 +15,8 @@ captions, and from 5 captions + 4 images; pool = all 5th images of the split), `
 (answer accuracy per needle position), ``vqa`` (exact match), ``pope`` (accuracy, F1, yes
 ratio per setting on its balanced set, and their means over the settings), ``kb_qa`` (answer
 accuracy with no context, with the retrieved fact, with the oracle fact; retrieval R@1 of the
-needed fact).
+needed fact), ``grounding`` (caption NLL with the right vs a shuffled image, image cosine after
+the projector: does the model use its images?).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sugar.data.jsonl import read_samples
 from sugar.data.prompt import with_references
 from sugar.data.schema import Sample, Segment
 from sugar.embed import embed_vectors
+from sugar.eval.grounding import grounding
 from sugar.eval.metrics import (
     normalize_answer,
     pairwise_accuracy,
@@ -384,6 +386,15 @@ def kb_qa(
     return out
 
 
+def image_grounding(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
+    """Caption NLL with the right vs a shuffled image, and the cosine between different
+    images after the projector (:func:`sugar.eval.grounding.grounding`); "n/a" for a model
+    without a language model (a teacher alone)."""
+    if not isinstance(model, EvalModel):
+        return {}
+    return dict(grounding(model.backbone, samples, root, batch_size=model.batch_size))
+
+
 TaskFn = Callable[[Evaluable, Sequence[Sample], Path], dict[str, Value]]
 TASKS: dict[str, str] = {
     "caption_retrieval": "caption",
@@ -394,9 +405,10 @@ TASKS: dict[str, str] = {
     "vqa": "vqa",
     "pope": "pope",
     "kb_qa": "kb",
+    "grounding": "caption",
 }
 """Task name -> the world folder its split's JSONL lives in."""
-GENERATION_TASKS = ("needle", "vqa", "pope", "kb_qa")
+GENERATION_TASKS = ("needle", "vqa", "pope", "kb_qa", "grounding")
 """Tasks scored on generated answers: "n/a" as a whole for a model that does not generate."""
 _FUNCTIONS: dict[str, TaskFn] = {
     "caption_retrieval": caption_retrieval,
@@ -406,6 +418,7 @@ _FUNCTIONS: dict[str, TaskFn] = {
     "needle": needle,
     "vqa": vqa,
     "pope": pope,
+    "grounding": image_grounding,
 }
 
 
