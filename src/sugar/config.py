@@ -355,6 +355,10 @@ class ModelConfig:
     """``minilm``: dropout on the standardised image features while training."""
     trunk_lr_scale: float = 0.1
     """``minilm``: the pretrained trunk learns at this fraction of ``train.lr``."""
+    freeze_trunk: bool = False
+    """``minilm``, a fresh model only: keep the trunk (word embeddings included) frozen and
+    train the image adapter and the LM head's new parts: the LLaVA-style alignment stage
+    before the full base (a model loaded from a bundle always trains its trunk)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.family), "family", self.family, "must not be empty")
@@ -401,6 +405,7 @@ class ModelConfig:
         return {
             **self.tiny_kwargs(), "vocab_size": self.vocab_size, "output_vocab": self.output_vocab,
             "image_dropout": self.image_dropout, "trunk_lr_scale": self.trunk_lr_scale,
+            "freeze_trunk": self.freeze_trunk,
         }  # fmt: skip
 
     def hf_kwargs(self) -> dict[str, Any]:

@@ -36,6 +36,8 @@ HEADLINE: list[tuple[str, str, str]] = [
     ("vqa", "exact_match", "VQA EM"),
     ("pope", "f1", "POPE F1"),
     ("kb_qa", "retrieved", "KB-QA retrieved"),
+    ("kb_qa", "retrieval_r1", "KB fact R@1"),
+    ("grounding", "gap_positive", "captions grounded"),
 ]
 """(task, metric, column title) of the headline table; higher is better for each."""
 

@@ -169,6 +169,7 @@ class MiniLMMLLM(MLLM):
         trunk_lr_scale: float = 0.1,
         feature_cache: str | None = None,
         pretrained_trunk: bool = True,
+        freeze_trunk: bool = False,
     ) -> None:
         super().__init__()
         from transformers import BertModel
@@ -192,6 +193,9 @@ class MiniLMMLLM(MLLM):
             )
         else:  # weights follow from a bundle (from_pretrained); no need to read the package's
             self.trunk = BertModel(config, add_pooling_layer=False)
+        # A LLaVA-style alignment stage trains the adapter and the head's new parts only; the
+        # flag is not part of the spec, so a model loaded from the bundle trains everything.
+        self.trunk.requires_grad_(not freeze_trunk)
         width = int(config.hidden_size)
         self.vision = FrozenGridVision(image_size, grid, feature_cache)
         self.image_tokens = self.vision.tokens
@@ -490,8 +494,8 @@ class MiniLMMLLM(MLLM):
     ) -> MiniLMMLLM:
         """A fresh model: the installed trunk and tokenizer; ``tiny`` gives ``image_size``,
         ``grid``, ``feature_cache``, ``dropout``, ``max_positions`` and this family's
-        ``image_dropout``, ``trunk_lr_scale`` and ``output_vocab`` (``corpus``: the ids of
-        ``train_texts`` plus ``[SEP]`` and ``[UNK]``; ``full``: every id)."""
+        ``image_dropout``, ``trunk_lr_scale``, ``freeze_trunk`` and ``output_vocab``
+        (``corpus``: the ids of ``train_texts`` plus ``[SEP]`` and ``[UNK]``; ``full``: all)."""
         tokenizer = WordPieceTokenizer.pretrained()
         output_vocab = tiny.get("output_vocab", "corpus")
         if output_vocab not in ("corpus", "full"):
@@ -504,7 +508,7 @@ class MiniLMMLLM(MLLM):
             image_size=tiny["image_size"], grid=tiny["grid"],
             image_dropout=tiny.get("image_dropout", 0.5), dropout=tiny["dropout"],
             max_positions=tiny["max_positions"], trunk_lr_scale=tiny.get("trunk_lr_scale", 0.1),
-            feature_cache=tiny["feature_cache"],
+            feature_cache=tiny["feature_cache"], freeze_trunk=tiny.get("freeze_trunk", False),
         )  # fmt: skip
 
     @classmethod

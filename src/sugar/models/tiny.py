@@ -483,7 +483,7 @@ class TinyMLLM(MLLM):
         """A fresh model whose tokenizer is trained on ``train_texts`` (``tiny['vocab_size']``
         ids at most); the other ``tiny`` keys are this class's keyword arguments."""
         options = dict(tiny)
-        for other in ("output_vocab", "image_dropout", "trunk_lr_scale"):  # minilm's fields
+        for other in ("output_vocab", "image_dropout", "trunk_lr_scale", "freeze_trunk"):
             options.pop(other, None)
         tokenizer = Tokenizer.train(list(train_texts), vocab_size=options.pop("vocab_size"))
         return cls(tokenizer, **options)
