@@ -24,6 +24,7 @@ import torch
 
 from sugar.config import load_config
 from sugar.data.slices import slices
+from sugar.losses import LossWeights, StructureOptions
 from sugar.losses.structure import sample_prefixes, structure_targets
 from sugar.train.loop import (
     _seeded,
@@ -66,14 +67,15 @@ def main() -> None:
         )
         for step in range(args.steps)
     ]
+    options = StructureOptions(gak_normalisation=cfg.structure.gak_normalisation)
     objectives = {
         alpha: SugarObjective(
             model.hidden_size,
-            alpha=alpha,
+            LossWeights(alpha=alpha),
+            options,
             delta=delta,
             teacher=lookup,
             medians=medians,
-            gak_normalisation=cfg.structure.gak_normalisation,
         )
         for alpha in (0.0, 1.0)
     }
@@ -101,7 +103,7 @@ def main() -> None:
         b, e, _ = sample_prefixes(counts, 2, _seeded(0, step, 0))
         start = time.perf_counter()
         structure_targets(teacher_slices, b, e, sigma=delta, medians=medians,
-                          normalisation=cfg.structure.gak_normalisation)  # fmt: skip
+                          options=options)  # fmt: skip
         target_times.append(time.perf_counter() - start)
     plain, sugar = statistics.median(times[0.0]), statistics.median(times[1.0])
     print(f"batch {args.batch}, {args.steps} steps, median ms per step (forward + backward):")

@@ -32,6 +32,19 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from sugar.align.gak import Normalisation
+from sugar.losses.structure import (
+    ImagePool,
+    PredictedKernel,
+    Reduction,
+    SameSampleTarget,
+    SigmaMode,
+    SliceTextBy,
+    StructureOptions,
+    TkStandardise,
+)
+from sugar.losses.weights import LossWeights
+
 __all__ = [
     "ConfigError",
     "ContrastiveConfig",
@@ -86,6 +99,10 @@ class RunConfig:
         _check(bool(self.output_dir), "output_dir", self.output_dir, "must not be empty")
 
 
+_OPTIONS = StructureOptions()  # the one set of L_d defaults
+_WEIGHTS = LossWeights()  # the one set of loss-weight defaults
+
+
 @dataclass
 class StructureConfig:
     """The structure-induced loss L_d and its target (METHOD.md sections 1-5).
@@ -95,40 +112,38 @@ class StructureConfig:
     runs could tell options apart; where they could not, the paper's reading stays.
     """
 
-    alpha: float = 1.0
+    alpha: float = _WEIGHTS.alpha
     """Weight of L_d in L = L_g + alpha * L_d (alpha 3 did not beat 1 on validation R@1)."""
-    slice_text_by: Literal["sentence", "segment"] = "sentence"
+    slice_text_by: SliceTextBy = _OPTIONS.slice_text_by
     """How text is cut into slices: one per sentence or one per segment."""
-    prefixes_per_sample: int = 2
+    prefixes_per_sample: int = _OPTIONS.prefixes_per_sample
     """Prefixes drawn per sample (the final slice plus random earlier slice ends)."""
-    image_pool: Literal["mean", "last"] = "mean"
+    image_pool: ImagePool = _OPTIONS.image_pool
     """Image slice representation: mean of its tokens' hidden states, or the last token."""
-    projector_dim: int = 256
+    projector_dim: int = _OPTIONS.projector_dim
     """Output width of the retrieval projector (2-layer MLP, GELU)."""
-    sigma_mode: Literal["fixed", "pair_length"] = "fixed"
+    sigma_mode: SigmaMode = _OPTIONS.sigma_mode
     """``fixed``: sigma = delta; ``pair_length``: the paper's delta * sqrt((n + m) / 2)."""
     delta: float | Literal["auto"] = "auto"
     """GAK bandwidth; ``auto`` = median of sqrt(phi) over sampled training slice pairs."""
     delta_pairs: int = 1000
     """Number of random slice pairs behind ``delta = auto`` (at least 1,000)."""
-    gak_normalisation: Literal["cosine", "length", "length_pair_standardised", "none"] = (
-        "length_pair_standardised"
-    )
+    gak_normalisation: Normalisation = _OPTIONS.gak_normalisation
     """How the log-GAK becomes a target in (0, 1] (``none`` is diagnostic only). Chosen by
     ``sugar targets inspect``: with ``cosine`` the (n, m) length pair explained 78 % of the
     target variance and 64 % of targets lay below the local kernel's floor; here 1 % and 4 %."""
-    tk_standardise: Literal["none", "median"] = "none"
+    tk_standardise: TkStandardise = _OPTIONS.tk_standardise
     """Divide each distance type (image-image, text-text, image-text) by its training median."""
-    triple_kernel: bool = True
+    triple_kernel: bool = _OPTIONS.triple_kernel
     """Use uni-modal vectors for same-modality pairs; ``false`` is the "w/o TK" ablation."""
-    use_gak: bool = True
+    use_gak: bool = _OPTIONS.use_gak
     """``false`` is the "w/o GAK" ablation: mean local kernel over all slice pairs."""
-    predicted_kernel: Literal["local", "cosine", "learned"] = "local"
+    predicted_kernel: PredictedKernel = _OPTIONS.predicted_kernel
     """How the predicted matrix Mr is built from projected embeddings."""
-    same_sample_target: Literal["one", "kernel"] = "one"
+    same_sample_target: SameSampleTarget = _OPTIONS.same_sample_target
     """``one`` (the paper): prefixes of one sample (or of views of one source) have target 1;
     ``kernel`` tied it on validation R@1 with a worse generative loss."""
-    structure_reduction: Literal["paper", "mean"] = "mean"
+    structure_reduction: Reduction = _OPTIONS.structure_reduction
     """``paper``: (1/n) * sum of squared errors; ``mean``: the same divided by n once more."""
 
     def __post_init__(self) -> None:
@@ -138,6 +153,12 @@ class StructureConfig:
         if self.delta != "auto":
             _check(self.delta > 0, "delta", self.delta, "must be > 0 or 'auto'")
         _check(self.delta_pairs >= 1000, "delta_pairs", self.delta_pairs, "must be >= 1000")
+
+    def options(self) -> StructureOptions:
+        """The section's L_d switches as the loss takes them (the one mapping)."""
+        return StructureOptions(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(StructureOptions)}
+        )
 
 
 _WORLD_COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
@@ -475,7 +496,7 @@ class TrainConfig:
     """Validation metric that picks the best checkpoint (lower is better for ``*loss``)."""
     init_from: str | None = None
     """A bundle to start from (the shared generative base); its tokenizer is kept."""
-    lm_weight: float = 1.0
+    lm_weight: float = _WEIGHTS.lm
     """Weight of L_g (0: no generative loss, the contrastive-only baseline)."""
 
     def __post_init__(self) -> None:
@@ -534,7 +555,7 @@ class ContrastiveConfig:
     """The CLIP-style InfoNCE of the baselines (METHOD.md section 7): CAFe-style = L_g + L_c,
     contrastive-only = L_c alone (``train.lm_weight: 0``). Off (weight 0) for Sugar."""
 
-    weight: float = 0.0
+    weight: float = _WEIGHTS.contrastive
     """Weight of L_c over the batch's ``split`` image-caption pairs (0: off)."""
     hard_negatives: int = 0
     """Per pair, this many ``meta.negatives`` captions as extra image->text candidates
@@ -557,6 +578,11 @@ class SugarConfig:
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+    def loss_weights(self) -> LossWeights:
+        """``train.lm_weight``, ``structure.alpha``, ``contrastive.weight`` as the objective
+        takes them."""
+        return LossWeights(self.train.lm_weight, self.structure.alpha, self.contrastive.weight)
 
 
 # --------------------------------------------------------------------------------------------

@@ -183,6 +183,7 @@ def test_cafe_style_trains_the_projector_with_infonce_and_no_teacher(
 
 def test_hard_negatives_enter_the_image_to_text_candidates(loop_world: Path) -> None:
     from sugar.data.jsonl import read_samples
+    from sugar.losses import LossWeights, StructureOptions
     from sugar.models.tiny import TinyMLLM
     from sugar.models.tokenizer import Tokenizer
     from sugar.train.objective import SugarObjective
@@ -195,7 +196,9 @@ def test_hard_negatives_enter_the_image_to_text_candidates(loop_world: Path) -> 
     )
     tokenizer = Tokenizer.train([s.segments[1].text or "" for s in captions], 300)
     model = TinyMLLM(tokenizer, width=32, layers=2, heads=2, feature_cache=None).eval()
-    objective = SugarObjective(32, alpha=0.0, contrastive_weight=1.0, projector_dim=8)
+    objective = SugarObjective(
+        32, LossWeights(alpha=0.0, contrastive=1.0), StructureOptions(projector_dim=8)
+    )
     with torch.no_grad():
         plain = objective(model, samples, loop_world)
         objective.hard_negatives = 2

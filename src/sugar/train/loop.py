@@ -1,6 +1,7 @@
 """``train()``: the one training loop, readable top to bottom (STYLE.md point 1).
 
-forward (:class:`~sugar.train.objective.SugarObjective`: L_g + alpha * L_d) -> backward over
+forward (:class:`~sugar.train.objective.SugarObjective`: the weighted parts and their total,
+logged as returned) -> backward over
 ``grad_accum`` micro-batches -> clip -> AdamW step -> cosine schedule -> log -> evaluate ->
 checkpoint. Under gradient accumulation each loss is computed per micro-batch and the step
 uses the mean of the micro-batches' losses (L_g: a mean of per-micro-batch token means; L_d:
@@ -214,7 +215,7 @@ def evaluate(
         batches += 1
     metrics = {f"val_{name}": value / max(1, batches) for name, value in totals.items()}
     pairs = [s for s in samples if is_caption_pair(s)]
-    if (objective.alpha > 0 or objective.contrastive_weight > 0) and len(pairs) >= 2:
+    if objective.weights.uses_projector and len(pairs) >= 2:
         from sugar.embed import embed_vectors
         from sugar.eval.metrics import recall_at_k
         from sugar.train.views import caption_view
@@ -226,8 +227,8 @@ def evaluate(
                 [caption_view(s, view) for s in pairs],
                 root,
                 batch_size=batch_size,
-                image_pool=objective.image_pool,
-                slice_text_by=objective.slice_text_by,
+                image_pool=objective.options.image_pool,
+                slice_text_by=objective.options.slice_text_by,
             )
             for view in ("image_only", "caption_only")
         }
@@ -248,9 +249,9 @@ def _save_bundle(directory: Path, model: MLLM, objective: SugarObjective, cfg: S
     """The bundle; the projector goes in only when L_d or L_c trained it: an untrained
     projector would give chance-level "embeddings" where "n/a" is the truth."""
     extras = {}
-    if objective.alpha > 0 or objective.contrastive_weight > 0:
+    if objective.weights.uses_projector:
         state = dict(objective.projector.state_dict())
-        spec = {**objective.projector.spec, "image_pool": objective.image_pool}
+        spec = {**objective.projector.spec, "image_pool": objective.options.image_pool}
         extras["projector"] = (spec, state)
     save_bundle(directory, model, extras=extras, config_yaml=to_yaml(cfg))
 
@@ -305,14 +306,8 @@ def train(
                 atomic_write_json(run_dir / "target_stats.json", stats)
         cfg = replace(cfg, structure=replace(s, delta=delta))
     objective = SugarObjective(
-        model.hidden_size, alpha=s.alpha, delta=delta, teacher=teacher,
-        slice_text_by=s.slice_text_by, prefixes_per_sample=s.prefixes_per_sample,
-        image_pool=s.image_pool, projector_dim=s.projector_dim, sigma_mode=s.sigma_mode,
-        gak_normalisation=s.gak_normalisation, medians=medians,
-        triple_kernel=s.triple_kernel, use_gak=s.use_gak,
-        predicted_kernel=s.predicted_kernel, same_sample_target=s.same_sample_target,
-        structure_reduction=s.structure_reduction, lm_weight=cfg.train.lm_weight,
-        contrastive_weight=cfg.contrastive.weight, hard_negatives=cfg.contrastive.hard_negatives,
+        model.hidden_size, cfg.loss_weights(), s.options(), delta=delta, teacher=teacher,
+        medians=medians, hard_negatives=cfg.contrastive.hard_negatives,
     )  # fmt: skip
     objective.to(device)
     if main:
@@ -358,12 +353,7 @@ def train(
                 )  # fmt: skip
                 generator = _seeded(cfg.run.seed, step, micro)
                 parts = objective(model, samples, root, generator, shard)
-                (parts.pop("loss") / t.grad_accum).backward()
-                parts["loss"] = (
-                    t.lm_weight * parts["lm_loss"]
-                    + s.alpha * parts.get("structure_loss", 0.0)
-                    + cfg.contrastive.weight * parts.get("contrastive_loss", 0.0)
-                )
+                (parts["loss"] / t.grad_accum).backward()
                 for name, value in parts.items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) / t.grad_accum
             sum_gradients(trainable, shard)

@@ -32,11 +32,13 @@ from sugar.data.slices import slices
 from sugar.losses.contrastive import clip_contrastive_loss
 from sugar.losses.generative import generative_loss
 from sugar.losses.structure import (
+    StructureOptions,
     predicted_matrix,
     sample_prefixes,
     structure_loss,
     structure_targets,
 )
+from sugar.losses.weights import LossWeights
 from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector, embed_prefixes
 from sugar.train.distributed import Shard, all_reduce_sum, gather_with_grad
@@ -119,13 +121,13 @@ def group_indices(samples: Sequence[Sample]) -> Tensor:
 
 
 class SugarObjective(nn.Module):
-    """``lm_weight * L_g + alpha * L_d + contrastive_weight * L_c`` with the options of
-    ``StructureConfig`` and ``ContrastiveConfig`` as keyword arguments.
+    """``lm * L_g + alpha * L_d + contrastive * L_c`` (:class:`~sugar.losses.LossWeights`)
+    with the L_d switches of :class:`~sugar.losses.structure.StructureOptions`.
 
     ``alpha = 0`` needs no teacher (no L_d forward). ``teacher`` is required when ``alpha > 0``;
     ``delta`` must be resolved (a number) before construction. The baselines of METHOD.md
-    section 7: generative-only (alpha 0), CAFe-style (alpha 0, contrastive_weight > 0),
-    contrastive-only (also lm_weight 0). L_c is CLIP's symmetric InfoNCE with a learnable
+    section 7: generative-only (alpha 0), CAFe-style (alpha 0, contrastive > 0),
+    contrastive-only (also lm 0). L_c is CLIP's symmetric InfoNCE with a learnable
     temperature over the image and caption of each ``split`` pair in the batch
     (:mod:`sugar.train.views`): image and caption as **separate** inputs, the other pairs of the
     (global) batch as negatives, ``r`` of each view's final prefix as its embedding.
@@ -134,66 +136,36 @@ class SugarObjective(nn.Module):
     def __init__(
         self,
         hidden_size: int,
+        weights: LossWeights,
+        options: StructureOptions,
         *,
-        alpha: float,
         delta: float | None = None,
         teacher: Any = None,
-        slice_text_by: Literal["sentence", "segment"] = "sentence",
-        prefixes_per_sample: int = 2,
-        image_pool: Literal["mean", "last"] = "mean",
-        projector_dim: int = 256,
-        sigma_mode: Literal["fixed", "pair_length"] = "fixed",
-        gak_normalisation: Literal["cosine", "length", "length_pair_standardised", "none"] = (
-            "cosine"
-        ),
         medians: TypeMedians | None = None,
-        triple_kernel: bool = True,
-        use_gak: bool = True,
-        predicted_kernel: Literal["local", "cosine", "learned"] = "local",
-        same_sample_target: Literal["one", "kernel"] = "one",
-        structure_reduction: Literal["paper", "mean"] = "mean",
-        lm_weight: float = 1.0,
-        contrastive_weight: float = 0.0,
         hard_negatives: int = 0,
     ) -> None:
         super().__init__()
-        if alpha < 0 or lm_weight < 0 or contrastive_weight < 0:
-            raise ValueError(
-                f"alpha={alpha}, lm_weight={lm_weight}, contrastive_weight={contrastive_weight}: "
-                "must be >= 0"
-            )
-        if alpha > 0 and (teacher is None or delta is None):
+        if weights.alpha > 0 and (teacher is None or delta is None):
             raise ValueError("alpha > 0 needs a teacher and a resolved delta")
-        self.alpha = alpha
+        self.weights = weights
+        self.options = options
         self.delta = delta
         self.teacher = teacher
-        self.slice_text_by = slice_text_by
-        self.prefixes_per_sample = prefixes_per_sample
-        self.image_pool = image_pool
-        self.sigma_mode = sigma_mode
-        self.gak_normalisation = gak_normalisation
         self.medians = medians
-        self.triple_kernel = triple_kernel
-        self.use_gak = use_gak
-        self.predicted_kernel = predicted_kernel
-        self.same_sample_target = same_sample_target
-        self.structure_reduction = structure_reduction
-        self.lm_weight = lm_weight
-        self.contrastive_weight = contrastive_weight
         self.hard_negatives = hard_negatives
-        self.projector = RetrievalProjector(hidden_size, projector_dim)
+        self.projector = RetrievalProjector(hidden_size, options.projector_dim)
         # CLIP's initial temperature 0.07, in log space (clip_contrastive_loss clamps it)
         self.logit_scale = nn.Parameter(
-            torch.tensor(math.log(1 / 0.07)), requires_grad=contrastive_weight > 0
+            torch.tensor(math.log(1 / 0.07)), requires_grad=weights.contrastive > 0
         )
         start = math.log(delta) if delta else 0.0
         self.log_bandwidth = nn.Parameter(
-            torch.tensor(start), requires_grad=predicted_kernel == "learned"
+            torch.tensor(start), requires_grad=options.predicted_kernel == "learned"
         )
 
     def predicted_sigma(self, shard: Shard | None = None) -> float | Tensor:
         """The bandwidth of ``Mr``: the target's delta, or the learned one."""
-        if self.predicted_kernel == "learned":
+        if self.options.predicted_kernel == "learned":
             return _replicated(self.log_bandwidth, shard).exp()
         return float(self.delta or 1.0)
 
@@ -214,29 +186,27 @@ class SugarObjective(nn.Module):
         """
         shard = shard or Shard()
         lo, hi = shard.bounds(len(samples))
-        batch = model.collate(samples[lo:hi], root, slice_text_by=self.slice_text_by)
+        slice_text_by = self.options.slice_text_by
+        batch = model.collate(samples[lo:hi], root, slice_text_by=slice_text_by)
         output = model(batch)
         parts = generative_loss(output.logits, batch.labels.to(output.logits.device))
         local_tokens = parts["lm_tokens"]
         global_tokens = all_reduce_sum(local_tokens, shard)
         lm_loss = parts["lm_loss"] * local_tokens / global_tokens.clamp_min(1)
         parts = {"lm_loss": all_reduce_sum(lm_loss, shard) if shard.active else lm_loss}
-        total = self.lm_weight * lm_loss  # this rank's share of the global mean
-        if self.contrastive_weight > 0:
-            contrastive = self.contrastive_parts(
-                model, output.hidden, batch.spans, samples, root, shard
+        if self.weights.contrastive > 0:
+            parts.update(
+                self.contrastive_parts(model, output.hidden, batch.spans, samples, root, shard)
             )
-            if contrastive:
-                parts.update(contrastive)
-                total = total + self.contrastive_weight * contrastive["contrastive_loss"]
-        if self.alpha > 0:
-            structure = self.structure_parts(
-                output.hidden, batch.spans, samples, root, generator, shard
+        if self.weights.alpha > 0:
+            parts.update(
+                self.structure_parts(output.hidden, batch.spans, samples, root, generator, shard)
             )
-            parts.update(structure)
-            total = total + self.alpha * structure["structure_loss"]
-        # The tensor to backward: this rank's share of L_g plus the global L_d (whose gradient
-        # reaches this rank's rows only); with one process, exactly L_g + alpha * L_d.
+        # The tensor to backward: this rank's share of L_g plus the global L_d and L_c (whose
+        # gradients reach this rank's rows only); its value is the global total, what is logged.
+        total = self.weights.total({**parts, "lm_loss": lm_loss})
+        if shard.active:
+            total = self.weights.total(parts).detach() + (total - total.detach())
         parts["loss"] = total
         return parts
 
@@ -252,7 +222,7 @@ class SugarObjective(nn.Module):
         """InfoNCE over the batch's split pairs (empty when the batch holds none)."""
         local = torch.arange(len(spans))
         last = torch.tensor([len(s) - 1 for s in spans])
-        r = embed_prefixes(hidden, spans, local, last, self.projector, self.image_pool)
+        r = embed_prefixes(hidden, spans, local, last, self.projector, self.options.image_pool)
         r = gather_with_grad(r, shard)  # (B, P): every sample's final prefix, global order
         images: dict[str, int] = {}
         captions: dict[str, int] = {}
@@ -288,13 +258,14 @@ class SugarObjective(nn.Module):
             chosen += texts + [texts[-1]] * (self.hard_negatives - len(texts))
         batch = model.collate(
             [Sample(f"negative-{i}", [Segment.text_(t)]) for i, t in enumerate(chosen)], root,
-            slice_text_by=self.slice_text_by,
+            slice_text_by=self.options.slice_text_by,
         )  # fmt: skip
         hidden = model(batch).hidden
         ends = torch.tensor([len(s) - 1 for s in batch.spans])
         r = embed_prefixes(
-            hidden, batch.spans, torch.arange(len(chosen)), ends, self.projector, self.image_pool
-        )
+            hidden, batch.spans, torch.arange(len(chosen)), ends, self.projector,
+            self.options.image_pool,
+        )  # fmt: skip
         return r.view(len(captions), self.hard_negatives, -1)
 
     def structure_parts(
@@ -310,16 +281,17 @@ class SugarObjective(nn.Module):
         and slice spans; every rank computes the same value."""
         shard = shard or Shard()
         lo, hi = shard.bounds(len(samples))
-        counts = [len(slices(sample, by=self.slice_text_by)) for sample in samples]
+        options = self.options
+        counts = [len(slices(sample, by=options.slice_text_by)) for sample in samples]
         if counts[lo:hi] != [len(s) for s in spans]:
             raise ValueError(f"slice counts {counts[lo:hi]} differ from the model's spans")
         sample_index, slice_index, keep = sample_prefixes(
-            counts, self.prefixes_per_sample, generator
+            counts, options.prefixes_per_sample, generator
         )
         mine = (sample_index >= lo) & (sample_index < hi)
         r_local = embed_prefixes(
             hidden, spans, sample_index[mine] - lo, slice_index[mine], self.projector,
-            self.image_pool,
+            options.image_pool,
         )  # fmt: skip
         r = gather_with_grad(r_local, shard)  # (n, P), global order
         teacher_slices = self.teacher(samples, root)
@@ -330,14 +302,12 @@ class SugarObjective(nn.Module):
             )
         assert self.delta is not None
         target = structure_targets(
-            teacher_slices, sample_index, slice_index, sigma=self.delta,
-            sigma_mode=self.sigma_mode, normalisation=self.gak_normalisation,
-            triple_kernel=self.triple_kernel, medians=self.medians, use_gak=self.use_gak,
-            same_sample_target=self.same_sample_target, groups=group_indices(samples),
+            teacher_slices, sample_index, slice_index, sigma=self.delta, options=options,
+            medians=self.medians, groups=group_indices(samples),
         ).to(r.device)  # fmt: skip
-        predicted = predicted_matrix(r, self.predicted_kernel, self.predicted_sigma(shard))
+        predicted = predicted_matrix(r, options.predicted_kernel, self.predicted_sigma(shard))
         keep = keep.to(r.device)
-        parts = structure_loss(predicted, target, keep, self.structure_reduction)
+        parts = structure_loss(predicted, target, keep, options.structure_reduction)
         mask = keep[:, None] & keep[None, :]
         parts["target_mean"] = target[mask].mean()
         parts["predicted_mean"] = predicted.detach()[mask].mean()
