@@ -24,18 +24,18 @@ import torch
 
 from sugar.config import load_config
 from sugar.data.slices import slices
+from sugar.data.views import apply_views
 from sugar.losses import LossWeights, StructureOptions
 from sugar.losses.structure import sample_prefixes, structure_targets
+from sugar.teachers.lookup import teacher_lookup_from_config
 from sugar.train.loop import (
     _seeded,
     batch_indices,
     build_model,
     read_files,
     resolve_targets,
-    teacher_lookup_from_config,
 )
 from sugar.train.objective import SugarObjective
-from sugar.train.views import apply_views
 
 
 def main() -> None:

@@ -346,8 +346,8 @@ def run_quality_bench(
     figure). ``variants``: a subset of :data:`VARIANTS` (generative-only is always run: the
     difficulty step needs it)."""
     from sugar.demo import run_demo
-    from sugar.eval.teachers import TeacherEvalModel
-    from sugar.models.teachers import OfflineTeacher, teacher_cache
+    from sugar.teachers import OfflineTeacher, teacher_cache
+    from sugar.teachers.sensitivity import TeacherEvalModel
 
     unknown = sorted(set(variants or []) - set(VARIANTS))
     if unknown:

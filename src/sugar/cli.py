@@ -217,7 +217,7 @@ def train_teacher_command(
     overrides: Overrides = None,
 ) -> None:
     """Train the offline teacher's cross-modal head over the frozen encoders; save it to OUT."""
-    from sugar.train.teacher import train_teacher
+    from sugar.teachers.training import train_teacher
 
     cfg = load_config(config, overrides or [])
     t = cfg.teacher
@@ -243,7 +243,7 @@ def train_teacher_command(
 def _teacher(teacher: Path | None, option: list[str] | None, cfg: Any) -> Any:
     """Build the configured teacher family; ``--teacher`` is the offline head directory."""
     from sugar.config import parse_override
-    from sugar.models.teachers import build_teacher
+    from sugar.teachers import build_teacher
 
     options: dict[str, Any] = {}
     for text in option or []:
@@ -261,7 +261,7 @@ def _teacher_corpus(
     """The configured teacher, its cache, the dataset root and DATA's samples (images are
     checked when encoded, not while reading)."""
     from sugar.data.jsonl import read_samples
-    from sugar.models.teachers import teacher_cache
+    from sugar.teachers import teacher_cache
 
     model = _teacher(teacher, option, cfg)
     cache = teacher_cache(cfg.teacher.cache_dir or None, model)
@@ -293,7 +293,7 @@ def teachers_embed(
     """Precompute every slice of DATA into the teacher cache (resumable); print the hit rate."""
     from tqdm import tqdm
 
-    from sugar.models.teachers import embed_slices, sample_slice_contents
+    from sugar.teachers import embed_slices, sample_slice_contents
 
     cfg = load_config(config, overrides or [])
     model, cache, root, samples = _teacher_corpus(data, root, teacher, option, cfg)
@@ -332,8 +332,8 @@ def teachers_report(
     overrides: Overrides = None,
 ) -> None:
     """Pairwise accuracy per hard-negative kind and held-out R@1/R@5; print and save as JSON."""
-    from sugar.eval.teachers import retrieval_recall, sensitivity_report
     from sugar.io import atomic_write_json
+    from sugar.teachers.sensitivity import retrieval_recall, sensitivity_report
 
     cfg = load_config(config, overrides or [])
     model, cache, root, samples = _teacher_corpus(data, root, teacher, option, cfg)
@@ -414,8 +414,9 @@ def targets_inspect(
 ) -> None:
     """Print target diagnostics on validation data (METHOD.md section 8) for every
     normalisation, with and without the Triple Kernel."""
+    from sugar.teachers.lookup import teacher_lookup_from_config
     from sugar.train.diagnostics import inspect_targets
-    from sugar.train.loop import read_files, resolve_targets, teacher_lookup_from_config
+    from sugar.train.loop import read_files, resolve_targets
 
     cfg = load_config(config, overrides or [])
     lookup = teacher_lookup_from_config(cfg)
@@ -445,7 +446,7 @@ def targets_inspect(
         )
     negatives = [s for s in val if s.meta.get("negatives")]
     if negatives:  # METHOD.md section 4: read the TK ablation next to what each teacher sees
-        from sugar.eval.teachers import sensitivity_report
+        from sugar.teachers.sensitivity import sensitivity_report
 
         table = sensitivity_report(lookup.teacher, negatives, cfg.data.root, cache=lookup.cache)
         typer.echo("teacher sensitivity per hard-negative kind (validation captions):")

@@ -445,7 +445,7 @@ class DataConfig:
             "split": 0.25,
         }
     )
-    """How image-caption pairs enter a batch (METHOD.md section 1; sugar.train.views)."""
+    """How image-caption pairs enter a batch (METHOD.md section 1; sugar.data.views)."""
     upsample: dict[str, int] = field(default_factory=dict)
     """Training file -> how many times its samples appear per epoch (default 1): a data
     mixture, e.g. ``{caption/train.jsonl: 4}``. Keys must be files of ``train``."""
@@ -514,11 +514,11 @@ class TrainConfig:
 @dataclass
 class TeacherConfig:
     """The frozen teachers behind the Triple Kernel (METHOD.md section 4) and the offline
-    teacher's cross-modal head (``sugar train-teacher``; :func:`sugar.train.teacher.train_teacher`).
-    """
+    teacher's cross-modal head (``sugar train-teacher``;
+    :func:`sugar.teachers.training.train_teacher`)."""
 
     family: str = "offline"
-    """Registered teacher family (``offline``, ``hf``; see ``sugar.models.teachers``)."""
+    """Registered teacher family (``offline``, ``hf``; see ``sugar.teachers``)."""
     head_dir: str = "runs/teacher"
     """Directory of the trained cross-modal head (``offline`` family)."""
     cache_dir: str = "cache/teachers"

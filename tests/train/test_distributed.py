@@ -14,12 +14,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from sugar.data.jsonl import read_samples
+from sugar.data.views import apply_views
 from sugar.losses import LossWeights, StructureOptions
 from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
 from sugar.train.distributed import Shard, sum_gradients
 from sugar.train.objective import SugarObjective
-from sugar.train.views import apply_views
 
 SETTINGS = {
     "width": 32,

@@ -153,8 +153,8 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
 
 def test_split_views_are_two_samples_of_one_group() -> None:
     from sugar.data.schema import Sample, Segment
+    from sugar.data.views import apply_views
     from sugar.train.objective import group_indices
-    from sugar.train.views import apply_views
 
     pair = Sample("c", [Segment.image_("a.png"), Segment.text_("A cat.", "target")])
     story = Sample("s", [Segment.text_("One."), Segment.image_("b.png")])
@@ -183,11 +183,11 @@ def test_cafe_style_trains_the_projector_with_infonce_and_no_teacher(
 
 def test_hard_negatives_enter_the_image_to_text_candidates(loop_world: Path) -> None:
     from sugar.data.jsonl import read_samples
+    from sugar.data.views import apply_views
     from sugar.losses import LossWeights, StructureOptions
     from sugar.models.tiny import TinyMLLM
     from sugar.models.tokenizer import Tokenizer
     from sugar.train.objective import SugarObjective
-    from sugar.train.views import apply_views
 
     captions = read_samples(loop_world / "caption" / "train.jsonl", loop_world)[:4]
     assert all(c.meta["negatives"] for c in captions)

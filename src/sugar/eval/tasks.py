@@ -54,8 +54,8 @@ Value = float | str
 
 class Evaluable(Protocol):
     """What the tasks need of a model: an :class:`EvalModel`, or a teacher alone
-    (:class:`sugar.eval.teachers.TeacherEvalModel`). ``None`` from a method means the model cannot
-    do it (no projector, no language model); the task reports "n/a"."""
+    (:class:`sugar.teachers.sensitivity.TeacherEvalModel`). ``None`` from a method means the
+    model cannot do it (no projector, no language model); the task reports "n/a"."""
 
     name: str
     generates: bool

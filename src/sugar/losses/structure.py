@@ -167,7 +167,7 @@ def structure_targets(
     one DP per pair of samples gives every prefix pair; ``pair_length`` (sigma = delta *
     sqrt((n + m) / 2) per pair) runs one DP per prefix pair. ``groups`` (B,) makes the
     same-sample rule apply to samples of one group (views of one source,
-    :mod:`sugar.train.views`); default: each sample its own group.
+    :mod:`sugar.data.views`); default: each sample its own group.
     """
     b, e = sample_index, slice_index
     sigma_mode, normalisation = options.sigma_mode, options.gak_normalisation

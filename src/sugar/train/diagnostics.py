@@ -36,6 +36,7 @@ from torch import Tensor
 from sugar.align import SliceEmbeddings, TypeMedians
 from sugar.data.schema import Sample
 from sugar.data.slices import slices
+from sugar.data.views import apply_views
 from sugar.losses.structure import (
     Normalisation,
     StructureOptions,
@@ -44,7 +45,6 @@ from sugar.losses.structure import (
     structure_targets,
 )
 from sugar.train.objective import group_indices
-from sugar.train.views import apply_views
 
 __all__ = ["inspect_targets", "length_r2", "unfittable_mse"]
 

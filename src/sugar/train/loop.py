@@ -29,7 +29,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sugar.align import SliceEmbeddings, TypeMedians, auto_delta, triple_kernel_medians
+from sugar.align import TypeMedians, auto_delta, triple_kernel_medians
 from sugar.config import SugarConfig, to_dict, to_yaml
 from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample
+from sugar.data.views import apply_views, is_caption_pair
 from sugar.io import atomic_write_json, atomic_write_text, write_manifest
 from sugar.models.base import MLLM, backbone_class
 from sugar.models.bundle import load_bundle, save_bundle
+from sugar.teachers.lookup import SliceLookup, teacher_lookup_from_config
 from sugar.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -53,12 +55,9 @@ from sugar.train.checkpoint import (
     set_rng_state,
 )
 from sugar.train.distributed import init_from_environment, sum_gradients
-from sugar.train.objective import SugarObjective, TeacherLookup
-from sugar.train.views import apply_views, is_caption_pair
+from sugar.train.objective import SugarObjective
 
 __all__ = ["TrainResult", "evaluate", "train"]
-
-SliceLookup = Callable[[Sequence[Sample], str | Path], SliceEmbeddings]
 
 
 @dataclass
@@ -216,9 +215,9 @@ def evaluate(
     metrics = {f"val_{name}": value / max(1, batches) for name, value in totals.items()}
     pairs = [s for s in samples if is_caption_pair(s)]
     if objective.weights.uses_projector and len(pairs) >= 2:
+        from sugar.data.views import caption_view
         from sugar.embed import embed_vectors
         from sugar.eval.metrics import recall_at_k
-        from sugar.train.views import caption_view
 
         views = {
             view: embed_vectors(
@@ -448,24 +447,3 @@ def _tensorboard(run_dir: Path) -> Any:
     except ImportError:  # tensorboard is optional
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def teacher_lookup_from_config(cfg: SugarConfig) -> TeacherLookup:
-    """The teacher L_d uses, from the config's ``teacher`` section, with its persistent cache.
-
-    The ``offline`` family reads the head trained by ``sugar train-teacher`` from
-    ``teacher.head_dir`` (``FileNotFoundError`` naming it when missing).
-    """
-    from sugar.models.teachers import build_teacher, teacher_cache
-
-    t = cfg.teacher
-    cache_dir = t.cache_dir or None
-    options: dict[str, Any] = {}
-    if t.family == "offline":
-        if not (Path(t.head_dir) / "head.json").is_file():
-            raise FileNotFoundError(
-                f"teacher.head_dir={t.head_dir!r}: no trained head; run sugar train-teacher first"
-            )
-        options = {"head_dir": t.head_dir, "feature_cache_dir": cache_dir}
-    teacher = build_teacher(t.family, **options)
-    return TeacherLookup(teacher, teacher_cache(cache_dir, teacher), cfg.structure.slice_text_by)

@@ -4,7 +4,7 @@ Shapes: B samples, T tokens, D hidden width, n = B * prefixes_per_sample prefixe
 
 One forward pass per micro-batch serves both losses: L_g on the target spans the samples have,
 L_d on prefixes of every sample (:mod:`sugar.losses.structure`). Which samples a batch holds is
-the data side's job (:mod:`sugar.train.views`: captions in both orders, images and captions
+the data side's job (:mod:`sugar.data.views`: captions in both orders, images and captions
 alone, stories). Under gradient accumulation L_d is computed per micro-batch: its n, its
 target matrix and its same-sample pairs are those of the micro-batch (the paper's batch of 16
 per GPU is also a per-device batch).
@@ -16,19 +16,18 @@ and the checkpoint, and the bundle keeps the projector for ``sugar.embed``.
 
 from __future__ import annotations
 
-import json
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from sugar.align import SliceEmbeddings, TypeMedians
+from sugar.align import TypeMedians
 from sugar.data.schema import Sample, Segment
 from sugar.data.slices import slices
+from sugar.data.views import group_of, view_of
 from sugar.losses.contrastive import clip_contrastive_loss
 from sugar.losses.generative import generative_loss
 from sugar.losses.structure import (
@@ -42,68 +41,8 @@ from sugar.losses.weights import LossWeights
 from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector, embed_prefixes
 from sugar.train.distributed import Shard, all_reduce_sum, gather_with_grad
-from sugar.train.views import group_of
 
-__all__ = ["SugarObjective", "TeacherLookup"]
-
-
-class TeacherLookup:
-    """Teacher slice embeddings of samples: a callable ``(samples, root) -> SliceEmbeddings``.
-
-    Wraps :func:`sugar.models.teachers.embed_samples` with its persistent cache, and keeps each
-    sample's slice vectors in memory (keyed by the sample's segments and root, least recently
-    used dropped beyond ``memory_slices`` slices), so a training step does not decode and hash
-    every image again to find its cached vectors. Tests pass any callable with this signature.
-    """
-
-    def __init__(
-        self,
-        teacher: Any,
-        cache: Any,
-        by: Literal["sentence", "segment"],
-        memory_slices: int = 200_000,
-    ) -> None:
-        self.teacher, self.cache, self.by = teacher, cache, by
-        self.memory_slices = memory_slices
-        self._memory: OrderedDict[str, tuple[Tensor, Tensor, Tensor, Tensor]] = OrderedDict()
-        self._slices_held = 0
-
-    def __call__(self, samples: Sequence[Sample], root: str | Path) -> SliceEmbeddings:
-        from sugar.models.teachers import embed_samples
-
-        keys = [f"{root}\0{json.dumps([g.to_dict() for g in s.segments])}" for s in samples]
-        missing = [i for i, key in enumerate(keys) if key not in self._memory]
-        if missing:
-            fresh = embed_samples(
-                self.teacher, [samples[i] for i in missing], root, by=self.by, cache=self.cache
-            )
-            for row, i in enumerate(missing):
-                n = int(fresh.lengths[row])
-                entry = (
-                    fresh.image[row, :n], fresh.text[row, :n], fresh.cross[row, :n],
-                    fresh.is_text[row, :n],
-                )  # fmt: skip
-                if keys[i] not in self._memory:
-                    self._memory[keys[i]] = entry
-                    self._slices_held += n
-        entries = []
-        for key in keys:
-            self._memory.move_to_end(key)
-            entries.append(self._memory[key])
-        while self._slices_held > self.memory_slices and len(self._memory) > len(keys):
-            _, dropped = self._memory.popitem(last=False)
-            self._slices_held -= dropped[0].shape[0]
-        lengths = torch.tensor([e[0].shape[0] for e in entries])
-        size = int(lengths.max())
-
-        def padded(part: int) -> Tensor:
-            first = entries[0][part]
-            out = first.new_zeros((len(entries), size, *first.shape[1:]))
-            for row, entry in enumerate(entries):
-                out[row, : entry[part].shape[0]] = entry[part]
-            return out
-
-        return SliceEmbeddings(padded(0), padded(1), padded(2), padded(3), lengths)
+__all__ = ["SugarObjective", "group_indices"]
 
 
 def _replicated(parameter: Tensor, shard: Shard | None) -> Tensor:
@@ -129,7 +68,7 @@ class SugarObjective(nn.Module):
     section 7: generative-only (alpha 0), CAFe-style (alpha 0, contrastive > 0),
     contrastive-only (also lm 0). L_c is CLIP's symmetric InfoNCE with a learnable
     temperature over the image and caption of each ``split`` pair in the batch
-    (:mod:`sugar.train.views`): image and caption as **separate** inputs, the other pairs of the
+    (:mod:`sugar.data.views`): image and caption as **separate** inputs, the other pairs of the
     (global) batch as negatives, ``r`` of each view's final prefix as its embedding.
     """
 
@@ -227,9 +166,9 @@ class SugarObjective(nn.Module):
         images: dict[str, int] = {}
         captions: dict[str, int] = {}
         for index, sample in enumerate(samples):
-            if sample.id.endswith("#image_only"):
+            if view_of(sample) == "image_only":
                 images[group_of(sample)] = index
-            elif sample.id.endswith("#caption_only"):
+            elif view_of(sample) == "caption_only":
                 captions[group_of(sample)] = index
         pairs = [(images[g], captions[g]) for g in images if g in captions]
         if len(pairs) < 2:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from sugar.models.hub import load_local
-from sugar.models.teachers import register_teacher
+from sugar.teachers import register_teacher
 
 __all__ = [
     "PAD_TO_MAX_LENGTH",
@@ -173,7 +173,7 @@ class HFCrossEncoder:
 
 
 class HFTeacher:
-    """A :class:`~sugar.models.teachers.Teacher` from three frozen Hugging Face encoders."""
+    """A :class:`~sugar.teachers.Teacher` from three frozen Hugging Face encoders."""
 
     def __init__(self, image: HFImageEncoder, text: HFTextEncoder, cross: HFCrossEncoder) -> None:
         self.image, self.text, self.cross = image, text, cross

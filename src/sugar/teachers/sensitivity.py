@@ -41,7 +41,7 @@ from sugar.data.jsonl import load_image
 from sugar.data.schema import Sample
 from sugar.eval.metrics import pairwise_accuracy, recall_at_k
 from sugar.models.feature_cache import FeatureCache
-from sugar.models.teachers import Teacher, embed_slices, sample_slice_contents
+from sugar.teachers import Teacher, embed_slices, sample_slice_contents
 
 __all__ = ["TeacherEvalModel", "caption_pairs", "retrieval_recall", "sensitivity_report"]
 
