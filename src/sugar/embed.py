@@ -22,7 +22,6 @@ from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector, all_prefixes, embed_prefixes
 
 __all__ = [
-    "embed_images",
     "embed_samples",
     "embed_texts",
     "embed_vectors",
@@ -101,18 +100,6 @@ def embed_texts(
 ) -> Tensor:
     """Unit vectors of plain texts (each a one-segment context sample). # (B, P)"""
     return embed_vectors(model, projector, _as_samples(texts, "text"), ".", **options)
-
-
-def embed_images(
-    model: MLLM,
-    projector: RetrievalProjector,
-    images: Sequence[str],
-    root: str | Path,
-    **options: Any,
-) -> Tensor:
-    """Unit vectors of images (paths relative to ``root``), each alone. # (B, P)"""
-    samples = [Sample(f"image-{i}", [Segment.image_(path)]) for i, path in enumerate(images)]
-    return embed_vectors(model, projector, samples, root, **options)
 
 
 def encode_query(

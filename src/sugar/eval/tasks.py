@@ -70,7 +70,12 @@ class Evaluable(Protocol):
 
 @dataclass
 class EvalModel:
-    """A trained backbone (and its retrieval projector, when one was trained) for the tasks."""
+    """A trained backbone (and its retrieval projector, when one was trained) for the tasks.
+
+    Not :class:`sugar.api.SugarModel`: the tasks need only the :class:`Evaluable` methods, a
+    batch size and a report name, and build it from a bundle or from a model still in memory
+    (the training loop's validation); the API wrapper owns a bundle on disk and its options.
+    """
 
     generates = True
     backbone: MLLM

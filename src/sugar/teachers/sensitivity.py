@@ -110,7 +110,8 @@ def sensitivity_report(
 
 
 class TeacherEvalModel:
-    """A teacher as an evaluation model: embeddings only (module doc).
+    """A teacher as an evaluation model: embeddings only (module doc). A teacher is no bundle
+    (no backbone, no projector), so it cannot share :class:`sugar.eval.tasks.EvalModel`.
 
     Satisfies :class:`sugar.eval.tasks.Evaluable`: ``score`` and ``generate`` return ``None``,
     which the tasks report as "n/a".
