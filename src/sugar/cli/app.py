@@ -27,6 +27,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+# The command groups, in the order ``sugar --help`` lists them.
+config_app = typer.Typer(help="Inspect and resolve configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+data_app = typer.Typer(help="Validate, convert and generate datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+teachers_app = typer.Typer(
+    help="Precompute and inspect the frozen teachers' slice embeddings.", no_args_is_help=True
+)
+app.add_typer(teachers_app, name="teachers")
+targets_app = typer.Typer(help="Diagnose the Sugar targets before training.", no_args_is_help=True)
+app.add_typer(targets_app, name="targets")
+index_app = typer.Typer(
+    help="Build, update and inspect persistent vector indexes of a model's embeddings.",
+    no_args_is_help=True,
+)
+app.add_typer(index_app, name="index")
+bench_app = typer.Typer(help="Measure the method: the variant comparison.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -8,13 +8,8 @@ from typing import Annotated
 
 import typer
 
-from sugar.cli.app import ConfigPath, Overrides, app, user_errors
+from sugar.cli.app import ConfigPath, Overrides, config_app, data_app, user_errors
 from sugar.config import load_config, save_config, to_yaml
-
-config_app = typer.Typer(help="Inspect and resolve configuration files.", no_args_is_help=True)
-app.add_typer(config_app, name="config")
-data_app = typer.Typer(help="Validate, convert and generate datasets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 
 
 @config_app.command("show")

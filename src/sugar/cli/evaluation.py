@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
-from sugar.cli.app import ConfigPath, Overrides, app, user_errors
+from sugar.cli.app import ConfigPath, Overrides, app, bench_app, user_errors
 from sugar.config import load_config
+
+Smoke = Annotated[bool, typer.Option(help="Toy sizes: seconds, figures meaningless.")]
 
 
 @app.command("eval")
@@ -58,7 +60,7 @@ def demo_command(
     out: Annotated[Path, typer.Option(help="Directory for every stage's output.")] = Path(
         "runs/demo"
     ),
-    smoke: Annotated[bool, typer.Option(help="Toy sizes: seconds, figures meaningless.")] = False,
+    smoke: Smoke = False,
     seed: Annotated[int, typer.Option(help="Seed of the world and every run.")] = 0,
     config: ConfigPath = None,
     overrides: Overrides = None,
@@ -71,17 +73,13 @@ def demo_command(
     run_demo(out, smoke=smoke, seed=seed, config=cfg, say=typer.echo)
 
 
-bench_app = typer.Typer(help="Measure the method: the variant comparison.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-
-
 @bench_app.command("quality")
 @user_errors
 def bench_quality(
     out: Annotated[Path, typer.Option(help="Directory (shares the demo's stages).")] = Path(
         "runs/bench"
     ),
-    smoke: Annotated[bool, typer.Option(help="Toy sizes: seconds, figures meaningless.")] = False,
+    smoke: Smoke = False,
     size: Annotated[
         str | None,
         typer.Option(help="demo (default), long (3x steps, defaults untuned) or smoke."),

@@ -9,13 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sugar.cli.app import DataRoot, app, user_errors
-
-index_app = typer.Typer(
-    help="Build, update and inspect persistent vector indexes of a model's embeddings.",
-    no_args_is_help=True,
-)
-app.add_typer(index_app, name="index")
+from sugar.cli.app import DataRoot, app, index_app, user_errors
 
 ModelDir = Annotated[
     Path, typer.Option("--model", "-m", help="Model bundle directory (with a retrieval projector).")

@@ -8,13 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from sugar.cli.app import ConfigPath, DataRoot, Overrides, app, user_errors
+from sugar.cli.app import ConfigPath, DataRoot, Overrides, app, teachers_app, user_errors
 from sugar.config import load_config
-
-teachers_app = typer.Typer(
-    help="Precompute and inspect the frozen teachers' slice embeddings.", no_args_is_help=True
-)
-app.add_typer(teachers_app, name="teachers")
 
 
 @app.command("train-teacher")

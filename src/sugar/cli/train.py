@@ -8,11 +8,8 @@ from typing import Annotated
 
 import typer
 
-from sugar.cli.app import ConfigPath, Overrides, app, user_errors
+from sugar.cli.app import ConfigPath, Overrides, app, targets_app, user_errors
 from sugar.config import load_config
-
-targets_app = typer.Typer(help="Diagnose the Sugar targets before training.", no_args_is_help=True)
-app.add_typer(targets_app, name="targets")
 
 
 @app.command("validate")

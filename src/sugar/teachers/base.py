@@ -48,9 +48,11 @@ __all__ = [
     "build_teacher",
     "embed_samples",
     "embed_slices",
+    "masked_mean",
     "register_teacher",
     "slice_key",
     "teacher_cache",
+    "tokenize",
 ]
 
 SliceContent = Image.Image | str
@@ -65,17 +67,12 @@ class Teacher(Protocol):
     a trained head's weight hash); caches key on it.
     """
 
+    image_dim: int
+    text_dim: int
+    cross_dim: int
+
     @property
     def identity(self) -> str: ...
-
-    @property
-    def image_dim(self) -> int: ...
-
-    @property
-    def text_dim(self) -> int: ...
-
-    @property
-    def cross_dim(self) -> int: ...
 
     def encode_images(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
         """(uni (N, Di), cross (N, Dc)) of N images."""
@@ -254,3 +251,16 @@ def embed_samples(
         teacher, [c for cs in contents for c in cs], cache=cache, batch_size=batch_size
     )
     return flat.pack([len(cs) for cs in contents])
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, padding: Any = True) -> Any:
+    """``texts`` as one padded, truncated batch of PyTorch tensors (a transformers tokenizer)."""
+    return tokenizer(
+        list(texts), padding=padding, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+
+
+def masked_mean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Mean of ``hidden`` (N, T, D) over the tokens ``attention_mask`` (N, T) keeps. # (N, D)"""
+    mask = attention_mask[..., None].to(hidden.dtype)  # (N, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)

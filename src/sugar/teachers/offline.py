@@ -30,7 +30,7 @@ from sugar.models.pretrained import (
     load_minilm,
     minilm_path,
 )
-from sugar.teachers.base import register_teacher, slice_key
+from sugar.teachers.base import masked_mean, register_teacher, slice_key, tokenize
 from sugar.teachers.heads import CrossModalHead, load_head
 
 __all__ = ["ImageFeatures", "OfflineTeacher", "TextFeatures", "build_offline_teacher"]
@@ -92,16 +92,9 @@ class TextFeatures:
 
     @torch.no_grad()
     def _compute(self, texts: Sequence[str]) -> Tensor:
-        batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
+        batch = tokenize(self.tokenizer, texts, self.max_length)
         hidden = self.model(**batch).last_hidden_state  # (N, T, 384)
-        mask = batch["attention_mask"][..., None].to(hidden.dtype)  # (N, T, 1)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (N, 384)
+        return masked_mean(hidden, batch["attention_mask"])  # (N, 384)
 
 
 T = TypeVar("T", Image.Image, str)
@@ -159,6 +152,8 @@ class OfflineTeacher(nn.Module):
         self.head = head.eval().requires_grad_(False)
         self.image_features = image_features
         self.text_features = text_features
+        self.image_dim, self.text_dim = image_features.dim, text_features.dim
+        self.cross_dim: int = head.dim
 
     @classmethod
     def from_dir(
@@ -196,18 +191,6 @@ class OfflineTeacher(nn.Module):
             f"offline[image={self.image_features.identity};text={self.text_features.identity};"
             f"head={self.head.weight_hash()[:16]}]"
         )
-
-    @property
-    def image_dim(self) -> int:
-        return self.image_features.dim
-
-    @property
-    def text_dim(self) -> int:
-        return self.text_features.dim
-
-    @property
-    def cross_dim(self) -> int:
-        return self.head.dim
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
