@@ -28,14 +28,14 @@ from sugar.data.views import apply_views
 from sugar.losses import LossWeights, StructureOptions
 from sugar.losses.structure import sample_prefixes, structure_targets
 from sugar.teachers.lookup import teacher_lookup_from_config
-from sugar.train.loop import (
-    _seeded,
+from sugar.train.objective import SugarObjective
+from sugar.train.run import (
     batch_indices,
     build_model,
     read_files,
     resolve_targets,
+    seeded,
 )
-from sugar.train.objective import SugarObjective
 
 
 def main() -> None:
@@ -89,7 +89,7 @@ def main() -> None:
     for step, batch in enumerate(batches):
         for alpha, objective in objectives.items():
             start = time.perf_counter()
-            parts = objective(model, batch, root, _seeded(0, step, 0))
+            parts = objective(model, batch, root, seeded(0, step, 0))
             parts["loss"].backward()
             model.zero_grad(set_to_none=True)
             objective.zero_grad(set_to_none=True)
@@ -100,7 +100,7 @@ def main() -> None:
         teacher_slices = lookup(batch, root)
         lookup_times.append(time.perf_counter() - start)
         counts = [len(slices(s)) for s in batch]
-        b, e, _ = sample_prefixes(counts, 2, _seeded(0, step, 0))
+        b, e, _ = sample_prefixes(counts, 2, seeded(0, step, 0))
         start = time.perf_counter()
         structure_targets(teacher_slices, b, e, sigma=delta, medians=medians,
                           options=options)  # fmt: skip

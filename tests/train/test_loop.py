@@ -16,7 +16,8 @@ import torch
 
 from sugar.models.bundle import load_bundle
 from sugar.train.checkpoint import latest_checkpoint, load_checkpoint
-from sugar.train.loop import batch_indices, lr_multiplier, train
+from sugar.train.loop import train
+from sugar.train.run import batch_indices, lr_multiplier
 from tests.train.conftest import tiny_config
 from tests.train.fake_teacher import FakeTeacher
 
@@ -210,7 +211,7 @@ def test_hard_negatives_enter_the_image_to_text_candidates(loop_world: Path) -> 
 
 def test_run_device_is_validated_and_a_missing_cuda_is_named() -> None:
     from sugar.config import ConfigError, load_config
-    from sugar.train.loop import resolve_device
+    from sugar.train.run import resolve_device
 
     with pytest.raises(ConfigError, match="device"):
         load_config(None, ["run.device=gpu"])
@@ -223,7 +224,7 @@ def test_run_device_is_validated_and_a_missing_cuda_is_named() -> None:
 
 def test_upsample_repeats_a_files_samples_per_epoch(loop_world: Path) -> None:
     from sugar.config import ConfigError, load_config
-    from sugar.train.loop import read_files
+    from sugar.train.run import read_files
 
     files = ["caption/train.jsonl", "story/train.jsonl"]
     plain = read_files(loop_world, files)

@@ -69,7 +69,7 @@ def targets_inspect(
     normalisation, with and without the Triple Kernel."""
     from sugar.teachers.lookup import teacher_lookup_from_config
     from sugar.train.diagnostics import inspect_targets
-    from sugar.train.loop import read_files, resolve_targets
+    from sugar.train.run import read_files, resolve_targets
 
     cfg = load_config(config, overrides or [])
     lookup = teacher_lookup_from_config(cfg)
