@@ -67,7 +67,7 @@ def demo_command(
 ) -> None:
     """World -> teacher -> shared base -> Sugar and generative-only fine-tunes -> evaluation ->
     report, with per-stage timings."""
-    from sugar.demo import run_demo
+    from sugar.recipes.demo import run_demo
 
     cfg = load_config(config, overrides or [])
     run_demo(out, smoke=smoke, seed=seed, config=cfg, say=typer.echo)
@@ -96,7 +96,7 @@ def bench_quality(
     """Every variant from one shared base, tuned on validation (same lr grid, own loss weight),
     several seeds, the teacher alone, paired CIs and the pre-registered bars; writes bench.md
     and bench.json."""
-    from sugar.bench import run_quality_bench
+    from sugar.recipes.bench import run_quality_bench
 
     cfg = load_config(config, overrides or [])
     path = run_quality_bench(out, smoke=smoke, size_name=size, seeds=seeds, workers=workers,
