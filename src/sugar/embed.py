@@ -27,6 +27,7 @@ __all__ = [
     "embed_vectors",
     "encode_document",
     "encode_query",
+    "save_vectors",
 ]
 
 
@@ -137,3 +138,17 @@ def encode_document(
     :func:`embed_samples` on the documents, named for symmetry with :func:`encode_query`.
     """
     return embed_vectors(model, projector, _as_samples(documents, "document"), root, **options)
+
+
+def save_vectors(path: str | Path, ids: Sequence[str], vectors: Any) -> Path:
+    """Write ``ids`` and their ``vectors`` (N, P) float32 as one ``.npz`` (arrays ``ids``,
+    ``vectors``), atomically (:mod:`sugar.io`); what ``sugar embed --out`` writes."""
+    import io
+
+    import numpy as np
+
+    from sugar.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.array(ids, dtype=str), vectors=vectors)
+    return atomic_write_bytes(path, buffer.getvalue())

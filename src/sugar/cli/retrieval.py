@@ -125,12 +125,10 @@ def embed_command(
     batch_size: BatchSize = 32,
 ) -> None:
     """Embed the samples of DATA (or --text strings) with the model's retrieval head."""
-    import io
-
     import numpy as np
 
     from sugar.data.schema import Sample, Segment
-    from sugar.io import atomic_write_bytes
+    from sugar.embed import save_vectors
 
     if (data is None) == (text is None):
         raise ValueError("give exactly one of --data FILE or --text TEXT")
@@ -146,9 +144,7 @@ def embed_command(
         for id, row in zip(ids, matrix.tolist(), strict=True):
             typer.echo(json.dumps({"id": id, "vector": [round(x, 6) for x in row]}))
         return
-    buffer = io.BytesIO()
-    np.savez(buffer, ids=np.array(ids, dtype=str), vectors=matrix)
-    atomic_write_bytes(out, buffer.getvalue())
+    save_vectors(out, ids, matrix)
     typer.echo(f"wrote {len(ids)} vectors of width {matrix.shape[1]} to {out}")
 
 

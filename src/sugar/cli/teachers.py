@@ -142,7 +142,11 @@ def teachers_report(
 ) -> None:
     """Pairwise accuracy per hard-negative kind and held-out R@1/R@5; print and save as JSON."""
     from sugar.io import atomic_write_json
-    from sugar.teachers.sensitivity import retrieval_recall, sensitivity_report
+    from sugar.teachers.sensitivity import (
+        retrieval_recall,
+        sensitivity_report,
+        sensitivity_table,
+    )
 
     cfg = load_config(config, overrides or [])
     model, cache, root, samples = _teacher_corpus(data, root, teacher, option, cfg)
@@ -152,12 +156,8 @@ def teachers_report(
         "retrieval": retrieval_recall(model, samples, root, cache=cache),
         "kinds": sensitivity_report(model, samples, root, cache=cache),
     }
-    typer.echo(f"{'kind':<16}{'cross_acc':>10}{'text_uni_cos':>14}{'cross_txt_cos':>15}{'n':>6}")
-    for kind, row in report["kinds"].items():
-        typer.echo(
-            f"{kind:<16}{row['cross_accuracy']:>10.3f}{row['text_uni_cosine']:>14.4f}"
-            f"{row['cross_text_cosine']:>15.4f}{int(row['count']):>6}"
-        )
+    for line in sensitivity_table(report["kinds"], counts=True):
+        typer.echo(line)
     typer.echo(json.dumps(report["retrieval"]))
     target = out or (teacher or Path(cfg.teacher.head_dir)) / "sensitivity.json"
     atomic_write_json(target, report)

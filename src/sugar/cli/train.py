@@ -68,7 +68,7 @@ def targets_inspect(
     """Print target diagnostics on validation data (METHOD.md section 8) for every
     normalisation, with and without the Triple Kernel."""
     from sugar.teachers.lookup import teacher_lookup_from_config
-    from sugar.train.diagnostics import inspect_targets
+    from sugar.train.diagnostics import inspect_targets, target_table
     from sugar.train.run import read_files, resolve_targets
 
     cfg = load_config(config, overrides or [])
@@ -85,27 +85,13 @@ def targets_inspect(
     typer.echo(
         f"delta={delta:.4f} (from {stats['slices']} training slices); medians={stats['medians']}"
     )
-    typer.echo(
-        f"{'normalisation':<26}{'TK':>4}{'entries':>9}{'mean':>7}{'std':>7}{'len R2':>8}"
-        f"{'<floor':>8}{'unfit mse':>10}{'unfit %':>9}{'1x1 ii':>8}{'1x1 tt':>8}{'1x1 it':>8}"
-    )
-    for row in rows:
-        typer.echo(
-            f"{row['normalisation']:<26}{'y' if row['triple_kernel'] else 'n':>4}"
-            f"{row['entries']:>9}{row['target_mean']:>7.3f}{row['target_std']:>7.3f}"
-            f"{row['length_r2']:>8.3f}{row['below_floor_local']:>8.3f}"
-            f"{row['unfittable_mse']:>10.4f}{100 * row['unfittable_share']:>8.1f}%"
-            f"{row['single_ii']:>8.3f}{row['single_tt']:>8.3f}{row['single_it']:>8.3f}"
-        )
+    for line in target_table(rows):
+        typer.echo(line)
     negatives = [s for s in val if s.meta.get("negatives")]
     if negatives:  # METHOD.md section 4: read the TK ablation next to what each teacher sees
-        from sugar.teachers.sensitivity import sensitivity_report
+        from sugar.teachers.sensitivity import sensitivity_report, sensitivity_table
 
         table = sensitivity_report(lookup.teacher, negatives, cfg.data.root, cache=lookup.cache)
         typer.echo("teacher sensitivity per hard-negative kind (validation captions):")
-        typer.echo(f"{'kind':<18}{'cross acc':>10}{'text uni cos':>14}{'cross text cos':>16}")
-        for kind, row in table.items():
-            typer.echo(
-                f"{kind:<18}{row['cross_accuracy']:>10.3f}{row['text_uni_cosine']:>14.4f}"
-                f"{row['cross_text_cosine']:>16.4f}"
-            )
+        for line in sensitivity_table(table, counts=False):
+            typer.echo(line)

@@ -46,7 +46,7 @@ from sugar.losses.structure import (
 )
 from sugar.train.objective import group_indices
 
-__all__ = ["inspect_targets", "length_r2", "unfittable_mse"]
+__all__ = ["inspect_targets", "length_r2", "target_table", "unfittable_mse"]
 
 SliceLookup = Callable[[Sequence[Sample], str | Path], SliceEmbeddings]
 NORMALISATIONS: tuple[Normalisation, ...] = ("cosine", "length", "length_pair_standardised")
@@ -162,3 +162,20 @@ def inspect_targets(
             }
         )
     return out
+
+
+def target_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The lines ``sugar targets inspect`` prints for :func:`inspect_targets`'s rows."""
+    lines = [
+        f"{'normalisation':<26}{'TK':>4}{'entries':>9}{'mean':>7}{'std':>7}{'len R2':>8}"
+        f"{'<floor':>8}{'unfit mse':>10}{'unfit %':>9}{'1x1 ii':>8}{'1x1 tt':>8}{'1x1 it':>8}"
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['normalisation']:<26}{'y' if row['triple_kernel'] else 'n':>4}"
+            f"{row['entries']:>9}{row['target_mean']:>7.3f}{row['target_std']:>7.3f}"
+            f"{row['length_r2']:>8.3f}{row['below_floor_local']:>8.3f}"
+            f"{row['unfittable_mse']:>10.4f}{100 * row['unfittable_share']:>8.1f}%"
+            f"{row['single_ii']:>8.3f}{row['single_tt']:>8.3f}{row['single_it']:>8.3f}"
+        )
+    return lines
