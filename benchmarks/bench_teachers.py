@@ -20,9 +20,9 @@ import torch
 
 from sugar.data.jsonl import load_image, read_samples
 from sugar.data.world import generate_world
-from sugar.eval.teachers import retrieval_recall, sensitivity_report
-from sugar.models.teachers import ImageFeatures, OfflineTeacher, TextFeatures, embed_slices
-from sugar.train.teacher import train_teacher
+from sugar.teachers import ImageFeatures, OfflineTeacher, TextFeatures, embed_slices
+from sugar.teachers.sensitivity import retrieval_recall, sensitivity_report
+from sugar.teachers.training import train_teacher
 
 
 def _rate(run: object, items: list, repeats: int = 2) -> float:

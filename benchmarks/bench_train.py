@@ -24,17 +24,18 @@ import torch
 
 from sugar.config import load_config
 from sugar.data.slices import slices
+from sugar.data.views import apply_views
+from sugar.losses import LossWeights, StructureOptions
 from sugar.losses.structure import sample_prefixes, structure_targets
-from sugar.train.loop import (
-    _seeded,
+from sugar.teachers.lookup import teacher_lookup_from_config
+from sugar.train.objective import SugarObjective
+from sugar.train.run import (
     batch_indices,
     build_model,
     read_files,
     resolve_targets,
-    teacher_lookup_from_config,
+    seeded,
 )
-from sugar.train.objective import SugarObjective
-from sugar.train.views import apply_views
 
 
 def main() -> None:
@@ -66,14 +67,15 @@ def main() -> None:
         )
         for step in range(args.steps)
     ]
+    options = StructureOptions(gak_normalisation=cfg.structure.gak_normalisation)
     objectives = {
         alpha: SugarObjective(
             model.hidden_size,
-            alpha=alpha,
+            LossWeights(alpha=alpha),
+            options,
             delta=delta,
             teacher=lookup,
             medians=medians,
-            gak_normalisation=cfg.structure.gak_normalisation,
         )
         for alpha in (0.0, 1.0)
     }
@@ -87,7 +89,7 @@ def main() -> None:
     for step, batch in enumerate(batches):
         for alpha, objective in objectives.items():
             start = time.perf_counter()
-            parts = objective(model, batch, root, _seeded(0, step, 0))
+            parts = objective(model, batch, root, seeded(0, step, 0))
             parts["loss"].backward()
             model.zero_grad(set_to_none=True)
             objective.zero_grad(set_to_none=True)
@@ -98,10 +100,10 @@ def main() -> None:
         teacher_slices = lookup(batch, root)
         lookup_times.append(time.perf_counter() - start)
         counts = [len(slices(s)) for s in batch]
-        b, e, _ = sample_prefixes(counts, 2, _seeded(0, step, 0))
+        b, e, _ = sample_prefixes(counts, 2, seeded(0, step, 0))
         start = time.perf_counter()
         structure_targets(teacher_slices, b, e, sigma=delta, medians=medians,
-                          normalisation=cfg.structure.gak_normalisation)  # fmt: skip
+                          options=options)  # fmt: skip
         target_times.append(time.perf_counter() - start)
     plain, sugar = statistics.median(times[0.0]), statistics.median(times[1.0])
     print(f"batch {args.batch}, {args.steps} steps, median ms per step (forward + backward):")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from sugar.data.world import generate_world
-from sugar.models.teachers import ImageFeatures, TextFeatures
+from sugar.teachers import ImageFeatures, TextFeatures
 
 TEACHER_WORLD: dict[str, Any] = {
     "train_per_task": 1000,
@@ -81,7 +81,7 @@ def teacher_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_head(teacher_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A head trained with the defaults (128 px, 300 steps) on the world's training captions."""
-    from sugar.train.teacher import train_teacher
+    from sugar.teachers.training import train_teacher
 
     out = tmp_path_factory.mktemp("teacher_head")
     train_teacher(

@@ -37,7 +37,14 @@ __all__ = ["SugarModel", "load"]
 
 
 class SugarModel:
-    """A loaded bundle: the backbone plus its extra modules, in eval mode."""
+    """A loaded bundle: the backbone plus its extra modules, in eval mode.
+
+    The user-facing wrapper (generation options, embeddings with the run's slicing, indexes).
+    The evaluation tasks use :class:`sugar.eval.tasks.EvalModel` instead: a plain record of the
+    pieces the :class:`~sugar.eval.tasks.Evaluable` protocol needs, with a batch size and a
+    name per compared model, and no file-backed state; a teacher under evaluation
+    (:class:`sugar.teachers.sensitivity.TeacherEvalModel`) is not a bundle at all.
+    """
 
     def __init__(self, bundle: LoadedBundle) -> None:
         self.bundle = bundle

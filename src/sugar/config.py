@@ -14,23 +14,36 @@ and then never read by library modules: builders turn sections into keyword argu
 - each section validates its own ranges in ``__post_init__``; errors carry the dotted path;
 - :func:`to_dict` -> YAML -> :func:`load_config` reproduces the resolved config exactly.
 
-Hand-written (about 150 lines) rather than OmegaConf or dacite: neither suggests the nearest
-valid key, OmegaConf has no ``Literal`` fields, and both report paths differently for nested
-overrides.
+The strict construction is :mod:`sugar.strict` (hand-written, about 130 lines, rather than
+OmegaConf or dacite: neither suggests the nearest valid key, OmegaConf has no ``Literal``
+fields, and both report paths differently for nested overrides). The world section's rules are
+:mod:`sugar.data.world.rules`; the L_d and loss-weight defaults are
+:class:`~sugar.losses.structure.StructureOptions` and :class:`~sugar.losses.LossWeights`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar
 
 import yaml
+
+from sugar.align.gak import Normalisation
+from sugar.losses.structure import (
+    ImagePool,
+    PredictedKernel,
+    Reduction,
+    SameSampleTarget,
+    SigmaMode,
+    SliceTextBy,
+    StructureOptions,
+    TkStandardise,
+)
+from sugar.losses.weights import LossWeights
+from sugar.strict import ConfigError, build_dataclass, merge_override, parse_override
 
 __all__ = [
     "ConfigError",
@@ -53,10 +66,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration file, override or value is invalid; the message names the field."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,6 +95,10 @@ class RunConfig:
         _check(bool(self.output_dir), "output_dir", self.output_dir, "must not be empty")
 
 
+_OPTIONS = StructureOptions()  # the one set of L_d defaults
+_WEIGHTS = LossWeights()  # the one set of loss-weight defaults
+
+
 @dataclass
 class StructureConfig:
     """The structure-induced loss L_d and its target (METHOD.md sections 1-5).
@@ -95,40 +108,38 @@ class StructureConfig:
     runs could tell options apart; where they could not, the paper's reading stays.
     """
 
-    alpha: float = 1.0
+    alpha: float = _WEIGHTS.alpha
     """Weight of L_d in L = L_g + alpha * L_d (alpha 3 did not beat 1 on validation R@1)."""
-    slice_text_by: Literal["sentence", "segment"] = "sentence"
+    slice_text_by: SliceTextBy = _OPTIONS.slice_text_by
     """How text is cut into slices: one per sentence or one per segment."""
-    prefixes_per_sample: int = 2
+    prefixes_per_sample: int = _OPTIONS.prefixes_per_sample
     """Prefixes drawn per sample (the final slice plus random earlier slice ends)."""
-    image_pool: Literal["mean", "last"] = "mean"
+    image_pool: ImagePool = _OPTIONS.image_pool
     """Image slice representation: mean of its tokens' hidden states, or the last token."""
-    projector_dim: int = 256
+    projector_dim: int = _OPTIONS.projector_dim
     """Output width of the retrieval projector (2-layer MLP, GELU)."""
-    sigma_mode: Literal["fixed", "pair_length"] = "fixed"
+    sigma_mode: SigmaMode = _OPTIONS.sigma_mode
     """``fixed``: sigma = delta; ``pair_length``: the paper's delta * sqrt((n + m) / 2)."""
     delta: float | Literal["auto"] = "auto"
     """GAK bandwidth; ``auto`` = median of sqrt(phi) over sampled training slice pairs."""
     delta_pairs: int = 1000
     """Number of random slice pairs behind ``delta = auto`` (at least 1,000)."""
-    gak_normalisation: Literal["cosine", "length", "length_pair_standardised", "none"] = (
-        "length_pair_standardised"
-    )
+    gak_normalisation: Normalisation = _OPTIONS.gak_normalisation
     """How the log-GAK becomes a target in (0, 1] (``none`` is diagnostic only). Chosen by
     ``sugar targets inspect``: with ``cosine`` the (n, m) length pair explained 78 % of the
     target variance and 64 % of targets lay below the local kernel's floor; here 1 % and 4 %."""
-    tk_standardise: Literal["none", "median"] = "none"
+    tk_standardise: TkStandardise = _OPTIONS.tk_standardise
     """Divide each distance type (image-image, text-text, image-text) by its training median."""
-    triple_kernel: bool = True
+    triple_kernel: bool = _OPTIONS.triple_kernel
     """Use uni-modal vectors for same-modality pairs; ``false`` is the "w/o TK" ablation."""
-    use_gak: bool = True
+    use_gak: bool = _OPTIONS.use_gak
     """``false`` is the "w/o GAK" ablation: mean local kernel over all slice pairs."""
-    predicted_kernel: Literal["local", "cosine", "learned"] = "local"
+    predicted_kernel: PredictedKernel = _OPTIONS.predicted_kernel
     """How the predicted matrix Mr is built from projected embeddings."""
-    same_sample_target: Literal["one", "kernel"] = "one"
+    same_sample_target: SameSampleTarget = _OPTIONS.same_sample_target
     """``one`` (the paper): prefixes of one sample (or of views of one source) have target 1;
     ``kernel`` tied it on validation R@1 with a worse generative loss."""
-    structure_reduction: Literal["paper", "mean"] = "mean"
+    structure_reduction: Reduction = _OPTIONS.structure_reduction
     """``paper``: (1/n) * sum of squared errors; ``mean``: the same divided by n once more."""
 
     def __post_init__(self) -> None:
@@ -138,6 +149,12 @@ class StructureConfig:
         if self.delta != "auto":
             _check(self.delta > 0, "delta", self.delta, "must be > 0 or 'auto'")
         _check(self.delta_pairs >= 1000, "delta_pairs", self.delta_pairs, "must be >= 1000")
+
+    def options(self) -> StructureOptions:
+        """The section's L_d switches as the loss takes them (the one mapping)."""
+        return StructureOptions(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(StructureOptions)}
+        )
 
 
 _WORLD_COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
@@ -196,67 +213,10 @@ class WorldConfig:
     """Samples per task file in ``test`` (>= 2,000 for the evaluation protocol)."""
 
     def __post_init__(self) -> None:
-        _check(self.image_size >= 16, "image_size", self.image_size, "must be >= 16")
-        _check(self.min_objects >= 2, "min_objects", self.min_objects, "must be >= 2")
-        _check(
-            self.min_objects <= self.max_objects <= 6 and self.max_objects >= 3,
-            "max_objects",
-            self.max_objects,
-            f"must be in [max(3, min_objects={self.min_objects}), 6]",
-        )
-        for name in ("colours", "shapes", "relations"):
-            values = getattr(self, name)
-            _check(len(set(values)) == len(values), name, values, "must not repeat a name")
-        _check(
-            len(self.colours) > self.max_objects,
-            "colours",
-            self.colours,
-            f"needs more than max_objects={self.max_objects} names",
-        )
-        _check(len(self.shapes) >= 3, "shapes", self.shapes, "needs at least 3 names")
-        inverse = {"left": "right", "right": "left", "above": "below", "below": "above"}
-        _check(
-            bool(self.relations) and all(inverse.get(r) in self.relations for r in self.relations),
-            "relations",
-            self.relations,
-            "must be non-empty keys of left/right/above/below, closed under inverse",
-        )
-        _check(self.small_size > 0, "small_size", self.small_size, "must be > 0")
-        _check(
-            self.small_size < self.large_size <= 0.25,
-            "large_size",
-            self.large_size,
-            f"must be in (small_size={self.small_size}, 0.25]",
-        )
-        _check(
-            0 <= self.relation_margin < 0.5,
-            "relation_margin",
-            self.relation_margin,
-            "must be in [0, 0.5)",
-        )
-        _check(0 <= self.noise <= 1, "noise", self.noise, "must be in [0, 1]")
-        _check(self.popularity >= 0, "popularity", self.popularity, "must be >= 0")
-        for name in ("cooccurrence", "heldout_scene_fraction"):
-            _check(0 <= getattr(self, name) <= 1, name, getattr(self, name), "must be in [0, 1]")
-        _check(
-            0 <= self.heldout_fraction <= 0.5,
-            "heldout_fraction",
-            self.heldout_fraction,
-            "must be in [0, 0.5]",
-        )
-        _check(self.pope_top_k >= 1, "pope_top_k", self.pope_top_k)
-        _check(
-            self.story_group_size >= 3, "story_group_size", self.story_group_size, "must be >= 3"
-        )
-        _check(self.needle_pairs >= 2, "needle_pairs", self.needle_pairs, "must be >= 2")
-        _check(
-            self.train_per_task >= 2 * self.needle_pairs,
-            "train_per_task",
-            self.train_per_task,
-            f"must be >= 2 * needle_pairs = {2 * self.needle_pairs} (every needle variant)",
-        )
-        for name in ("val_per_task", "test_per_task"):
-            _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        from sugar.data.world.rules import world_rules  # lazy: the world imports this module
+
+        for ok, name, value, why in world_rules(self):
+            _check(ok, name, value, why)
 
 
 @dataclass
@@ -447,7 +407,7 @@ class DataConfig:
             "split": 0.25,
         }
     )
-    """How image-caption pairs enter a batch (METHOD.md section 1; sugar.train.views)."""
+    """How image-caption pairs enter a batch (METHOD.md section 1; sugar.data.views)."""
     upsample: dict[str, int] = field(default_factory=dict)
     """Training file -> how many times its samples appear per epoch (default 1): a data
     mixture, e.g. ``{caption/train.jsonl: 4}``. Keys must be files of ``train``."""
@@ -501,7 +461,7 @@ class TrainConfig:
     """Validation metric that picks the best checkpoint (lower is better for ``*loss``)."""
     init_from: str | None = None
     """A bundle to start from (the shared generative base); its tokenizer is kept."""
-    lm_weight: float = 1.0
+    lm_weight: float = _WEIGHTS.lm
     """Weight of L_g (0: no generative loss, the contrastive-only baseline)."""
     retrieval_batch: int = 0
     """Image-caption pairs per step in a retrieval micro-batch beside the generative one
@@ -526,11 +486,11 @@ class TrainConfig:
 @dataclass
 class TeacherConfig:
     """The frozen teachers behind the Triple Kernel (METHOD.md section 4) and the offline
-    teacher's cross-modal head (``sugar train-teacher``; :func:`sugar.train.teacher.train_teacher`).
-    """
+    teacher's cross-modal head (``sugar train-teacher``;
+    :func:`sugar.teachers.training.train_teacher`)."""
 
     family: str = "offline"
-    """Registered teacher family (``offline``, ``hf``; see ``sugar.models.teachers``)."""
+    """Registered teacher family (``offline``, ``hf``; see ``sugar.teachers``)."""
     head_dir: str = "runs/teacher"
     """Directory of the trained cross-modal head (``offline`` family)."""
     cache_dir: str = "cache/teachers"
@@ -567,7 +527,7 @@ class ContrastiveConfig:
     """The CLIP-style InfoNCE of the baselines (METHOD.md section 7): CAFe-style = L_g + L_c,
     contrastive-only = L_c alone (``train.lm_weight: 0``). Off (weight 0) for Sugar."""
 
-    weight: float = 0.0
+    weight: float = _WEIGHTS.contrastive
     """Weight of L_c over the batch's ``split`` image-caption pairs (0: off)."""
     hard_negatives: int = 0
     """Per pair, this many ``meta.negatives`` captions as extra image->text candidates
@@ -591,12 +551,15 @@ class SugarConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
+    def loss_weights(self) -> LossWeights:
+        """``train.lm_weight``, ``structure.alpha``, ``contrastive.weight`` as the objective
+        takes them."""
+        return LossWeights(self.train.lm_weight, self.structure.alpha, self.contrastive.weight)
+
 
 # --------------------------------------------------------------------------------------------
 # Strict construction from plain data
 # --------------------------------------------------------------------------------------------
-
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 def _check(ok: bool, name: str, value: object, why: str = "must be >= 1") -> None:
@@ -604,88 +567,11 @@ def _check(ok: bool, name: str, value: object, why: str = "must be >= 1") -> Non
         raise ConfigError(f"{name}={value!r}: {why}")
 
 
-def _nearest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
-    nearest = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{nearest} (valid keys: {', '.join(valid)})"
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    """Return ``value`` checked (and, for nested dataclasses, built) against type ``tp``."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _build(tp, value, where)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
-            raise ConfigError(f"{where}={value!r}: must be one of {list(choices)}")
-        return value
-    if origin in (Union, types.UnionType):
-        errors = []
-        for arm in typing.get_args(tp):
-            try:
-                return _coerce(arm, value, where)
-            except ConfigError as exc:
-                errors.append(str(exc).split(": ", 1)[-1])
-        raise ConfigError(f"{where}={value!r}: " + " or ".join(errors))
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{where}={value!r}: must be null")
-        return None
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}={value!r}: expected a list")
-        (item_tp, *_) = typing.get_args(tp)
-        items = [_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}={value!r}: expected a mapping")
-        _, val_tp = typing.get_args(tp)
-        return {str(k): _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}={value!r}: expected true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}={value!r}: expected an integer")
-        return value
-    if tp is float:
-        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
-            return float(value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}={value!r}: expected a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}={value!r}: expected a string")
-        return value
-    raise TypeError(f"{where}: unsupported config field type {tp!r}")  # a bug in the tree
-
-
-def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            raise ConfigError(f"unknown config key {path!r}{_nearest(str(key), names)}")
-        kwargs[key] = _coerce(hints[key], value, path)
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
-
-
 def config_from_dict(data: dict[str, Any], cls: type[T] = SugarConfig) -> T:  # type: ignore[assignment]
     """Build and validate a config of type ``cls`` from plain data (strict, see module doc)."""
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping at the top level, got {type(data).__name__}")
-    return _build(cls, data, "")
+    return build_dataclass(cls, data, "")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -701,44 +587,6 @@ def to_yaml(cfg: Any) -> str:
 # --------------------------------------------------------------------------------------------
 # Files and overrides
 # --------------------------------------------------------------------------------------------
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``"a.b.c=value"`` into its key path and YAML-parsed value.
-
-    >>> parse_override("structure.alpha=0.5")
-    (['structure', 'alpha'], 0.5)
-    >>> parse_override("run.output_dir=runs/x")
-    (['run', 'output_dir'], 'runs/x')
-    """
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise ConfigError(f"bad override {text!r}: expected dotted.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"bad override {text!r}: value is not valid YAML ({exc})") from None
-    return key.strip().split("."), value
-
-
-def _merge_override(data: dict[str, Any], cls: type, keys: list[str], value: Any) -> None:
-    """Set ``data[k1][k2]... = value``, checking each key against the dataclass tree."""
-    full = ".".join(keys)
-    node, section = data, cls
-    for depth, key in enumerate(keys):
-        names = [f.name for f in dataclasses.fields(section)]
-        if key not in names:
-            raise ConfigError(f"unknown config key {full!r}{_nearest(key, names)}")
-        if depth == len(keys) - 1:
-            node[key] = value
-            return
-        section = typing.get_type_hints(section)[key]
-        if not (dataclasses.is_dataclass(section) and isinstance(section, type)):
-            raise ConfigError(f"unknown config key {full!r}: {key!r} is not a section")
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"config section {key!r} must be a mapping, got {child!r}")
-        node = child
 
 
 def load_config(
@@ -765,7 +613,7 @@ def load_config(
         source = str(path)
     for text in overrides:
         keys, value = parse_override(text)
-        _merge_override(data, SugarConfig, keys, value)
+        merge_override(data, SugarConfig, keys, value)
     try:
         return config_from_dict(data, SugarConfig)
     except ConfigError as exc:

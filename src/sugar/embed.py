@@ -22,12 +22,12 @@ from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector, all_prefixes, embed_prefixes
 
 __all__ = [
-    "embed_images",
     "embed_samples",
     "embed_texts",
     "embed_vectors",
     "encode_document",
     "encode_query",
+    "save_vectors",
 ]
 
 
@@ -103,18 +103,6 @@ def embed_texts(
     return embed_vectors(model, projector, _as_samples(texts, "text"), ".", **options)
 
 
-def embed_images(
-    model: MLLM,
-    projector: RetrievalProjector,
-    images: Sequence[str],
-    root: str | Path,
-    **options: Any,
-) -> Tensor:
-    """Unit vectors of images (paths relative to ``root``), each alone. # (B, P)"""
-    samples = [Sample(f"image-{i}", [Segment.image_(path)]) for i, path in enumerate(images)]
-    return embed_vectors(model, projector, samples, root, **options)
-
-
 def encode_query(
     model: MLLM,
     projector: RetrievalProjector,
@@ -150,3 +138,17 @@ def encode_document(
     :func:`embed_samples` on the documents, named for symmetry with :func:`encode_query`.
     """
     return embed_vectors(model, projector, _as_samples(documents, "document"), root, **options)
+
+
+def save_vectors(path: str | Path, ids: Sequence[str], vectors: Any) -> Path:
+    """Write ``ids`` and their ``vectors`` (N, P) float32 as one ``.npz`` (arrays ``ids``,
+    ``vectors``), atomically (:mod:`sugar.io`); what ``sugar embed --out`` writes."""
+    import io
+
+    import numpy as np
+
+    from sugar.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.array(ids, dtype=str), vectors=vectors)
+    return atomic_write_bytes(path, buffer.getvalue())

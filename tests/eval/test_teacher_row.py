@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from sugar.data.schema import Sample, Segment
-from sugar.eval.teachers import TeacherEvalModel
+from sugar.teachers.sensitivity import TeacherEvalModel
 
 
 class ColourTeacher:

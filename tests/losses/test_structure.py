@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 from sugar.align import SliceEmbeddings, TypeMedians
 from sugar.losses.generative import generative_loss
 from sugar.losses.structure import (
+    StructureOptions,
     local_kernel,
     predicted_floor,
     predicted_matrix,
@@ -17,6 +20,14 @@ from sugar.losses.structure import (
     structure_loss,
     structure_targets,
 )
+
+
+def _options(**changes: Any) -> StructureOptions:
+    """Target options with the cosine normalisation these cases were worked out for."""
+    return StructureOptions(**{"gak_normalisation": "cosine", **changes})
+
+
+KERNEL = _options(same_sample_target="kernel")
 
 
 def _random_slices(lengths: list[int], seed: int = 0) -> SliceEmbeddings:
@@ -105,10 +116,11 @@ def test_targets_equal_a_direct_per_pair_computation(
     x = _random_slices([3, 1, 4, 2])
     b, e, _ = sample_prefixes([3, 1, 4, 2], 2, torch.Generator().manual_seed(1))
     picks = list(zip(b.tolist(), e.tolist(), strict=True))
-    got = structure_targets(
-        x, b, e, sigma=0.8, normalisation=normalisation, triple_kernel=tk,  # type: ignore[arg-type]
-        medians=medians, use_gak=use_gak, same_sample_target=same,  # type: ignore[arg-type]
+    options = StructureOptions(
+        gak_normalisation=normalisation, triple_kernel=tk,  # type: ignore[arg-type]
+        use_gak=use_gak, same_sample_target=same,  # type: ignore[arg-type]
     )  # fmt: skip
+    got = structure_targets(x, b, e, sigma=0.8, options=options, medians=medians)
     expected = _naive_target(x, picks, 0.8, normalisation, tk, medians, use_gak, same)
     torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-9)
 
@@ -117,7 +129,7 @@ def test_pair_length_bandwidth_per_pair() -> None:
     x = _random_slices([3, 2])
     b, e = torch.tensor([0, 0, 1]), torch.tensor([2, 0, 1])
     got = structure_targets(
-        x, b, e, sigma=0.9, sigma_mode="pair_length", same_sample_target="kernel"
+        x, b, e, sigma=0.9, options=_options(sigma_mode="pair_length", same_sample_target="kernel")
     )
     for p, (a, ea) in enumerate(zip(b.tolist(), e.tolist(), strict=True)):
         for q, (c, ec) in enumerate(zip(b.tolist(), e.tolist(), strict=True)):
@@ -135,8 +147,8 @@ def test_pair_length_bandwidth_per_pair() -> None:
 def test_same_sample_switch_changes_only_same_sample_entries() -> None:
     x = _random_slices([3, 3, 2])
     b, e, _ = sample_prefixes([3, 3, 2], 2, torch.Generator().manual_seed(0))
-    one = structure_targets(x, b, e, sigma=1.0, same_sample_target="one")
-    kernel = structure_targets(x, b, e, sigma=1.0, same_sample_target="kernel")
+    one = structure_targets(x, b, e, sigma=1.0, options=_options(same_sample_target="one"))
+    kernel = structure_targets(x, b, e, sigma=1.0, options=KERNEL)
     same = b[:, None] == b[None, :]
     assert torch.equal(one[~same], kernel[~same])
     assert (one[same] == 1).all()
@@ -146,18 +158,18 @@ def test_same_sample_switch_changes_only_same_sample_entries() -> None:
 def test_ablations_change_what_they_claim() -> None:
     x = _random_slices([3, 2, 3])
     b, e = torch.tensor([0, 1, 2, 2]), torch.tensor([2, 1, 0, 2])
-    base = structure_targets(x, b, e, sigma=1.0, same_sample_target="kernel")
+    base = structure_targets(x, b, e, sigma=1.0, options=KERNEL)
     # w/o TK compares every slice pair by cross-modal vectors: the same as the Triple Kernel
     # on data where every slice is an image whose image vector is its cross-modal vector
-    no_tk = structure_targets(x, b, e, sigma=1.0, same_sample_target="kernel", triple_kernel=False)
+    no_tk = structure_targets(x, b, e, sigma=1.0, options=replace(KERNEL, triple_kernel=False))
     assert not torch.allclose(base, no_tk)
     all_images = torch.zeros_like(x.is_text)
     relabelled = SliceEmbeddings(x.cross, x.text, x.cross, all_images, x.lengths)
     torch.testing.assert_close(
-        structure_targets(relabelled, b, e, sigma=1.0, same_sample_target="kernel"), no_tk
+        structure_targets(relabelled, b, e, sigma=1.0, options=KERNEL), no_tk
     )
     # w/o GAK: single-slice pairs need no DP, so their entries agree with the GAK target
-    no_gak = structure_targets(x, b, e, sigma=1.0, same_sample_target="kernel", use_gak=False)
+    no_gak = structure_targets(x, b, e, sigma=1.0, options=replace(KERNEL, use_gak=False))
     single = (e == 0)[:, None] & (e == 0)[None, :]
     torch.testing.assert_close(no_gak[single], base[single])
     assert not torch.allclose(no_gak, base)
@@ -167,7 +179,7 @@ def test_targets_carry_no_gradient_and_the_loss_reaches_only_r() -> None:
     x = _random_slices([2, 3])
     x.image.requires_grad_(True)
     b, e, keep = sample_prefixes([2, 3], 2, torch.Generator().manual_seed(0))
-    target = structure_targets(x, b, e, sigma=1.0)
+    target = structure_targets(x, b, e, sigma=1.0, options=_options())
     assert not target.requires_grad
     r = torch.nn.functional.normalize(torch.randn(len(b), 6, dtype=torch.float64), dim=-1)
     r.requires_grad_(True)
@@ -235,9 +247,9 @@ def test_generative_loss_is_the_mean_over_supervised_tokens() -> None:
 def test_groups_extend_the_same_sample_rule_to_views_of_one_source() -> None:
     x = _random_slices([1, 1, 2])
     b, e = torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1])
-    plain = structure_targets(x, b, e, sigma=1.0, same_sample_target="one")
+    plain = structure_targets(x, b, e, sigma=1.0, options=_options())
     grouped = structure_targets(
-        x, b, e, sigma=1.0, same_sample_target="one", groups=torch.tensor([0, 0, 1])
+        x, b, e, sigma=1.0, options=_options(), groups=torch.tensor([0, 0, 1])
     )
     assert plain[0, 1] < 1 and grouped[0, 1] == 1 and grouped[1, 0] == 1
     assert grouped[0, 2] == plain[0, 2]

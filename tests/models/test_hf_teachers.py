@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sugar.models.teachers import build_teacher, embed_slices
+from sugar.teachers import build_teacher, embed_slices
 
 transformers = pytest.importorskip("transformers")
 

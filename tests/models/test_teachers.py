@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 
 from sugar.align import SliceEmbeddings, triple_kernel_cost
-from sugar.models.heads import CrossModalHead, load_head, save_head
-from sugar.models.teachers import (
+from sugar.teachers import (
     TEACHER_FAMILIES,
     ImageFeatures,
     OfflineTeacher,
@@ -22,6 +21,7 @@ from sugar.models.teachers import (
     register_teacher,
     teacher_cache,
 )
+from sugar.teachers.heads import CrossModalHead, load_head, save_head
 
 Encoders = tuple[ImageFeatures, TextFeatures]
 

@@ -14,11 +14,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from sugar.data.jsonl import read_samples
+from sugar.data.views import apply_views
+from sugar.losses import LossWeights, StructureOptions
 from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
 from sugar.train.distributed import Shard, sum_gradients
 from sugar.train.objective import SugarObjective
-from sugar.train.views import apply_views
 
 SETTINGS = {
     "width": 32,
@@ -39,10 +40,13 @@ def _setup(world_root: Path) -> tuple[TinyMLLM, SugarObjective, list]:
     tokenizer = Tokenizer.train([s.text for x in samples for s in x.segments if s.text], 300)
     torch.manual_seed(0)
     model = TinyMLLM(tokenizer, **SETTINGS)  # type: ignore[arg-type]
+    options = StructureOptions(
+        gak_normalisation="cosine", projector_dim=8, prefixes_per_sample=2,
+        same_sample_target="kernel", predicted_kernel="learned",
+    )  # fmt: skip
     objective = SugarObjective(
-        model.hidden_size, alpha=1.0, delta=0.9, teacher=FakeTeacher(), projector_dim=8,
-        prefixes_per_sample=2, same_sample_target="kernel", predicted_kernel="learned",
-        contrastive_weight=1.0,
+        model.hidden_size, LossWeights(alpha=1.0, contrastive=1.0), options, delta=0.9,
+        teacher=FakeTeacher(),
     )  # fmt: skip
     return model, objective, samples
 

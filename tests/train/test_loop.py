@@ -16,7 +16,8 @@ import torch
 
 from sugar.models.bundle import load_bundle
 from sugar.train.checkpoint import latest_checkpoint, load_checkpoint
-from sugar.train.loop import batch_indices, lr_multiplier, train
+from sugar.train.loop import train
+from sugar.train.run import batch_indices, lr_multiplier
 from tests.train.conftest import tiny_config
 from tests.train.fake_teacher import FakeTeacher
 
@@ -153,8 +154,8 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
 
 def test_split_views_are_two_samples_of_one_group() -> None:
     from sugar.data.schema import Sample, Segment
+    from sugar.data.views import apply_views
     from sugar.train.objective import group_indices
-    from sugar.train.views import apply_views
 
     pair = Sample("c", [Segment.image_("a.png"), Segment.text_("A cat.", "target")])
     story = Sample("s", [Segment.text_("One."), Segment.image_("b.png")])
@@ -183,10 +184,11 @@ def test_cafe_style_trains_the_projector_with_infonce_and_no_teacher(
 
 def test_hard_negatives_enter_the_image_to_text_candidates(loop_world: Path) -> None:
     from sugar.data.jsonl import read_samples
+    from sugar.data.views import apply_views
+    from sugar.losses import LossWeights, StructureOptions
     from sugar.models.tiny import TinyMLLM
     from sugar.models.tokenizer import Tokenizer
     from sugar.train.objective import SugarObjective
-    from sugar.train.views import apply_views
 
     captions = read_samples(loop_world / "caption" / "train.jsonl", loop_world)[:4]
     assert all(c.meta["negatives"] for c in captions)
@@ -195,7 +197,9 @@ def test_hard_negatives_enter_the_image_to_text_candidates(loop_world: Path) -> 
     )
     tokenizer = Tokenizer.train([s.segments[1].text or "" for s in captions], 300)
     model = TinyMLLM(tokenizer, width=32, layers=2, heads=2, feature_cache=None).eval()
-    objective = SugarObjective(32, alpha=0.0, contrastive_weight=1.0, projector_dim=8)
+    objective = SugarObjective(
+        32, LossWeights(alpha=0.0, contrastive=1.0), StructureOptions(projector_dim=8)
+    )
     with torch.no_grad():
         plain = objective(model, samples, loop_world)
         objective.hard_negatives = 2
@@ -207,7 +211,7 @@ def test_hard_negatives_enter_the_image_to_text_candidates(loop_world: Path) -> 
 
 def test_run_device_is_validated_and_a_missing_cuda_is_named() -> None:
     from sugar.config import ConfigError, load_config
-    from sugar.train.loop import resolve_device
+    from sugar.train.run import resolve_device
 
     with pytest.raises(ConfigError, match="device"):
         load_config(None, ["run.device=gpu"])
@@ -220,7 +224,7 @@ def test_run_device_is_validated_and_a_missing_cuda_is_named() -> None:
 
 def test_upsample_repeats_a_files_samples_per_epoch(loop_world: Path) -> None:
     from sugar.config import ConfigError, load_config
-    from sugar.train.loop import read_files
+    from sugar.train.run import read_files
 
     files = ["caption/train.jsonl", "story/train.jsonl"]
     plain = read_files(loop_world, files)

@@ -11,6 +11,8 @@ import torch
 
 from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample, Segment
+from sugar.losses.structure import StructureOptions
+from sugar.losses.weights import LossWeights
 from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
 from sugar.train.loop import train
@@ -24,6 +26,9 @@ from sugar.train.retrieval import (
 )
 from tests.train.conftest import tiny_config
 from tests.train.fake_teacher import FakeTeacher
+
+
+OPTIONS = StructureOptions(projector_dim=8)
 
 
 def _read(world: Path, task: str) -> list[Sample]:
@@ -75,7 +80,7 @@ def test_chunked_encoding_gives_the_single_pass_vectors(loop_world: Path) -> Non
     pool = _read(loop_world, "caption")[:6] + _read(loop_world, "story")[:2]
     samples = [view for source in pool for view in retrieval_pair(source)]
     model = _model(pool)
-    objective = SugarObjective(32, alpha=0.0, contrastive_weight=1.0, projector_dim=8)
+    objective = SugarObjective(32, LossWeights(alpha=0.0, contrastive=1.0), OPTIONS)
     with torch.no_grad():
         batch = model.collate(samples, loop_world)
         single = ChunkedStates.single(model(batch).hidden, batch.spans)
@@ -94,8 +99,8 @@ def test_chunked_encoding_gives_the_single_pass_vectors(loop_world: Path) -> Non
 def test_generative_loss_in_chunks_equals_one_pass(loop_world: Path) -> None:
     samples = _read(loop_world, "caption")[:10] + _read(loop_world, "vqa")[:10]
     model = _model(samples)
-    shared = SugarObjective(32, alpha=0.0, contrastive_weight=1.0, projector_dim=8)
-    alone = SugarObjective(32, alpha=0.0, projector_dim=8)
+    shared = SugarObjective(32, LossWeights(alpha=0.0, contrastive=1.0), OPTIONS)
+    alone = SugarObjective(32, LossWeights(alpha=0.0), OPTIONS)
     with torch.no_grad():
         one_pass = shared(model, samples, loop_world)["lm_loss"]  # shares its forward pass
         chunked = alone(model, samples, loop_world)["lm_loss"]  # L_g alone: in chunks

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from sugar.cli import app
 from sugar.data.jsonl import read_samples
-from sugar.eval.teachers import retrieval_recall, sensitivity_report
-from sugar.models.teachers import ImageFeatures, OfflineTeacher, TextFeatures
-from sugar.train.teacher import train_teacher
+from sugar.teachers import ImageFeatures, OfflineTeacher, TextFeatures
+from sugar.teachers.sensitivity import retrieval_recall, sensitivity_report
+from sugar.teachers.training import train_teacher
 
 Encoders = tuple[ImageFeatures, TextFeatures]
 

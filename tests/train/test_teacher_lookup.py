@@ -11,9 +11,9 @@ from PIL import Image
 from torch.nn import functional as F
 
 from sugar.data.jsonl import read_samples
-from sugar.models.teachers import embed_samples
-from sugar.train.objective import TeacherLookup
-from sugar.train.views import apply_views
+from sugar.data.views import apply_views
+from sugar.teachers import embed_samples
+from sugar.teachers.lookup import TeacherLookup
 
 
 class HashTeacher:

@@ -102,11 +102,3 @@ def check_same_dim(name_x: str, x: Tensor, name_y: str, y: Tensor) -> None:
         raise ValueError(
             f"{name_x} and {name_y} have different dimensions: {x.shape[-1]} and {y.shape[-1]}"
         )
-
-
-def common_dtype(*tensors: Tensor) -> torch.dtype:
-    """The promoted floating dtype of ``tensors``."""
-    dtype = tensors[0].dtype
-    for t in tensors[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return dtype

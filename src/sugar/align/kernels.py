@@ -31,6 +31,7 @@ __all__ = [
     "TypeMedians",
     "auto_delta",
     "cdist_cost",
+    "local_kernel",
     "local_log_kernel",
     "paired_cost",
     "prefix_mean_local_kernel",
@@ -140,6 +141,20 @@ def local_log_kernel(phi: Tensor, sigma: float | Tensor) -> Tensor:
     if isinstance(inv, Tensor):
         inv = inv.detach()
     return _LocalLogKernel.apply(phi, inv)
+
+
+def local_kernel(phi: Tensor, sigma: float | Tensor) -> Tensor:
+    """GAK's local kernel ``k = exp(-t) / (2 - exp(-t))``, ``t = phi / (2 sigma^2)``, itself.
+
+    Unlike :func:`local_log_kernel` (the DP's log domain, ``sigma`` held constant) this one is
+    differentiable in both ``phi`` and ``sigma``: L_d's predicted matrix uses it with a learned
+    bandwidth (:func:`sugar.losses.structure.predicted_matrix`).
+
+    >>> float(local_kernel(torch.tensor(0.0), 1.0))
+    1.0
+    """
+    t = phi / (2 * sigma**2)
+    return torch.exp(-t - torch.log(2 - torch.exp(-t)))
 
 
 def prefix_mean_local_kernel(

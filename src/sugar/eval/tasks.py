@@ -56,8 +56,8 @@ Value = float | str
 
 class Evaluable(Protocol):
     """What the tasks need of a model: an :class:`EvalModel`, or a teacher alone
-    (:class:`sugar.eval.teachers.TeacherEvalModel`). ``None`` from a method means the model cannot
-    do it (no projector, no language model); the task reports "n/a"."""
+    (:class:`sugar.teachers.sensitivity.TeacherEvalModel`). ``None`` from a method means the
+    model cannot do it (no projector, no language model); the task reports "n/a"."""
 
     name: str
     generates: bool
@@ -72,7 +72,12 @@ class Evaluable(Protocol):
 
 @dataclass
 class EvalModel:
-    """A trained backbone (and its retrieval projector, when one was trained) for the tasks."""
+    """A trained backbone (and its retrieval projector, when one was trained) for the tasks.
+
+    Not :class:`sugar.api.SugarModel`: the tasks need only the :class:`Evaluable` methods, a
+    batch size and a report name, and build it from a bundle or from a model still in memory
+    (the training loop's validation); the API wrapper owns a bundle on disk and its options.
+    """
 
     generates = True
     backbone: MLLM

@@ -21,6 +21,7 @@ For the n picked prefixes the loss compares two (n, n) matrices:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -34,8 +35,19 @@ from sugar.align import (
     prefix_mean_local_kernel,
     triple_kernel_cost,
 )
+from sugar.align.gak import Normalisation
+from sugar.align.kernels import local_kernel
 
 __all__ = [
+    "ImagePool",
+    "Normalisation",
+    "PredictedKernel",
+    "Reduction",
+    "SameSampleTarget",
+    "SigmaMode",
+    "SliceTextBy",
+    "StructureOptions",
+    "TkStandardise",
     "local_kernel",
     "predicted_floor",
     "predicted_matrix",
@@ -44,7 +56,40 @@ __all__ = [
     "structure_targets",
 ]
 
-Normalisation = Literal["cosine", "length", "length_pair_standardised", "none"]
+SliceTextBy = Literal["sentence", "segment"]
+ImagePool = Literal["mean", "last"]
+SigmaMode = Literal["fixed", "pair_length"]
+TkStandardise = Literal["none", "median"]
+PredictedKernel = Literal["local", "cosine", "learned"]
+SameSampleTarget = Literal["one", "kernel"]
+Reduction = Literal["paper", "mean"]
+
+
+@dataclass(frozen=True)
+class StructureOptions:
+    """Every switch of L_d (METHOD.md sections 1-5), with the project's one set of defaults.
+
+    The config's ``structure`` section takes its defaults from here and maps onto it once
+    (:meth:`sugar.config.StructureConfig.options`); each field is documented there. The
+    bandwidth ``delta`` and the per-type medians are resolved from data before training and
+    travel separately.
+
+    >>> StructureOptions().gak_normalisation
+    'length_pair_standardised'
+    """
+
+    slice_text_by: SliceTextBy = "sentence"
+    prefixes_per_sample: int = 2
+    image_pool: ImagePool = "mean"
+    projector_dim: int = 256
+    sigma_mode: SigmaMode = "fixed"
+    gak_normalisation: Normalisation = "length_pair_standardised"
+    tk_standardise: TkStandardise = "none"
+    triple_kernel: bool = True
+    use_gak: bool = True
+    predicted_kernel: PredictedKernel = "local"
+    same_sample_target: SameSampleTarget = "one"
+    structure_reduction: Reduction = "mean"
 
 
 def sample_prefixes(
@@ -109,26 +154,25 @@ def structure_targets(
     slice_index: Tensor,
     *,
     sigma: float,
-    sigma_mode: Literal["fixed", "pair_length"] = "fixed",
-    normalisation: Normalisation = "cosine",
-    triple_kernel: bool = True,
+    options: StructureOptions = StructureOptions(),
     medians: TypeMedians | None = None,
-    use_gak: bool = True,
-    same_sample_target: Literal["one", "kernel"] = "one",
     groups: Tensor | None = None,
 ) -> Tensor:
     """``Ml`` for the picked prefixes of the B samples in ``slices``. # (n, n), no gradient
 
     ``slices``: the teacher embeddings of the batch's samples (B, S, .); prefix i is sample
-    ``sample_index[i]``'s slices ``0..slice_index[i]``. Options follow METHOD.md sections 3-5
-    (the config fields of the same names). With ``sigma_mode="fixed"`` one DP per pair of
-    samples gives every prefix pair; ``pair_length`` (sigma = delta * sqrt((n + m) / 2) per
-    pair) runs one DP per prefix pair. ``groups`` (B,) makes the same-sample rule apply to
-    samples of one group (views of one source, :mod:`sugar.train.views`); default: each
-    sample its own group.
+    ``sample_index[i]``'s slices ``0..slice_index[i]``. ``options`` (METHOD.md sections 3-5):
+    ``sigma_mode``, ``gak_normalisation``, ``triple_kernel``, ``use_gak``,
+    ``same_sample_target``; the others do not change the target. With ``sigma_mode="fixed"``
+    one DP per pair of samples gives every prefix pair; ``pair_length`` (sigma = delta *
+    sqrt((n + m) / 2) per pair) runs one DP per prefix pair. ``groups`` (B,) makes the
+    same-sample rule apply to samples of one group (views of one source,
+    :mod:`sugar.data.views`); default: each sample its own group.
     """
     b, e = sample_index, slice_index
-    if not use_gak:
+    sigma_mode, normalisation = options.sigma_mode, options.gak_normalisation
+    triple_kernel, same_sample_target = options.triple_kernel, options.same_sample_target
+    if not options.use_gak:
         phi = triple_kernel_cost(slices, triple_kernel=triple_kernel, medians=medians)
         count, _, s, _ = phi.shape
         lengths = slices.lengths
@@ -160,12 +204,6 @@ def structure_targets(
     return target
 
 
-def local_kernel(phi: Tensor, sigma: float | Tensor) -> Tensor:
-    """``k = exp(-t) / (2 - exp(-t))``, ``t = phi / (2 sigma^2)``; differentiable in both."""
-    t = phi / (2 * sigma**2)
-    return torch.exp(-t - torch.log(2 - torch.exp(-t)))
-
-
 def predicted_floor(sigma: float) -> float:
     """The smallest local-kernel value unit vectors can reach (phi <= 4): the target floor.
 
@@ -177,7 +215,7 @@ def predicted_floor(sigma: float) -> float:
 
 def predicted_matrix(
     r: Tensor,
-    kind: Literal["local", "cosine", "learned"] = "local",
+    kind: PredictedKernel = "local",
     sigma: float | Tensor = 1.0,
 ) -> Tensor:
     """``Mr`` from unit vectors ``r`` (n, P). # (n, n)
@@ -197,7 +235,7 @@ def structure_loss(
     predicted: Tensor,
     target: Tensor,
     keep: Tensor | None = None,
-    reduction: Literal["paper", "mean"] = "mean",
+    reduction: Reduction = "mean",
 ) -> dict[str, Tensor]:
     """Squared error between ``Mr`` and ``Ml`` over kept prefixes (rows and columns).
 

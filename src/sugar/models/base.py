@@ -236,7 +236,7 @@ def backbone_class(family: str) -> type[MLLM]:
     """The class registered for ``family``; ``ValueError`` listing the known ones."""
     # Built-in families register on import; importing here keeps registration in their files.
     # sugar.models.hf imports neither transformers nor peft until a model is built or loaded.
-    import sugar.models.hf
+    import sugar.models.hf_families
     import sugar.models.minilm
     import sugar.models.tiny  # noqa: F401
 

@@ -1,5 +1,5 @@
 """Loading Hugging Face files without surprise downloads: the one place that calls
-``from_pretrained`` for teachers (:mod:`sugar.models.hf_teachers`) and backbones
+``from_pretrained`` for teachers (:mod:`sugar.teachers.hf`) and backbones
 (:mod:`sugar.models.hf`).
 
 A local directory is read as it is, and with ``HF_HUB_OFFLINE`` set (or ``offline=True``)

@@ -36,14 +36,20 @@ from torch import Tensor
 from sugar.align import SliceEmbeddings, TypeMedians
 from sugar.data.schema import Sample
 from sugar.data.slices import slices
-from sugar.losses.structure import predicted_floor, sample_prefixes, structure_targets
+from sugar.data.views import apply_views
+from sugar.losses.structure import (
+    Normalisation,
+    StructureOptions,
+    predicted_floor,
+    sample_prefixes,
+    structure_targets,
+)
 from sugar.train.objective import group_indices
-from sugar.train.views import apply_views
 
-__all__ = ["inspect_targets", "length_r2", "unfittable_mse"]
+__all__ = ["inspect_targets", "length_r2", "target_table", "unfittable_mse"]
 
 SliceLookup = Callable[[Sequence[Sample], str | Path], SliceEmbeddings]
-NORMALISATIONS = ("cosine", "length", "length_pair_standardised")
+NORMALISATIONS: tuple[Normalisation, ...] = ("cosine", "length", "length_pair_standardised")
 
 
 def length_r2(values: Tensor, n: Tensor, m: Tensor) -> float:
@@ -97,8 +103,8 @@ def inspect_targets(
 ) -> list[dict[str, Any]]:
     """One row per setting (module docstring), over up to ``max_batches`` validation batches."""
     floor_local = predicted_floor(delta)
-    rows: dict[tuple[str, bool], dict[str, list[Tensor]]] = {}
-    unfit: dict[tuple[str, bool], list[float]] = {}
+    rows: dict[tuple[Normalisation, bool], dict[str, list[Tensor]]] = {}
+    unfit: dict[tuple[Normalisation, bool], list[float]] = {}
     for index, start in enumerate(range(0, len(samples), batch_size)):
         if index >= max_batches:
             break
@@ -110,10 +116,10 @@ def inspect_targets(
         group = group_indices(batch)[b]  # the same-sample rule works on views of one source
         other = (group[:, None] != group[None, :]) & keep[:, None] & keep[None, :]
         for normalisation, tk in product(NORMALISATIONS, (True, False)):
-            target = structure_targets(
-                teacher, b, e, sigma=delta, normalisation=normalisation,  # type: ignore[arg-type]
-                triple_kernel=tk, medians=medians, same_sample_target="kernel",
-            )  # fmt: skip
+            options = StructureOptions(
+                gak_normalisation=normalisation, triple_kernel=tk, same_sample_target="kernel"
+            )
+            target = structure_targets(teacher, b, e, sigma=delta, options=options, medians=medians)
             store = rows.setdefault(
                 (normalisation, tk), {"v": [], "n": [], "m": [], "ii": [], "tt": [], "it": []}
             )
@@ -156,3 +162,20 @@ def inspect_targets(
             }
         )
     return out
+
+
+def target_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The lines ``sugar targets inspect`` prints for :func:`inspect_targets`'s rows."""
+    lines = [
+        f"{'normalisation':<26}{'TK':>4}{'entries':>9}{'mean':>7}{'std':>7}{'len R2':>8}"
+        f"{'<floor':>8}{'unfit mse':>10}{'unfit %':>9}{'1x1 ii':>8}{'1x1 tt':>8}{'1x1 it':>8}"
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['normalisation']:<26}{'y' if row['triple_kernel'] else 'n':>4}"
+            f"{row['entries']:>9}{row['target_mean']:>7.3f}{row['target_std']:>7.3f}"
+            f"{row['length_r2']:>8.3f}{row['below_floor_local']:>8.3f}"
+            f"{row['unfittable_mse']:>10.4f}{100 * row['unfittable_share']:>8.1f}%"
+            f"{row['single_ii']:>8.3f}{row['single_tt']:>8.3f}{row['single_it']:>8.3f}"
+        )
+    return lines

@@ -1,14 +1,17 @@
 """``train()``: the one training loop, readable top to bottom (STYLE.md point 1).
 
-forward (:class:`~sugar.train.objective.SugarObjective`: L_g + alpha * L_d) -> backward over
-``grad_accum`` micro-batches -> clip -> AdamW step -> cosine schedule -> log -> evaluate ->
-checkpoint. Under gradient accumulation each loss is computed per micro-batch and the step
-uses the mean of the micro-batches' losses (L_g: a mean of per-micro-batch token means; L_d:
-its n, targets and same-sample pairs are the micro-batch's). Everything that makes a step is a
-pure function of (seed, step): the micro-batch
-indices (a per-epoch permutation), the views of caption pairs, the prefixes L_d picks. With
-the model, objective, optimiser, scheduler and RNG states in each checkpoint, ``resume=True``
-continues exactly where an interrupted run (even a SIGKILLed one) last checkpointed.
+``train()`` is three steps: :func:`build` (files, model, targets, objective, optimiser, resumed
+state), then per optimiser step :func:`step` (forward with
+:class:`~sugar.train.objective.SugarObjective`, which returns the weighted parts and their
+total, backward over ``grad_accum`` micro-batches, clip, AdamW, cosine schedule) and
+:func:`log_evaluate_checkpoint`. Under gradient accumulation each loss is computed per
+micro-batch and the step uses the mean of the micro-batches' losses (L_g: a mean of
+per-micro-batch token means; L_d: its n, targets and same-sample pairs are the micro-batch's).
+Everything that makes a step is a pure function of (seed, step): the micro-batch indices (a
+per-epoch permutation), the views of caption pairs, the prefixes L_d picks. With the model,
+objective, optimiser, scheduler and RNG states in each checkpoint, ``resume=True`` continues
+exactly where an interrupted run (even a SIGKILLed one) last checkpointed. Run-directory
+support is :mod:`sugar.train.run`; validation is :mod:`sugar.eval.validation`.
 
 Run directory::
 
@@ -23,29 +26,26 @@ Run directory::
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
-from sugar.align import SliceEmbeddings, TypeMedians, auto_delta, triple_kernel_medians
+from sugar.align import TypeMedians
 from sugar.config import SugarConfig, to_dict, to_yaml
-from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample
-from sugar.eval.grounding import grounding
+from sugar.data.views import apply_views
+from sugar.eval.validation import evaluate
 from sugar.io import atomic_write_json, atomic_write_text, write_manifest
-from sugar.models.base import MLLM, backbone_class
-from sugar.models.bundle import load_bundle, save_bundle
+from sugar.models.base import MLLM
+from sugar.teachers.lookup import SliceLookup, teacher_lookup_from_config
 from sugar.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -53,221 +53,57 @@ from sugar.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sugar.train.distributed import init_from_environment, sum_gradients
-from sugar.train.objective import SugarObjective, TeacherLookup
+from sugar.train.distributed import Shard, init_from_environment, sum_gradients
+from sugar.train.objective import SugarObjective
 from sugar.train.retrieval import check_pool, is_retrieval_source, retrieval_batch, split_pool
-from sugar.train.views import apply_views, is_caption_pair
+from sugar.train.run import (
+    TrainResult,
+    batch_indices,
+    better,
+    build_model,
+    lr_multiplier,
+    parameter_groups,
+    read_files,
+    resolve_device,
+    resolve_targets,
+    save_run_bundle,
+    seeded,
+    tensorboard,
+    truncate_log,
+)
 
-__all__ = ["TrainResult", "evaluate", "train"]
-
-SliceLookup = Callable[[Sequence[Sample], str | Path], SliceEmbeddings]
+__all__ = ["Run", "TrainResult", "build", "evaluate", "log_evaluate_checkpoint", "step", "train"]
 
 
 @dataclass
-class TrainResult:
-    """What :func:`train` returns."""
+class Run:
+    """Everything :func:`build` makes for a run, and the state the steps advance."""
 
+    cfg: SugarConfig
     run_dir: Path
-    step: int
-    bundle: Path
-    best: Path | None
-    best_metric: float | None
+    shard: Shard
+    main: bool  # only rank 0 writes files
+    root: str
+    train_samples: list[Sample]
+    val_samples: list[Sample]
+    model: MLLM
+    objective: SugarObjective
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    trainable: list[nn.Parameter]
+    delta: float | None
+    medians: TypeMedians | None
+    step: int = 0
+    best_metric: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def read_files(
-    root: str | Path, files: Sequence[str], upsample: Mapping[str, int] | None = None
-) -> list[Sample]:
-    """The samples of ``files`` (relative to ``root``), in order; a file named in ``upsample``
-    contributes its samples that many times (``data.upsample``)."""
-    samples: list[Sample] = []
-    for name in files:
-        samples.extend(read_samples(Path(root) / name, root) * (upsample or {}).get(name, 1))
-    if not samples:
-        raise ValueError(f"no samples in {list(files)} under {root}")
-    return samples
-
-
-def _seeded(*parts: int) -> torch.Generator:
-    """A generator whose state is a pure function of ``parts``."""
-    value = 0
-    for part in parts:
-        value = (value * 1_000_003 + part) % (2**63 - 1)
-    return torch.Generator().manual_seed(value)
-
-
-def batch_indices(count: int, batch_size: int, seed: int, position: int) -> list[int]:
-    """Items ``position .. position + batch_size`` of the endless stream of per-epoch
-    permutations of ``range(count)`` (epoch e's permutation seeded by (seed, e))."""
-    out = []
-    for k in range(position, position + batch_size):
-        epoch, offset = divmod(k, count)
-        out.append(int(_permutation(count, seed, epoch)[offset]))
-    return out
-
-
-@functools.lru_cache(maxsize=2)
-def _permutation(count: int, seed: int, epoch: int) -> Tensor:
-    """Epoch ``epoch``'s order of ``range(count)`` (cached: a batch reads it many times)."""
-    return torch.randperm(count, generator=_seeded(seed, epoch))
-
-
-def lr_multiplier(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _parameter_groups(
-    model: MLLM, modules: Sequence[nn.Module], weight_decay: float, lr: float
-) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on matrices only; the model's own parameters at
-    ``lr * model.parameter_lr_scale(name)`` (the objective's at ``lr``)."""
-    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
-    for module in (model, *modules):
-        for name, parameter in module.named_parameters():
-            if not parameter.requires_grad:
-                continue
-            plain = parameter.dim() < 2 or "embed" in name or "position" in name
-            scale = model.parameter_lr_scale(name) if module is model else 1.0
-            groups.setdefault((plain, scale), []).append(parameter)
-    return [
-        {"params": params, "weight_decay": 0.0 if plain else weight_decay, "lr": lr * scale}
-        for (plain, scale), params in sorted(
-            groups.items(), key=lambda item: (-item[0][1], item[0][0])
-        )
-    ]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``run.device`` as a torch device (``auto``: cuda when available); a cuda device that is
-    not there is refused naming it."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise ValueError(
-                f"run.device={name!r}: this machine has {torch.cuda.device_count()} CUDA "
-                "devices (torch.cuda.is_available() is "
-                f"{torch.cuda.is_available()}); use run.device=cpu or auto"
-            )
-    return torch.device(name)
-
-
-def build_model(cfg: SugarConfig, train_samples: Sequence[Sample]) -> MLLM:
-    """The backbone: from ``train.init_from`` (a bundle), or a fresh one of ``model.family``
-    (:meth:`MLLM.build`: the tiny MLLM trains its tokenizer on the training texts; a Hugging
-    Face family loads ``model.pretrained`` and adds LoRA)."""
-    if cfg.train.init_from:
-        return load_bundle(cfg.train.init_from).model
-    texts = [seg.text for s in train_samples for seg in s.segments if seg.text is not None]
-    builtin = cfg.model.builtin_kwargs()
-    model = backbone_class(cfg.model.family).build(texts, builtin, cfg.model.hf_kwargs())
-    model.prepare(train_samples, cfg.data.root)
-    return model
-
-
-def resolve_targets(
-    cfg: SugarConfig, lookup: SliceLookup, samples: Sequence[Sample], root: str | Path
-) -> tuple[float, TypeMedians | None, dict[str, Any]]:
-    """``delta`` (``auto``: median sqrt(phi) over ``delta_pairs`` training slice pairs) and the
-    per-type medians (``tk_standardise = median``), computed once before step 0."""
-    s = cfg.structure
-    pool = [
-        samples[i] for i in batch_indices(len(samples), min(512, len(samples)), cfg.run.seed, 0)
-    ]
-    slices = lookup(pool, root)
-    medians = None
-    if s.tk_standardise == "median":
-        medians = triple_kernel_medians(slices, n_pairs=s.delta_pairs, seed=cfg.run.seed)
-    if s.delta == "auto":
-        delta = auto_delta(
-            slices, n_pairs=s.delta_pairs, seed=cfg.run.seed, triple_kernel=s.triple_kernel,
-            medians=medians,
-        )  # fmt: skip
-    else:
-        delta = float(s.delta)
-    stats = {
-        "delta": delta,
-        "delta_source": "auto" if s.delta == "auto" else "config",
-        "samples": len(pool),
-        "slices": int(slices.lengths.sum()),
-        "pairs": s.delta_pairs,
-        "medians": None if medians is None else vars(medians),
-    }
-    return delta, medians, stats
-
-
-@torch.no_grad()
-def evaluate(
-    model: MLLM,
-    objective: SugarObjective,
-    samples: Sequence[Sample],
-    root: str | Path,
-    batch_size: int,
-    seed: int,
-) -> dict[str, float]:
-    """Validation losses (same objective, fixed prefixes) and, when a projector is trained,
-    caption retrieval text->image R@1 among the validation caption pairs."""
-    was_training = model.training
-    model.eval()
-    totals: dict[str, float] = {}
-    batches = 0
-    for index, start in enumerate(range(0, len(samples), batch_size)):
-        chunk = samples[start : start + batch_size]
-        parts = objective(model, chunk, root, _seeded(seed, 10**6, index))
-        for name, value in parts.items():
-            if name != "lm_tokens":
-                totals[name] = totals.get(name, 0.0) + float(value.detach())
-        batches += 1
-    metrics = {f"val_{name}": value / max(1, batches) for name, value in totals.items()}
-    pairs = [s for s in samples if is_caption_pair(s)]
-    if objective.lm_weight > 0 and len(pairs) >= 2:  # does the model use its images?
-        for name, value in grounding(model, pairs, root, batch_size, seed).items():
-            if isinstance(value, float):
-                metrics[f"val_grounding_{name}"] = value
-    if (objective.alpha > 0 or objective.contrastive_weight > 0) and len(pairs) >= 2:
-        from sugar.embed import embed_vectors
-        from sugar.eval.metrics import recall_at_k
-        from sugar.train.views import caption_view
-
-        views = {
-            view: embed_vectors(
-                model,
-                objective.projector,
-                [caption_view(s, view) for s in pairs],
-                root,
-                batch_size=batch_size,
-                image_pool=objective.image_pool,
-                slice_text_by=objective.slice_text_by,
-            )
-            for view in ("image_only", "caption_only")
-        }
-        images, texts = views["image_only"], views["caption_only"]
-        scores = texts @ images.T  # (captions, images); caption i's image is i
-        metrics["val_t2i_r1"] = float(recall_at_k(scores, torch.arange(len(pairs)), 1))
-    model.train(was_training)
-    return metrics
-
-
-def _better(metric: str, new: float, old: float | None) -> bool:
-    if old is None:
-        return True
-    return new < old if metric.endswith("loss") or metric.endswith("mse") else new > old
-
-
-def _save_bundle(directory: Path, model: MLLM, objective: SugarObjective, cfg: SugarConfig) -> None:
-    """The bundle; the projector goes in only when L_d or L_c trained it: an untrained
-    projector would give chance-level "embeddings" where "n/a" is the truth."""
-    extras = {}
-    if objective.alpha > 0 or objective.contrastive_weight > 0:
-        state = dict(objective.projector.state_dict())
-        spec = {**objective.projector.spec, "image_pool": objective.image_pool}
-        extras["projector"] = (spec, state)
-    save_bundle(directory, model, extras=extras, config_yaml=to_yaml(cfg))
+    generative: list[Sample] = field(default_factory=list)
+    """What the generative micro-batches draw from (all training samples, or with a retrieval
+    micro-batch only those with a target)."""
+    pools: tuple[list[Sample], list[Sample]] = ([], [])
+    """The retrieval micro-batch's sources: (caption pairs, others); empty without one."""
+    ran: dict[str, int] = field(default_factory=dict)
+    """Micro-batches in which each configured L_d / InfoNCE ran (logged at the end)."""
+    warned: set[str] = field(default_factory=set)
 
 
 def train(
@@ -284,6 +120,53 @@ def train(
     and alpha > 0). ``stop_after``: return after that many steps, as an interrupted run would
     (tests use it for resume).
     """
+    run = build(cfg, resume=resume, teacher=teacher)
+    t = run.cfg.train
+    run.model.train()
+    log = open(os.devnull if not run.main else run.run_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+    writer = tensorboard(run.run_dir) if run.main else None
+    bar = tqdm(
+        total=t.steps, initial=run.step, desc="train", disable=not (progress and run.main),
+        unit="step",
+    )  # fmt: skip
+    start_time = time.perf_counter()
+    try:
+        while run.step < t.steps:
+            last = step(run)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in last.items() if k.endswith("loss")})
+            log_evaluate_checkpoint(run, last, log, writer, time.perf_counter() - start_time)
+            if stop_after is not None and run.step >= stop_after:
+                break
+    finally:
+        run.model.flush_caches()
+        bar.close()
+        log.close()
+        if writer is not None:
+            writer.close()
+    if run.main and run.ran:
+        done = max(1, run.step * t.grad_accum)
+        shares = {name: round(count / done, 4) for name, count in run.ran.items()}
+        with open(run.run_dir / "log.jsonl", "a", encoding="utf-8") as summary:
+            summary.write(json.dumps({"step": run.step, "loss_share": shares}) + "\n")
+    bundle = run.run_dir / "model"
+    if run.step == t.steps and run.main:
+        save_run_bundle(bundle, run.model, run.objective, run.cfg)
+    best = run.run_dir / "best"
+    return TrainResult(
+        run_dir=run.run_dir,
+        step=run.step,
+        bundle=bundle,
+        best=best if best.exists() else None,
+        best_metric=run.best_metric,
+        history=run.history,
+    )
+
+
+def build(cfg: SugarConfig, *, resume: bool, teacher: SliceLookup | None) -> Run:
+    """Read the files, build the model, resolve L_d's targets, build the objective and the
+    optimiser, and restore a checkpoint when resuming; the run directory gets its config and
+    manifest."""
     run_dir = Path(cfg.run.output_dir)
     shard = init_from_environment()
     main = shard.rank == 0  # only rank 0 writes files
@@ -320,14 +203,8 @@ def train(
                 atomic_write_json(run_dir / "target_stats.json", stats)
         cfg = replace(cfg, structure=replace(s, delta=delta))
     objective = SugarObjective(
-        model.hidden_size, alpha=s.alpha, delta=delta, teacher=teacher,
-        slice_text_by=s.slice_text_by, prefixes_per_sample=s.prefixes_per_sample,
-        image_pool=s.image_pool, projector_dim=s.projector_dim, sigma_mode=s.sigma_mode,
-        gak_normalisation=s.gak_normalisation, medians=medians,
-        triple_kernel=s.triple_kernel, use_gak=s.use_gak,
-        predicted_kernel=s.predicted_kernel, same_sample_target=s.same_sample_target,
-        structure_reduction=s.structure_reduction, lm_weight=cfg.train.lm_weight,
-        contrastive_weight=cfg.contrastive.weight, hard_negatives=cfg.contrastive.hard_negatives,
+        model.hidden_size, cfg.loss_weights(), s.options(), delta=delta, teacher=teacher,
+        medians=medians, hard_negatives=cfg.contrastive.hard_negatives,
     )  # fmt: skip
     objective.to(device)
     if main:
@@ -338,224 +215,163 @@ def train(
 
     t = cfg.train
     optimiser = torch.optim.AdamW(
-        _parameter_groups(model, [objective], t.weight_decay, t.lr), lr=t.lr
+        parameter_groups(model, [objective], t.weight_decay, t.lr), lr=t.lr
     )
-    pool: list[Sample] = []
-    if t.retrieval_batch and (s.alpha > 0 or cfg.contrastive.weight > 0):
-        if cfg.data.retrieval:
-            pool = read_files(root, cfg.data.retrieval)
-            check_pool(pool, f"data.retrieval {cfg.data.retrieval}")
-        else:
-            pool = [sample for sample in train_samples if is_retrieval_source(sample)]
-            if not pool:
-                raise ValueError(
-                    f"train.retrieval_batch={t.retrieval_batch}: no sample of data.train "
-                    f"{cfg.data.train} makes a query/document pair (sugar.train.retrieval); "
-                    "name files in data.retrieval or set train.retrieval_batch=0"
-                )
-    pools = split_pool(pool)
-    # With a retrieval micro-batch, the generative batch holds only samples with a target:
-    # the others (stories, documents) would cost a forward pass for no L_g token.
-    generative = train_samples
-    if pool:
-        generative = [x for x in train_samples if any(g.role == "target" for g in x.segments)]
-        generative = generative or train_samples
-    ran: dict[str, int] = {}  # micro-batches in which each configured loss ran (logged at end)
-    warned: set[str] = set()
     warmup = int(t.warmup_ratio * t.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: lr_multiplier(step, t.steps, warmup)
     )
-    step, best_metric, history = 0, None, []
+    run = Run(
+        cfg, run_dir, shard, main, root, train_samples, val_samples, model, objective, optimiser,
+        scheduler, [], delta, medians,
+    )  # fmt: skip
     if state is not None:
         model.load_state_dict(state["model"], strict=False)
         objective.load_state_dict(state["objective"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
-        step, best_metric = state["step"], state["best_metric"]
+        run.step, run.best_metric = state["step"], state["best_metric"]
         if main:
-            _truncate_log(run_dir / "log.jsonl", step)
-    trainable = [p for group in optimiser.param_groups for p in group["params"]]
-    model.train()
-    log = open(os.devnull if not main else run_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-    writer = _tensorboard(run_dir) if main else None
-    bar = tqdm(
-        total=t.steps, initial=step, desc="train", disable=not (progress and main), unit="step"
-    )
-    start_time = time.perf_counter()
-    last: dict[str, float] = {}
-    try:
-        while step < t.steps:
-            sums: dict[str, float] = {}
-            for micro in range(t.grad_accum):
-                position = (step * t.grad_accum + micro) * t.batch_size
-                indices = batch_indices(len(generative), t.batch_size, cfg.run.seed, position)
-                samples = [generative[i] for i in indices]
-                retrieval = None
-                if pool:  # L_d / InfoNCE on their own micro-batch; L_g on samples as they are
-                    retrieval = retrieval_batch(
-                        pools, (t.retrieval_batch, t.retrieval_interleaved), cfg.run.seed,
-                        step * t.grad_accum + micro,
-                    )  # fmt: skip
-                else:
-                    samples = apply_views(
-                        samples, cfg.data.view_weights, cfg.run.seed, step * t.grad_accum + micro
-                    )
-                generator = _seeded(cfg.run.seed, step, micro)
-                parts = objective(model, samples, root, generator, shard, retrieval)
-                _count_losses(parts, ran, warned, s.alpha, cfg.contrastive.weight, step)
-                (parts.pop("loss") / t.grad_accum).backward()
-                parts["loss"] = (
-                    t.lm_weight * parts["lm_loss"]
-                    + s.alpha * parts.get("structure_loss", 0.0)
-                    + cfg.contrastive.weight * parts.get("contrastive_loss", 0.0)
-                )
-                for name, value in parts.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach()) / t.grad_accum
-            sum_gradients(trainable, shard)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.clip_norm or float("inf"))
-            step_lr = float(scheduler.get_last_lr()[0])  # the rate this step uses
-            optimiser.step()
-            scheduler.step()
-            optimiser.zero_grad(set_to_none=True)
-            step += 1
-            last = {**sums, "grad_norm": float(grad_norm), "lr": step_lr}
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in sums.items() if k.endswith("loss")})
-            if step % t.log_every == 0 or step == t.steps:
-                record = {"step": step, "time": round(time.perf_counter() - start_time, 3), **last}
-                history.append(record)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                if writer is not None:
-                    for name, value in last.items():
-                        writer.add_scalar(f"train/{name}", value, step)
-            evaluate_now = (t.eval_every and step % t.eval_every == 0) or step == t.steps
-            if evaluate_now and val_samples and main:
-                metrics = evaluate(model, objective, val_samples, root, t.batch_size, cfg.run.seed)
-                record = {"step": step, **metrics}
-                history.append(record)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                value = metrics.get(t.select_metric)
-                if value is None:
-                    raise ValueError(
-                        f"train.select_metric={t.select_metric!r} is not among the validation "
-                        f"metrics {sorted(metrics)}"
-                    )
-                if _better(t.select_metric, value, best_metric):
-                    best_metric = value
-                    _save_bundle(run_dir / "best", model, objective, cfg)
-            checkpoint_now = (t.checkpoint_every and step % t.checkpoint_every == 0) or (
-                step == t.steps
+            truncate_log(run_dir / "log.jsonl", run.step)
+    run.trainable = [p for group in optimiser.param_groups for p in group["params"]]
+    run.generative, run.pools = _retrieval_sources(cfg, train_samples)
+    return run
+
+
+def _retrieval_sources(
+    cfg: SugarConfig, train_samples: list[Sample]
+) -> tuple[list[Sample], tuple[list[Sample], list[Sample]]]:
+    """(the generative batches' samples, the retrieval pools) of a run
+    (:mod:`sugar.train.retrieval`): without ``train.retrieval_batch`` (or without L_d and
+    InfoNCE) every sample is generative and there is no pool."""
+    t = cfg.train
+    if not (t.retrieval_batch or t.retrieval_interleaved) or not cfg.loss_weights().uses_projector:
+        return train_samples, ([], [])
+    if cfg.data.retrieval:
+        pool = read_files(cfg.data.root, cfg.data.retrieval)
+        check_pool(pool, f"data.retrieval {cfg.data.retrieval}")
+    else:
+        pool = [sample for sample in train_samples if is_retrieval_source(sample)]
+        if not pool:
+            raise ValueError(
+                f"train.retrieval_batch={t.retrieval_batch}: no sample of data.train "
+                f"{cfg.data.train} makes a query/document pair (sugar.train.retrieval); name "
+                "files in data.retrieval or set train.retrieval_batch=0"
             )
-            if checkpoint_now and main:
-                model.flush_caches()
-                save_checkpoint(
-                    run_dir,
-                    step,
-                    {
-                        "step": step,
-                        "model": model.trainable_state_dict(),
-                        "objective": objective.state_dict(),
-                        "optimiser": optimiser.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": rng_state(),
-                        "best_metric": best_metric,
-                        "delta": delta,
-                        "medians": medians,
-                        "config": to_dict(cfg),
-                    },
-                )
-            if stop_after is not None and step >= stop_after:
-                break
-    finally:
-        model.flush_caches()
-        bar.close()
-        log.close()
-        if writer is not None:
-            writer.close()
-    if main and ran:
-        shares = {
-            name: round(count / max(1, step * t.grad_accum), 4) for name, count in ran.items()
-        }
-        with open(run_dir / "log.jsonl", "a", encoding="utf-8") as summary:
-            summary.write(json.dumps({"step": step, "loss_share": shares}) + "\n")
-    bundle = run_dir / "model"
-    if step == t.steps and main:
-        _save_bundle(bundle, model, objective, cfg)
-    best = run_dir / "best"
-    return TrainResult(
-        run_dir=run_dir,
-        step=step,
-        bundle=bundle,
-        best=best if best.exists() else None,
-        best_metric=best_metric,
-        history=history,
-    )
+    # The generative batch then holds only samples with a target: the others (stories,
+    # documents) would cost a forward pass for no L_g token.
+    generative = [s for s in train_samples if any(g.role == "target" for g in s.segments)]
+    return generative or train_samples, split_pool(pool)
 
 
-def _count_losses(
-    parts: dict[str, Tensor],
-    ran: dict[str, int],
-    warned: set[str],
-    alpha: float,
-    contrastive: float,
-    step: int,
-) -> None:
+def step(run: Run) -> dict[str, float]:
+    """One optimiser step over ``grad_accum`` micro-batches; returns what to log: the mean of
+    the objective's parts over the micro-batches, the gradient norm and the step's rate."""
+    cfg, t = run.cfg, run.cfg.train
+    sums: dict[str, float] = {}
+    for micro in range(t.grad_accum):
+        position = (run.step * t.grad_accum + micro) * t.batch_size
+        indices = batch_indices(len(run.generative), t.batch_size, cfg.run.seed, position)
+        samples = [run.generative[i] for i in indices]
+        retrieval = None
+        if run.pools[0] or run.pools[1]:  # L_d / InfoNCE on their own micro-batch
+            sizes = (t.retrieval_batch, t.retrieval_interleaved)
+            retrieval = retrieval_batch(
+                run.pools, sizes, cfg.run.seed, run.step * t.grad_accum + micro
+            )
+        else:
+            samples = apply_views(
+                samples, cfg.data.view_weights, cfg.run.seed, run.step * t.grad_accum + micro
+            )
+        generator = seeded(cfg.run.seed, run.step, micro)
+        parts = run.objective(run.model, samples, run.root, generator, run.shard, retrieval)
+        _count_losses(run, parts)
+        (parts["loss"] / t.grad_accum).backward()
+        for name, value in parts.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach()) / t.grad_accum
+    sum_gradients(run.trainable, run.shard)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, t.clip_norm or float("inf"))
+    step_lr = float(run.scheduler.get_last_lr()[0])  # the rate this step uses
+    run.optimiser.step()
+    run.scheduler.step()
+    run.optimiser.zero_grad(set_to_none=True)
+    run.step += 1
+    return {**sums, "grad_norm": float(grad_norm), "lr": step_lr}
+
+
+def _count_losses(run: Run, parts: dict[str, torch.Tensor]) -> None:
     """Count the micro-batches in which each configured loss ran; warn the first time a
     configured loss could not run (InfoNCE needs two query/document pairs)."""
-    for name, weight in (("structure_loss", alpha), ("contrastive_loss", contrastive)):
+    weights = run.objective.weights
+    for name, weight in (
+        ("structure_loss", weights.alpha),
+        ("contrastive_loss", weights.contrastive),
+    ):
         if weight <= 0:
             continue
-        if name in parts:
-            ran[name] = ran.get(name, 0) + 1
-        else:
-            ran.setdefault(name, 0)
-            if name not in warned:
-                warnings.warn(
-                    f"step {step}: {name} is configured (weight {weight}) but could not run "
-                    f"({int(parts.get('contrastive_pairs', 0))} query/document pairs in the "
-                    "batch); set train.retrieval_batch to give every step its pairs",
-                    stacklevel=2,
-                )
-                warned.add(name)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the log lines up to ``step`` (a resumed run rewrites what came after)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in kept if json.loads(line).get("step", 0) <= step]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
-def _tensorboard(run_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def teacher_lookup_from_config(cfg: SugarConfig) -> TeacherLookup:
-    """The teacher L_d uses, from the config's ``teacher`` section, with its persistent cache.
-
-    The ``offline`` family reads the head trained by ``sugar train-teacher`` from
-    ``teacher.head_dir`` (``FileNotFoundError`` naming it when missing).
-    """
-    from sugar.models.teachers import build_teacher, teacher_cache
-
-    t = cfg.teacher
-    cache_dir = t.cache_dir or None
-    options: dict[str, Any] = {}
-    if t.family == "offline":
-        if not (Path(t.head_dir) / "head.json").is_file():
-            raise FileNotFoundError(
-                f"teacher.head_dir={t.head_dir!r}: no trained head; run sugar train-teacher first"
+        run.ran[name] = run.ran.get(name, 0) + (name in parts)
+        if name not in parts and name not in run.warned:
+            pairs = int(parts.get("contrastive_pairs", torch.tensor(0)))
+            warnings.warn(
+                f"step {run.step}: {name} is configured (weight {weight}) but could not run "
+                f"({pairs} query/document pairs in the batch); set train.retrieval_batch to "
+                "give every step its pairs",
+                stacklevel=2,
             )
-        options = {"head_dir": t.head_dir, "feature_cache_dir": cache_dir}
-    teacher = build_teacher(t.family, **options)
-    return TeacherLookup(teacher, teacher_cache(cache_dir, teacher), cfg.structure.slice_text_by)
+            run.warned.add(name)
+
+
+def log_evaluate_checkpoint(
+    run: Run, last: dict[str, float], log: IO[str], writer: Any, elapsed: float
+) -> None:
+    """After a step: the log line (every ``log_every``), validation and the best bundle (every
+    ``eval_every``), a checkpoint (every ``checkpoint_every``); each also at the last step."""
+    t, step_now = run.cfg.train, run.step
+    if step_now % t.log_every == 0 or step_now == t.steps:
+        record = {"step": step_now, "time": round(elapsed, 3), **last}
+        run.history.append(record)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        if writer is not None:
+            for name, number in last.items():
+                writer.add_scalar(f"train/{name}", number, step_now)
+    evaluate_now = (t.eval_every and step_now % t.eval_every == 0) or step_now == t.steps
+    if evaluate_now and run.val_samples and run.main:
+        metrics = evaluate(
+            run.model, run.objective, run.val_samples, run.root, t.batch_size, run.cfg.run.seed
+        )
+        record = {"step": step_now, **metrics}
+        run.history.append(record)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        value = metrics.get(t.select_metric)
+        if value is None:
+            raise ValueError(
+                f"train.select_metric={t.select_metric!r} is not among the validation "
+                f"metrics {sorted(metrics)}"
+            )
+        if better(t.select_metric, value, run.best_metric):
+            run.best_metric = value
+            save_run_bundle(run.run_dir / "best", run.model, run.objective, run.cfg)
+    checkpoint_now = (t.checkpoint_every and step_now % t.checkpoint_every == 0) or (
+        step_now == t.steps
+    )
+    if checkpoint_now and run.main:
+        run.model.flush_caches()
+        save_checkpoint(
+            run.run_dir,
+            step_now,
+            {
+                "step": step_now,
+                "model": run.model.trainable_state_dict(),
+                "objective": run.objective.state_dict(),
+                "optimiser": run.optimiser.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "rng": rng_state(),
+                "best_metric": run.best_metric,
+                "delta": run.delta,
+                "medians": run.medians,
+                "config": to_dict(run.cfg),
+            },
+        )

@@ -4,7 +4,7 @@ Shapes: B samples, T tokens, D hidden width, n = B * prefixes_per_sample prefixe
 
 One forward pass per micro-batch serves both losses: L_g on the target spans the samples have,
 L_d on prefixes of every sample (:mod:`sugar.losses.structure`). Which samples a batch holds is
-the data side's job (:mod:`sugar.train.views`: captions in both orders, images and captions
+the data side's job (:mod:`sugar.data.views`: captions in both orders, images and captions
 alone, stories). Under gradient accumulation L_d is computed per micro-batch: its n, its
 target matrix and its same-sample pairs are those of the micro-batch (the paper's batch of 16
 per GPU is also a per-device batch).
@@ -16,9 +16,7 @@ and the checkpoint, and the bundle keeps the projector for ``sugar.embed``.
 
 from __future__ import annotations
 
-import json
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -26,84 +24,27 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from sugar.align import SliceEmbeddings, TypeMedians
+from sugar.align import TypeMedians
 from sugar.data.collate import Span
 from sugar.data.schema import Sample, Segment
 from sugar.data.slices import slices
+from sugar.data.views import group_of
 from sugar.losses.contrastive import clip_contrastive_loss
 from sugar.losses.generative import generative_loss
 from sugar.losses.structure import (
+    StructureOptions,
     predicted_matrix,
     sample_prefixes,
     structure_loss,
     structure_targets,
 )
+from sugar.losses.weights import LossWeights
 from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector, embed_prefixes
 from sugar.train.distributed import Shard, all_reduce_sum, gather_with_grad
 from sugar.train.retrieval import pair_roles
-from sugar.train.views import group_of
 
-__all__ = ["SugarObjective", "TeacherLookup"]
-
-
-class TeacherLookup:
-    """Teacher slice embeddings of samples: a callable ``(samples, root) -> SliceEmbeddings``.
-
-    Wraps :func:`sugar.models.teachers.embed_samples` with its persistent cache, and keeps each
-    sample's slice vectors in memory (keyed by the sample's segments and root, least recently
-    used dropped beyond ``memory_slices`` slices), so a training step does not decode and hash
-    every image again to find its cached vectors. Tests pass any callable with this signature.
-    """
-
-    def __init__(
-        self,
-        teacher: Any,
-        cache: Any,
-        by: Literal["sentence", "segment"],
-        memory_slices: int = 200_000,
-    ) -> None:
-        self.teacher, self.cache, self.by = teacher, cache, by
-        self.memory_slices = memory_slices
-        self._memory: OrderedDict[str, tuple[Tensor, Tensor, Tensor, Tensor]] = OrderedDict()
-        self._slices_held = 0
-
-    def __call__(self, samples: Sequence[Sample], root: str | Path) -> SliceEmbeddings:
-        from sugar.models.teachers import embed_samples
-
-        keys = [f"{root}\0{json.dumps([g.to_dict() for g in s.segments])}" for s in samples]
-        missing = [i for i, key in enumerate(keys) if key not in self._memory]
-        if missing:
-            fresh = embed_samples(
-                self.teacher, [samples[i] for i in missing], root, by=self.by, cache=self.cache
-            )
-            for row, i in enumerate(missing):
-                n = int(fresh.lengths[row])
-                entry = (
-                    fresh.image[row, :n], fresh.text[row, :n], fresh.cross[row, :n],
-                    fresh.is_text[row, :n],
-                )  # fmt: skip
-                if keys[i] not in self._memory:
-                    self._memory[keys[i]] = entry
-                    self._slices_held += n
-        entries = []
-        for key in keys:
-            self._memory.move_to_end(key)
-            entries.append(self._memory[key])
-        while self._slices_held > self.memory_slices and len(self._memory) > len(keys):
-            _, dropped = self._memory.popitem(last=False)
-            self._slices_held -= dropped[0].shape[0]
-        lengths = torch.tensor([e[0].shape[0] for e in entries])
-        size = int(lengths.max())
-
-        def padded(part: int) -> Tensor:
-            first = entries[0][part]
-            out = first.new_zeros((len(entries), size, *first.shape[1:]))
-            for row, entry in enumerate(entries):
-                out[row, : entry[part].shape[0]] = entry[part]
-            return out
-
-        return SliceEmbeddings(padded(0), padded(1), padded(2), padded(3), lengths)
+__all__ = ["ChunkedStates", "SugarObjective", "group_indices"]
 
 
 _CHUNK = 32
@@ -176,81 +117,51 @@ def group_indices(samples: Sequence[Sample]) -> Tensor:
 
 
 class SugarObjective(nn.Module):
-    """``lm_weight * L_g + alpha * L_d + contrastive_weight * L_c`` with the options of
-    ``StructureConfig`` and ``ContrastiveConfig`` as keyword arguments.
+    """``lm * L_g + alpha * L_d + contrastive * L_c`` (:class:`~sugar.losses.LossWeights`)
+    with the L_d switches of :class:`~sugar.losses.structure.StructureOptions`.
 
     ``alpha = 0`` needs no teacher (no L_d forward). ``teacher`` is required when ``alpha > 0``;
     ``delta`` must be resolved (a number) before construction. The baselines of METHOD.md
-    section 7: generative-only (alpha 0), CAFe-style (alpha 0, contrastive_weight > 0),
-    contrastive-only (also lm_weight 0). L_c is CLIP's symmetric InfoNCE with a learnable
+    section 7: generative-only (alpha 0), CAFe-style (alpha 0, contrastive > 0),
+    contrastive-only (also lm 0). L_c is CLIP's symmetric InfoNCE with a learnable
     temperature over the image and caption of each ``split`` pair in the batch
-    (:mod:`sugar.train.views`): image and caption as **separate** inputs, the other pairs of the
+    (:mod:`sugar.data.views`): image and caption as **separate** inputs, the other pairs of the
     (global) batch as negatives, ``r`` of each view's final prefix as its embedding.
     """
 
     def __init__(
         self,
         hidden_size: int,
+        weights: LossWeights,
+        options: StructureOptions,
         *,
-        alpha: float,
         delta: float | None = None,
         teacher: Any = None,
-        slice_text_by: Literal["sentence", "segment"] = "sentence",
-        prefixes_per_sample: int = 2,
-        image_pool: Literal["mean", "last"] = "mean",
-        projector_dim: int = 256,
-        sigma_mode: Literal["fixed", "pair_length"] = "fixed",
-        gak_normalisation: Literal["cosine", "length", "length_pair_standardised", "none"] = (
-            "cosine"
-        ),
         medians: TypeMedians | None = None,
-        triple_kernel: bool = True,
-        use_gak: bool = True,
-        predicted_kernel: Literal["local", "cosine", "learned"] = "local",
-        same_sample_target: Literal["one", "kernel"] = "one",
-        structure_reduction: Literal["paper", "mean"] = "mean",
-        lm_weight: float = 1.0,
-        contrastive_weight: float = 0.0,
         hard_negatives: int = 0,
     ) -> None:
         super().__init__()
-        if alpha < 0 or lm_weight < 0 or contrastive_weight < 0:
-            raise ValueError(
-                f"alpha={alpha}, lm_weight={lm_weight}, contrastive_weight={contrastive_weight}: "
-                "must be >= 0"
-            )
-        if alpha > 0 and (teacher is None or delta is None):
+        if weights.alpha > 0 and (teacher is None or delta is None):
             raise ValueError("alpha > 0 needs a teacher and a resolved delta")
-        self.alpha = alpha
+        self.weights = weights
+        self.options = options
         self.delta = delta
         self.teacher = teacher
-        self.slice_text_by = slice_text_by
-        self.prefixes_per_sample = prefixes_per_sample
-        self.image_pool = image_pool
-        self.sigma_mode = sigma_mode
-        self.gak_normalisation = gak_normalisation
         self.medians = medians
-        self.triple_kernel = triple_kernel
-        self.use_gak = use_gak
-        self.predicted_kernel = predicted_kernel
-        self.same_sample_target = same_sample_target
-        self.structure_reduction = structure_reduction
-        self.lm_weight = lm_weight
-        self.contrastive_weight = contrastive_weight
         self.hard_negatives = hard_negatives
-        self.projector = RetrievalProjector(hidden_size, projector_dim)
+        self.projector = RetrievalProjector(hidden_size, options.projector_dim)
         # CLIP's initial temperature 0.07, in log space (clip_contrastive_loss clamps it)
         self.logit_scale = nn.Parameter(
-            torch.tensor(math.log(1 / 0.07)), requires_grad=contrastive_weight > 0
+            torch.tensor(math.log(1 / 0.07)), requires_grad=weights.contrastive > 0
         )
         start = math.log(delta) if delta else 0.0
         self.log_bandwidth = nn.Parameter(
-            torch.tensor(start), requires_grad=predicted_kernel == "learned"
+            torch.tensor(start), requires_grad=options.predicted_kernel == "learned"
         )
 
     def predicted_sigma(self, shard: Shard | None = None) -> float | Tensor:
         """The bandwidth of ``Mr``: the target's delta, or the learned one."""
-        if self.predicted_kernel == "learned":
+        if self.options.predicted_kernel == "learned":
             return _replicated(self.log_bandwidth, shard).exp()
         return float(self.delta or 1.0)
 
@@ -265,20 +176,21 @@ class SugarObjective(nn.Module):
     ) -> dict[str, Tensor]:
         """Named losses of one micro-batch: ``loss`` (what to backward), ``lm_loss`` (global),
         with alpha > 0 ``structure_loss``, ``structure_mse``, ``target_mean``, ``predicted_mean``;
-        with InfoNCE ``contrastive_pairs`` (how many pairs it saw; 0 when it could not run).
+        with InfoNCE ``contrastive_pairs`` (how many pairs it saw; below 2 it could not run).
 
         ``samples`` is the global micro-batch; with a ``shard`` of several ranks the model runs
         on this rank's share only and the losses are those of the global batch
         (:mod:`sugar.train.distributed`; sum the gradients over ranks after backward).
         ``retrieval``: the step's retrieval micro-batch (:mod:`sugar.train.retrieval`): when
-        given, L_d and InfoNCE run on it (a second forward pass) and L_g on ``samples`` only;
-        when None, all losses share ``samples``.
+        given, L_d and InfoNCE run on it and L_g on ``samples`` alone; when None, every loss
+        shares one forward pass over ``samples``.
         """
         shard = shard or Shard()
         lo, hi = shard.bounds(len(samples))
-        if retrieval is None and (self.alpha > 0 or self.contrastive_weight > 0):
-            # one forward pass serves every loss
-            batch = model.collate(samples[lo:hi], root, slice_text_by=self.slice_text_by)
+        slice_text_by = self.options.slice_text_by
+        embedded = samples
+        if retrieval is None and self.weights.uses_projector:  # one pass serves every loss
+            batch = model.collate(samples[lo:hi], root, slice_text_by=slice_text_by)
             output = model(batch)
             parts = generative_loss(output.logits, batch.labels.to(output.logits.device))
             states = ChunkedStates.single(output.hidden, batch.spans)
@@ -288,24 +200,21 @@ class SugarObjective(nn.Module):
         global_tokens = all_reduce_sum(local_tokens, shard)
         lm_loss = parts["lm_loss"] * local_tokens / global_tokens.clamp_min(1)
         parts = {"lm_loss": all_reduce_sum(lm_loss, shard) if shard.active else lm_loss}
-        total = self.lm_weight * lm_loss  # this rank's share of the global mean
-        embedded = samples
-        if retrieval is not None and (self.alpha > 0 or self.contrastive_weight > 0):
+        if retrieval is not None and self.weights.uses_projector:
             lo, hi = shard.bounds(len(retrieval))
             states = self.encode_chunks(model, retrieval[lo:hi], root)
             embedded = retrieval
-        if self.contrastive_weight > 0:
+        if self.weights.contrastive > 0:
             contrastive = self.contrastive_parts(model, states, embedded, root, shard)
             parts["contrastive_pairs"] = contrastive.pop("pairs").float()
-            if contrastive:
-                parts.update(contrastive)
-                total = total + self.contrastive_weight * contrastive["contrastive_loss"]
-        if self.alpha > 0:
-            structure = self.structure_parts(states, embedded, root, generator, shard)
-            parts.update(structure)
-            total = total + self.alpha * structure["structure_loss"]
-        # The tensor to backward: this rank's share of L_g plus the global L_d (whose gradient
-        # reaches this rank's rows only); with one process, exactly L_g + alpha * L_d.
+            parts.update(contrastive)
+        if self.weights.alpha > 0:
+            parts.update(self.structure_parts(states, embedded, root, generator, shard))
+        # The tensor to backward: this rank's share of L_g plus the global L_d and L_c (whose
+        # gradients reach this rank's rows only); its value is the global total, what is logged.
+        total = self.weights.total({**parts, "lm_loss": lm_loss})
+        if shard.active:
+            total = self.weights.total(parts).detach() + (total - total.detach())
         parts["loss"] = total
         return parts
 
@@ -319,7 +228,7 @@ class SugarObjective(nn.Module):
         tokens: Tensor | int = 0
         for start in range(0, len(order), _CHUNK // 2):
             part = [samples[i] for i in order[start : start + _CHUNK // 2]]
-            batch = model.collate(part, root, slice_text_by=self.slice_text_by)
+            batch = model.collate(part, root, slice_text_by=self.options.slice_text_by)
             output = model(batch)
             piece = generative_loss(output.logits, batch.labels.to(output.logits.device))
             summed = summed + piece["lm_loss"] * piece["lm_tokens"]
@@ -344,7 +253,7 @@ class SugarObjective(nn.Module):
             for start in range(0, len(rows), _CHUNK):
                 part = rows[start : start + _CHUNK]
                 batch = model.collate(
-                    [samples[i] for i in part], root, slice_text_by=self.slice_text_by
+                    [samples[i] for i in part], root, slice_text_by=self.options.slice_text_by
                 )
                 chunks.append((part, model(batch).hidden, batch.spans))
         return ChunkedStates(len(samples), chunks)
@@ -357,11 +266,11 @@ class SugarObjective(nn.Module):
         root: str | Path,
         shard: Shard,
     ) -> dict[str, Tensor]:
-        """InfoNCE over the batch's query/document pairs (:func:`~sugar.train.retrieval.pair_roles`;
-        only ``pairs`` when fewer than two)."""
+        """InfoNCE over the batch's query/document pairs
+        (:func:`~sugar.train.retrieval.pair_roles`); only ``pairs`` when fewer than two."""
         local = torch.arange(len(states.spans))
         last = torch.tensor([len(s) - 1 for s in states.spans])
-        r = states.embed(local, last, self.projector, self.image_pool)
+        r = states.embed(local, last, self.projector, self.options.image_pool)
         r = gather_with_grad(r, shard)  # (B, P): every sample's final prefix, global order
         pairs = [(document, query) for query, document in pair_roles(samples)]
         if len(pairs) < 2:
@@ -393,13 +302,14 @@ class SugarObjective(nn.Module):
             chosen += texts + [texts[-1]] * (self.hard_negatives - len(texts))
         batch = model.collate(
             [Sample(f"negative-{i}", [Segment.text_(t)]) for i, t in enumerate(chosen)], root,
-            slice_text_by=self.slice_text_by,
+            slice_text_by=self.options.slice_text_by,
         )  # fmt: skip
         hidden = model(batch).hidden
         ends = torch.tensor([len(s) - 1 for s in batch.spans])
         r = embed_prefixes(
-            hidden, batch.spans, torch.arange(len(chosen)), ends, self.projector, self.image_pool
-        )
+            hidden, batch.spans, torch.arange(len(chosen)), ends, self.projector,
+            self.options.image_pool,
+        )  # fmt: skip
         return r.view(len(captions), self.hard_negatives, -1)
 
     def structure_parts(
@@ -414,15 +324,16 @@ class SugarObjective(nn.Module):
         (``states``); every rank computes the same value."""
         shard = shard or Shard()
         lo, hi = shard.bounds(len(samples))
-        counts = [len(slices(sample, by=self.slice_text_by)) for sample in samples]
+        options = self.options
+        counts = [len(slices(sample, by=options.slice_text_by)) for sample in samples]
         if counts[lo:hi] != [len(s) for s in states.spans]:
             raise ValueError(f"slice counts {counts[lo:hi]} differ from the model's spans")
         sample_index, slice_index, keep = sample_prefixes(
-            counts, self.prefixes_per_sample, generator
+            counts, options.prefixes_per_sample, generator
         )
         mine = (sample_index >= lo) & (sample_index < hi)
         r_local = states.embed(
-            sample_index[mine] - lo, slice_index[mine], self.projector, self.image_pool
+            sample_index[mine] - lo, slice_index[mine], self.projector, options.image_pool
         )
         r = gather_with_grad(r_local, shard)  # (n, P), global order
         teacher_slices = self.teacher(samples, root)
@@ -433,14 +344,12 @@ class SugarObjective(nn.Module):
             )
         assert self.delta is not None
         target = structure_targets(
-            teacher_slices, sample_index, slice_index, sigma=self.delta,
-            sigma_mode=self.sigma_mode, normalisation=self.gak_normalisation,
-            triple_kernel=self.triple_kernel, medians=self.medians, use_gak=self.use_gak,
-            same_sample_target=self.same_sample_target, groups=group_indices(samples),
+            teacher_slices, sample_index, slice_index, sigma=self.delta, options=options,
+            medians=self.medians, groups=group_indices(samples),
         ).to(r.device)  # fmt: skip
-        predicted = predicted_matrix(r, self.predicted_kernel, self.predicted_sigma(shard))
+        predicted = predicted_matrix(r, options.predicted_kernel, self.predicted_sigma(shard))
         keep = keep.to(r.device)
-        parts = structure_loss(predicted, target, keep, self.structure_reduction)
+        parts = structure_loss(predicted, target, keep, options.structure_reduction)
         mask = keep[:, None] & keep[None, :]
         parts["target_mean"] = target[mask].mean()
         parts["predicted_mean"] = predicted.detach()[mask].mean()

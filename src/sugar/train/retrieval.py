@@ -8,7 +8,7 @@ from the ``data.retrieval`` files (their own seeded stream, a pure function of (
 each turned into **two samples of one group** (``meta["view_of"]``), a query and a document:
 
 - an image-caption pair ``[image, caption]`` -> ``[caption]`` (query) and ``[image]``
-  (document): the ``caption_only`` / ``image_only`` views of :mod:`sugar.train.views`;
+  (document): the ``caption_only`` / ``image_only`` views of :mod:`sugar.data.views`;
 - a sample whose ``meta["target_image"]`` names an image (the world's stories: five captions and
   four images) -> the sample's own segments (query) and ``[that image]`` (document);
 - a sample whose ``meta["retrieval_key"]`` holds a list of segments (a knowledge key, as the
@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from sugar.data.schema import Sample, Segment
-from sugar.train.views import caption_view, is_caption_pair
+from sugar.data.views import caption_view, group_of, is_caption_pair, view_of
+from sugar.train.run import batch_indices
 
 __all__ = [
     "check_pool",
@@ -104,11 +105,9 @@ def pair_roles(samples: Sequence[Sample]) -> list[tuple[int, int]]:
     documents: dict[str, int] = {}
     for row, sample in enumerate(samples):
         role = sample.meta.get("retrieval_role")
-        if role is None:  # the older mixed-batch views
-            role = {"#caption_only": QUERY, "#image_only": DOCUMENT}.get(
-                sample.id[sample.id.rfind("#") :] if "#" in sample.id else ""
-            )
-        group = str(sample.meta.get("view_of", sample.id))
+        if role is None:  # the mixed batch's split views
+            role = {"caption_only": QUERY, "image_only": DOCUMENT}.get(view_of(sample) or "")
+        group = group_of(sample)
         if role == QUERY:
             queries[group] = row
         elif role == DOCUMENT:
@@ -132,8 +131,6 @@ def retrieval_batch(
     ``sizes[1]`` other pairs (all from the other pool when there are no caption pairs), each as
     (query, document), every pool read as its own endless stream of seeded per-epoch
     permutations (a pure function of (seed, micro_step): resume sees the same batches)."""
-    from sugar.train.loop import batch_indices  # the loop's stream, shared by both batches
-
     captions, others = pools
     plan = [(captions, sizes[0], 1), (others, sizes[1], 2)]
     if not captions:

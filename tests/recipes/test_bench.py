@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sugar.bench import _choose, summarise
 from sugar.cli import app
+from sugar.recipes.bench import _choose, summarise
 
 
 def _run(vqa: list[float], group: float, spread: float) -> dict:
@@ -95,8 +95,8 @@ def test_choose_prefers_the_best_then_the_default() -> None:
 
 
 def test_every_size_has_a_tuning_grid_and_an_unknown_size_is_refused(tmp_path: Path) -> None:
-    from sugar.bench import GRIDS
-    from sugar.demo import SIZES, run_demo
+    from sugar.recipes.bench import GRIDS
+    from sugar.recipes.demo import SIZES, run_demo
 
     assert set(GRIDS) == set(SIZES)
     with pytest.raises(ValueError, match="size 'huge'"):

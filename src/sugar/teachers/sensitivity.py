@@ -41,9 +41,15 @@ from sugar.data.jsonl import load_image
 from sugar.data.schema import Sample
 from sugar.eval.metrics import pairwise_accuracy, recall_at_k
 from sugar.models.feature_cache import FeatureCache
-from sugar.models.teachers import Teacher, embed_slices, sample_slice_contents
+from sugar.teachers import Teacher, embed_slices, sample_slice_contents
 
-__all__ = ["TeacherEvalModel", "caption_pairs", "retrieval_recall", "sensitivity_report"]
+__all__ = [
+    "TeacherEvalModel",
+    "caption_pairs",
+    "retrieval_recall",
+    "sensitivity_report",
+    "sensitivity_table",
+]
 
 
 def caption_pairs(samples: Sequence[Sample]) -> list[tuple[str, str, list[dict[str, Any]]]]:
@@ -110,7 +116,8 @@ def sensitivity_report(
 
 
 class TeacherEvalModel:
-    """A teacher as an evaluation model: embeddings only (module doc).
+    """A teacher as an evaluation model: embeddings only (module doc). A teacher is no bundle
+    (no backbone, no projector), so it cannot share :class:`sugar.eval.tasks.EvalModel`.
 
     Satisfies :class:`sugar.eval.tasks.Evaluable`: ``score`` and ``generate`` return ``None``,
     which the tasks report as "n/a".
@@ -141,3 +148,21 @@ class TeacherEvalModel:
     def generate(self, samples: Sequence[Sample], root: str | Path, tokens: int = 8) -> None:
         """No language model: no generation."""
         return None
+
+
+def sensitivity_table(kinds: dict[str, dict[str, float]], counts: bool) -> list[str]:
+    """Printable lines of a sensitivity report's per-kind rows: ``sugar teachers report``
+    (``counts``: with each kind's number of pairs) and ``sugar targets inspect`` (without)."""
+    width, last = (16, 15) if counts else (18, 16)
+    names = ("cross_acc", "text_uni_cos", "cross_txt_cos")
+    if not counts:
+        names = ("cross acc", "text uni cos", "cross text cos")
+    header = f"{'kind':<{width}}{names[0]:>10}{names[1]:>14}{names[2]:>{last}}"
+    lines = [header + (f"{'n':>6}" if counts else "")]
+    for kind, row in kinds.items():
+        line = (
+            f"{kind:<{width}}{row['cross_accuracy']:>10.3f}{row['text_uni_cosine']:>14.4f}"
+            f"{row['cross_text_cosine']:>{last}.4f}"
+        )
+        lines.append(line + (f"{int(row['count']):>6}" if counts else ""))
+    return lines

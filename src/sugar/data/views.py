@@ -9,6 +9,8 @@ as one of four views, drawn per sample with the ``view_weights`` of the config:
 - ``split``: both ``[image]`` and ``[caption(context)]``, as two samples of one *group*.
 
 Without caption-first and caption-alone views, text-only embeddings would never be trained.
+A view is tagged in ``meta``: ``meta["view"]`` names it (what L_c pairs by) and
+``meta["view_of"]`` its source; its id gets a ``#view`` suffix only to stay unique.
 Decision (measured, see the README): a view records its source in ``meta["view_of"]``, and
 the same-sample rule of L_d (``same_sample_target``) applies to every prefix of one source.
 Without ``split`` an image and its own caption never meet in a batch as separate inputs, so
@@ -25,7 +27,7 @@ from collections.abc import Mapping, Sequence
 
 from sugar.data.schema import Sample, Segment
 
-__all__ = ["VIEWS", "apply_views", "caption_view", "group_of", "is_caption_pair"]
+__all__ = ["VIEWS", "apply_views", "caption_view", "group_of", "is_caption_pair", "view_of"]
 
 VIEWS = ("as_is", "caption_first", "image_only", "caption_only", "split")
 
@@ -46,9 +48,15 @@ def group_of(sample: Sample) -> str:
     return str(sample.meta.get("view_of", sample.id))
 
 
+def view_of(sample: Sample) -> str | None:
+    """The view a sample is (``meta["view"]``), None for a sample that is not a view."""
+    view = sample.meta.get("view")
+    return None if view is None else str(view)
+
+
 def caption_view(sample: Sample, view: str) -> Sample:
-    """One view of a caption pair (module docstring; not ``split``, which is two views); the id
-    gets a ``#view`` suffix and ``meta["view_of"]`` names the source."""
+    """One view of a caption pair (module docstring; not ``split``, which is two views):
+    ``meta["view"]`` names the view, ``meta["view_of"]`` the source, the id gets ``#view``."""
     if view not in VIEWS or view == "split":
         raise ValueError(f"view={view!r}: must be one of {[v for v in VIEWS if v != 'split']}")
     if view == "as_is":
@@ -57,7 +65,7 @@ def caption_view(sample: Sample, view: str) -> Sample:
     assert caption.text is not None
     text = Segment.text_(caption.text, role="context")
     segments = {"caption_first": [text, image], "image_only": [image], "caption_only": [text]}
-    meta = {**sample.meta, "view_of": group_of(sample)}
+    meta = {**sample.meta, "view_of": group_of(sample), "view": view}
     return Sample(f"{sample.id}#{view}", segments[view], sample.task, meta)
 
 

@@ -4,7 +4,7 @@ issue 10.
 
 Protocol, in this order (each step's output is in ``OUT/bench``):
 
-1. **Shared stages**: the demo's world, teacher and generative base (:mod:`sugar.demo`, same
+1. **Shared stages**: the demo's world, teacher and generative base (:mod:`sugar.recipes.demo`, same
    sizes; the demo's own fine-tunes are not used).
 2. **Difficulty, frozen before any other variant is trained**: the teacher alone on the
    validation split's discriminative tasks, and the generative-only variant's lr grid on
@@ -48,11 +48,11 @@ from pathlib import Path
 from typing import Any
 
 from sugar.config import SugarConfig, config_from_dict, load_config, to_dict
-from sugar.demo import SIZES, run_config, stage
 from sugar.eval.metrics import paired_bootstrap
 from sugar.eval.report import HEADLINE, write_report
 from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
 from sugar.io import atomic_write_json, atomic_write_text, sha256_file, write_manifest
+from sugar.recipes.demo import SIZES, run_config, stage
 
 __all__ = ["HEADLINE_VARIANTS", "VARIANTS", "run_quality_bench"]
 
@@ -345,9 +345,9 @@ def run_quality_bench(
     demo``'s stages, in ``out``); returns the path of ``bench.md`` (``bench.json`` holds every
     figure). ``variants``: a subset of :data:`VARIANTS` (generative-only is always run: the
     difficulty step needs it)."""
-    from sugar.demo import run_demo
-    from sugar.eval.teachers import TeacherEvalModel
-    from sugar.models.teachers import OfflineTeacher, teacher_cache
+    from sugar.recipes.demo import run_demo
+    from sugar.teachers import OfflineTeacher, teacher_cache
+    from sugar.teachers.sensitivity import TeacherEvalModel
 
     unknown = sorted(set(variants or []) - set(VARIANTS))
     if unknown:

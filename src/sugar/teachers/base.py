@@ -15,12 +15,10 @@ give the (B, S, .) :class:`~sugar.align.SliceEmbeddings` the Triple Kernel takes
 Teacher families register themselves (:func:`register_teacher`) and are built by name
 (:func:`build_teacher`); nothing dispatches on a model's name. Built-in families:
 
-- ``offline`` (:class:`OfflineTeacher`, this module): uni-modal image = EfficientNet-Lite0
-  features (1280-d pooled, or a G x G grid of cells concatenated, G*G*1280-d), uni-modal text =
-  all-MiniLM-L6-v2 mean-pooled (384-d), cross-modal = a :class:`~sugar.models.heads.CrossModalHead`
-  trained by :func:`sugar.train.teacher.train_teacher`. Real weights from installed packages; no
-  network (OFFLINE_WEIGHTS.md).
-- ``hf`` (:mod:`sugar.models.hf_teachers`): CLIP / SigLIP cross-modal, DINOv2 image and
+- ``offline`` (:mod:`sugar.teachers.offline`): EfficientNet-Lite0 and MiniLM features with a
+  cross-modal head trained by :func:`sugar.teachers.training.train_teacher`; real weights from
+  installed packages, no network (OFFLINE_WEIGHTS.md).
+- ``hf`` (:mod:`sugar.teachers.hf`): CLIP / SigLIP cross-modal, DINOv2 image and
   BGE-style text encoders through transformers, for GPU users.
 """
 
@@ -34,38 +32,27 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import torch
 from PIL import Image
-from torch import Tensor, nn
-from torch.nn import functional
+from torch import Tensor
 
 from sugar.align.kernels import SliceEmbeddings
 from sugar.data.jsonl import load_image
 from sugar.data.schema import Sample
 from sugar.data.slices import slices
-from sugar.io import sha256_file
 from sugar.models.feature_cache import FeatureCache, content_key
-from sugar.models.heads import CrossModalHead, load_head
-from sugar.models.pretrained import (
-    FEATURE_DIM,
-    EfficientNetGrid,
-    images_to_pixels,
-    load_minilm,
-    minilm_path,
-)
 
 __all__ = [
     "TEACHER_FAMILIES",
-    "ImageFeatures",
-    "OfflineTeacher",
     "SliceContent",
     "Teacher",
     "TeacherEmbeddings",
-    "TextFeatures",
     "build_teacher",
     "embed_samples",
     "embed_slices",
+    "masked_mean",
     "register_teacher",
     "slice_key",
     "teacher_cache",
+    "tokenize",
 ]
 
 SliceContent = Image.Image | str
@@ -80,17 +67,12 @@ class Teacher(Protocol):
     a trained head's weight hash); caches key on it.
     """
 
+    image_dim: int
+    text_dim: int
+    cross_dim: int
+
     @property
     def identity(self) -> str: ...
-
-    @property
-    def image_dim(self) -> int: ...
-
-    @property
-    def text_dim(self) -> int: ...
-
-    @property
-    def cross_dim(self) -> int: ...
 
     def encode_images(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
         """(uni (N, Di), cross (N, Dc)) of N images."""
@@ -108,7 +90,7 @@ class Teacher(Protocol):
 TeacherBuilder = Callable[..., Teacher]
 TEACHER_FAMILIES: dict[str, TeacherBuilder] = {}
 """Family name -> builder (keyword arguments -> :class:`Teacher`); see :func:`register_teacher`."""
-_BUILTIN_MODULES = ("sugar.models.hf_teachers",)
+_BUILTIN_MODULES = ("sugar.teachers.offline", "sugar.teachers.hf")
 B = TypeVar("B", bound=TeacherBuilder)
 
 
@@ -271,193 +253,14 @@ def embed_samples(
     return flat.pack([len(cs) for cs in contents])
 
 
-# --------------------------------------------------------------------------------------------
-# Frozen features of the offline teacher
-# --------------------------------------------------------------------------------------------
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, padding: Any = True) -> Any:
+    """``texts`` as one padded, truncated batch of PyTorch tensors (a transformers tokenizer)."""
+    return tokenizer(
+        list(texts), padding=padding, truncation=True, max_length=max_length, return_tensors="pt"
+    )
 
 
-class ImageFeatures:
-    """Frozen EfficientNet-Lite0 features of images at ``image_size`` px: (N, G*G*1280).
-
-    The last feature map pooled to a ``grid`` x ``grid`` grid, cells concatenated row-major
-    (G = 1: the pooled 1280-d vector). Not normalised. With ``cache_root``, features persist.
-    """
-
-    def __init__(
-        self, image_size: int = 128, grid: int = 1, cache_root: str | Path | None = None
-    ) -> None:
-        if image_size < 32:
-            raise ValueError(f"image_size={image_size}: must be >= 32 (EfficientNet stride)")
-        self.image_size = image_size
-        self.encoder = EfficientNetGrid(grid=grid)
-        self.dim = grid * grid * FEATURE_DIM
-        self.identity = f"{self.encoder.identity}:px{image_size}"
-        self.cache = FeatureCache(cache_root, self.identity) if cache_root is not None else None
-
-    def __call__(self, images: Sequence[Image.Image], batch_size: int = 64) -> Tensor:
-        """(N, G*G*1280) features of ``images`` (any size; resized to ``image_size``)."""
-        return _cached(self.cache, images, self._compute, batch_size)
-
-    def _compute(self, images: Sequence[Image.Image]) -> Tensor:
-        pixels = images_to_pixels(images, self.image_size)  # (N, 3, H, W)
-        return self.encoder(pixels).flatten(1)  # (N, G*G*1280)
-
-
-class TextFeatures:
-    """Frozen all-MiniLM-L6-v2 features: attention-masked mean of the last hidden state, (N, 384).
-
-    Not normalised (normalising gives the sentence-transformers embedding). Texts are truncated
-    at 256 tokens (the model's training length). With ``cache_root``, features persist.
-    """
-
-    max_length = 256
-
-    def __init__(self, cache_root: str | Path | None = None) -> None:
-        self.tokenizer, model = load_minilm()
-        self.model: Any = model
-        config: Any = model.config
-        self.dim = int(config.hidden_size)
-        weights = minilm_path() / "model.safetensors"
-        self.identity = f"all-minilm-l6-v2:{sha256_file(weights)[:16]}:mean{self.max_length}"
-        self.cache = FeatureCache(cache_root, self.identity) if cache_root is not None else None
-
-    def __call__(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
-        """(N, 384) features of ``texts``."""
-        return _cached(self.cache, texts, self._compute, batch_size)
-
-    @torch.no_grad()
-    def _compute(self, texts: Sequence[str]) -> Tensor:
-        batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
-        hidden = self.model(**batch).last_hidden_state  # (N, T, 384)
-        mask = batch["attention_mask"][..., None].to(hidden.dtype)  # (N, T, 1)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (N, 384)
-
-
-T = TypeVar("T", Image.Image, str)
-
-
-def _cached(
-    cache: FeatureCache | None,
-    items: Sequence[T],
-    compute: Callable[[Sequence[T]], Tensor],
-    batch_size: int,
-) -> Tensor:
-    """``compute`` over ``items`` in batches, through ``cache`` when given. # (N, F)"""
-    if not items:
-        raise ValueError("no items to encode")
-    keys = [slice_key(item) for item in items]
-    found = cache.get(dict.fromkeys(keys)) if cache is not None else {}
-    todo = {k: item for k, item in zip(keys, items, strict=True) if k not in found}
-    pending = list(todo.items())
-    if isinstance(pending[0][1] if pending else None, str):
-        pending.sort(key=lambda kv: len(str(kv[1])))  # similar lengths share a batch: less padding
-    for start in range(0, len(pending), batch_size):
-        chunk = pending[start : start + batch_size]
-        out = compute([item for _, item in chunk])
-        fresh = {k: out[i] for i, (k, _) in enumerate(chunk)}
-        found.update(fresh)
-        if cache is not None:
-            cache.put(fresh)
-    if cache is not None:
-        cache.flush()
-    return torch.stack([found[k] for k in keys])
-
-
-# --------------------------------------------------------------------------------------------
-# The offline teacher
-# --------------------------------------------------------------------------------------------
-
-
-class OfflineTeacher(nn.Module):
-    """EfficientNet-Lite0 image, MiniLM text and a trained cross-modal head (module doc).
-
-    ``uni = normalize(frozen features)``; ``cross = head(frozen features)``. Build it with
-    :meth:`from_dir` on :func:`~sugar.train.teacher.train_teacher`'s output directory. Always in
-    eval mode; encoding runs without gradients.
-    """
-
-    def __init__(
-        self, head: CrossModalHead, image_features: ImageFeatures, text_features: TextFeatures
-    ) -> None:
-        super().__init__()
-        if head.image_dim != image_features.dim or head.text_dim != text_features.dim:
-            raise ValueError(
-                f"the head takes ({head.image_dim}, {head.text_dim}) features, the encoders "
-                f"give ({image_features.dim}, {text_features.dim})"
-            )
-        self.head = head.eval().requires_grad_(False)
-        self.image_features = image_features
-        self.text_features = text_features
-
-    @classmethod
-    def from_dir(
-        cls,
-        head_dir: str | Path,
-        feature_cache_dir: str | Path | None = None,
-        image_features: ImageFeatures | None = None,
-        text_features: TextFeatures | None = None,
-    ) -> OfflineTeacher:
-        """Load the head saved in ``head_dir`` and the frozen encoders it was trained over.
-
-        Already-loaded ``image_features`` / ``text_features`` may be passed to share them; their
-        identities must match the ones the head records (``ValueError`` otherwise).
-        """
-        head, record = load_head(head_dir)
-        if image_features is None:
-            image_features = ImageFeatures(record["image_size"], record["grid"], feature_cache_dir)
-        if text_features is None:
-            text_features = TextFeatures(feature_cache_dir)
-        for name, got in (("image", image_features), ("text", text_features)):
-            if record[f"{name}_features"] != got.identity:
-                raise ValueError(
-                    f"{head_dir}: the head was trained over {record[f'{name}_features']!r}, "
-                    f"not {got.identity!r}"
-                )
-        return cls(head, image_features, text_features)
-
-    def train(self, mode: bool = True) -> OfflineTeacher:
-        super().train(False)  # a teacher is frozen: dropout stays off
-        return self
-
-    @property
-    def identity(self) -> str:
-        return (
-            f"offline[image={self.image_features.identity};text={self.text_features.identity};"
-            f"head={self.head.weight_hash()[:16]}]"
-        )
-
-    @property
-    def image_dim(self) -> int:
-        return self.image_features.dim
-
-    @property
-    def text_dim(self) -> int:
-        return self.text_features.dim
-
-    @property
-    def cross_dim(self) -> int:
-        return self.head.dim
-
-    @torch.no_grad()
-    def encode_images(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
-        features = self.image_features(images)  # (N, Fi)
-        return functional.normalize(features, dim=-1), self.head.encode_image(features)
-
-    @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        features = self.text_features(texts)  # (N, Ft)
-        return functional.normalize(features, dim=-1), self.head.encode_text(features)
-
-
-@register_teacher("offline")
-def build_offline_teacher(
-    head_dir: str | Path, feature_cache_dir: str | Path | None = None
-) -> OfflineTeacher:
-    """The ``offline`` family: :meth:`OfflineTeacher.from_dir`."""
-    return OfflineTeacher.from_dir(head_dir, feature_cache_dir)
+def masked_mean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Mean of ``hidden`` (N, T, D) over the tokens ``attention_mask`` (N, T) keeps. # (N, D)"""
+    mask = attention_mask[..., None].to(hidden.dtype)  # (N, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)

@@ -25,8 +25,8 @@ from sugar.data.world import generate_world
 from sugar.eval.report import headline_table, write_report
 from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
 from sugar.io import atomic_write_json, sha256_file
+from sugar.teachers.training import train_teacher
 from sugar.train.loop import train
-from sugar.train.teacher import train_teacher
 
 __all__ = ["SIZES", "run_demo"]
 

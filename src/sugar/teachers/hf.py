@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from sugar.models.hub import load_local
-from sugar.models.teachers import register_teacher
+from sugar.teachers.base import masked_mean, register_teacher, tokenize
 
 __all__ = [
     "PAD_TO_MAX_LENGTH",
@@ -118,19 +118,12 @@ class HFTextEncoder:
 
     @torch.no_grad()
     def __call__(self, texts: Sequence[str]) -> Tensor:
-        batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        ).to(self.device)
+        batch = tokenize(self.tokenizer, texts, self.max_length).to(self.device)
         hidden = self.model(**batch).last_hidden_state.float()  # (N, T, Dt)
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            mask = batch["attention_mask"][..., None].to(hidden.dtype)  # (N, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            pooled = masked_mean(hidden, batch["attention_mask"])
         return functional.normalize(pooled, dim=-1)  # (N, Dt)
 
 
@@ -160,41 +153,24 @@ class HFCrossEncoder:
 
     @torch.no_grad()
     def texts(self, texts: Sequence[str]) -> Tensor:
-        batch = self.tokenizer(
-            list(texts),
-            padding=self.padding,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        ).to(self.device)
+        batch = tokenize(self.tokenizer, texts, self.max_length, self.padding).to(self.device)
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
         out = _pooled(self.model.get_text_features(**inputs))
         return functional.normalize(out.float(), dim=-1)  # (N, Dc)
 
 
 class HFTeacher:
-    """A :class:`~sugar.models.teachers.Teacher` from three frozen Hugging Face encoders."""
+    """A :class:`~sugar.teachers.Teacher` from three frozen Hugging Face encoders."""
 
     def __init__(self, image: HFImageEncoder, text: HFTextEncoder, cross: HFCrossEncoder) -> None:
         self.image, self.text, self.cross = image, text, cross
+        self.image_dim, self.text_dim, self.cross_dim = image.dim, text.dim, cross.dim
 
     @property
     def identity(self) -> str:
         return (
             f"hf[image={self.image.identity};text={self.text.identity};cross={self.cross.identity}]"
         )
-
-    @property
-    def image_dim(self) -> int:
-        return self.image.dim
-
-    @property
-    def text_dim(self) -> int:
-        return self.text.dim
-
-    @property
-    def cross_dim(self) -> int:
-        return self.cross.dim
 
     def encode_images(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
         return self.image(images).cpu(), self.cross.images(images).cpu()

@@ -2,9 +2,9 @@
 
 Shapes: N training pairs, Fi / Ft frozen image / text feature widths, D the head's width.
 
-The two frozen encoders (EfficientNet-Lite0, MiniLM; :mod:`sugar.models.teachers`) run once
+The two frozen encoders (EfficientNet-Lite0, MiniLM; :mod:`sugar.teachers`) run once
 over every pair, through the persistent feature cache when one is given; the head
-(:class:`~sugar.models.heads.CrossModalHead`) then trains on the features alone with symmetric
+(:class:`~sugar.teachers.heads.CrossModalHead`) then trains on the features alone with symmetric
 InfoNCE and a learnable temperature (:func:`sugar.losses.clip_contrastive_loss`), AdamW,
 random batches without replacement within each pass. Everything random comes from ``seed``:
 same data, options and seed -> bit-identical head on one machine.
@@ -26,8 +26,8 @@ from tqdm import tqdm
 from sugar.data.jsonl import iter_samples, load_image
 from sugar.io import write_manifest
 from sugar.losses.contrastive import clip_contrastive_loss
-from sugar.models.heads import CrossModalHead, save_head
-from sugar.models.teachers import ImageFeatures, TextFeatures
+from sugar.teachers import ImageFeatures, TextFeatures
+from sugar.teachers.heads import CrossModalHead, save_head
 
 __all__ = ["read_pairs", "train_teacher"]
 
@@ -74,11 +74,11 @@ def train_teacher(
     """Train a cross-modal head on ``data`` and save it to ``out_dir``; returns the summary.
 
     ``root``: the dataset root for image paths (default: ``data``'s folder). ``image_size`` and
-    ``grid`` choose the frozen image features (:class:`~sugar.models.teachers.ImageFeatures`);
+    ``grid`` choose the frozen image features (:class:`~sugar.teachers.ImageFeatures`);
     already-loaded encoders may be passed instead (they must match ``image_size``/``grid``).
     ``out_dir`` gets ``head.safetensors``, ``head.json`` (config, weight hash, the frozen
     features' identities, the summary) and ``manifest.json``. Load the teacher with
-    :meth:`sugar.models.teachers.OfflineTeacher.from_dir`.
+    :meth:`sugar.teachers.OfflineTeacher.from_dir`.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if value < 1:

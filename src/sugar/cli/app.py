@@ -1,0 +1,105 @@
+"""The ``sugar`` console script's root: the app, error handling and the shared options.
+
+Subcommands land with the issues that build them (DESIGN.md lists the target set). Every
+subcommand that takes a config accepts ``CONFIG [KEY=VALUE ...]`` overrides, merged strictly
+(:mod:`sugar.config`). Errors a user can fix print one line naming the file, key or value and
+exit with status 2; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from sugar import __version__
+from sugar.config import ConfigError
+
+app = typer.Typer(
+    name="sugar",
+    help="Train one multimodal LLM to generate and embed (the Sugar method), then embed, "
+    "index, retrieve, answer and evaluate with it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# The command groups, in the order ``sugar --help`` lists them.
+config_app = typer.Typer(help="Inspect and resolve configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+data_app = typer.Typer(help="Validate, convert and generate datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+teachers_app = typer.Typer(
+    help="Precompute and inspect the frozen teachers' slice embeddings.", no_args_is_help=True
+)
+app.add_typer(teachers_app, name="teachers")
+targets_app = typer.Typer(help="Diagnose the Sugar targets before training.", no_args_is_help=True)
+app.add_typer(targets_app, name="targets")
+index_app = typer.Typer(
+    help="Build, update and inspect persistent vector indexes of a model's embeddings.",
+    no_args_is_help=True,
+)
+app.add_typer(index_app, name="index")
+bench_app = typer.Typer(help="Measure the method: the variant comparison.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn errors a user can fix into one clear line on stderr and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+            typer.echo(f"sugar: error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+ConfigPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML config file; omit for the defaults.", show_default=False
+    ),
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Dotted overrides, e.g. structure.alpha=0.5 run.seed=1.", metavar="KEY=VALUE"
+    ),
+]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"sugar {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Train one multimodal LLM to generate and embed (the Sugar method)."""
+
+
+DataRoot = Annotated[
+    Path | None, typer.Option(help="Dataset root for image paths (default: DATA's folder).")
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="sugar")

@@ -1,0 +1,104 @@
+"""``sugar eval``, ``sugar demo`` and ``sugar bench ...``: evaluation and the recipes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sugar.cli.app import ConfigPath, Overrides, app, bench_app, user_errors
+from sugar.config import load_config
+
+Smoke = Annotated[bool, typer.Option(help="Toy sizes: seconds, figures meaningless.")]
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    model: Annotated[list[Path], typer.Option("--model", help="Bundle directory (repeatable).")],
+    data: Annotated[Path, typer.Option(help="World root (or a root with the same layout).")],
+    out: Annotated[Path, typer.Option(help="Report directory.")] = Path("runs/eval"),
+    tasks: Annotated[
+        str, typer.Option(help="Comma-separated tasks (default: all).")
+    ] = "caption_retrieval,hard_negatives,winoground,story_retrieval,needle,vqa,pope,kb_qa",
+    split: Annotated[str, typer.Option(help="Split to read (test is read once per model).")] = (
+        "test"
+    ),
+    limit: Annotated[int | None, typer.Option(help="First N items per task.")] = None,
+) -> None:
+    """Evaluate bundles on the world's tasks; writes report.json, report.md and plots, with
+    paired-bootstrap CIs of the first model minus each other one."""
+    from sugar.eval.report import headline_table, write_report
+    from sugar.eval.tasks import load_eval_model, run_tasks
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    results = {}
+    for directory in model:
+        evaluated = load_eval_model(directory)
+        if evaluated.name in results:
+            raise ValueError(
+                f"two models are named {evaluated.name!r} ({directory}): give bundles whose run "
+                "directories differ"
+            )
+        typer.echo(f"[eval] {evaluated.name}")
+        results[evaluated.name] = run_tasks(
+            evaluated, data, names, split=split, limit=limit,
+            progress=lambda task: typer.echo(f"  {task}"),
+        )  # fmt: skip
+    meta = {"models": [str(m) for m in model], "data": str(data), "split": split, "limit": limit}
+    names_in_order = list(results)
+    compare = (names_in_order[0], names_in_order[1:]) if len(names_in_order) > 1 else None
+    report = write_report(out, results, meta, compare=compare)
+    typer.echo(headline_table(results))
+    typer.echo(f"report: {report}")
+
+
+@app.command("demo")
+@user_errors
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Directory for every stage's output.")] = Path(
+        "runs/demo"
+    ),
+    smoke: Smoke = False,
+    seed: Annotated[int, typer.Option(help="Seed of the world and every run.")] = 0,
+    config: ConfigPath = None,
+    overrides: Overrides = None,
+) -> None:
+    """World -> teacher -> shared base -> Sugar and generative-only fine-tunes -> evaluation ->
+    report, with per-stage timings."""
+    from sugar.recipes.demo import run_demo
+
+    cfg = load_config(config, overrides or [])
+    run_demo(out, smoke=smoke, seed=seed, config=cfg, say=typer.echo)
+
+
+@bench_app.command("quality")
+@user_errors
+def bench_quality(
+    out: Annotated[Path, typer.Option(help="Directory (shares the demo's stages).")] = Path(
+        "runs/bench"
+    ),
+    smoke: Smoke = False,
+    size: Annotated[
+        str | None,
+        typer.Option(help="demo (default), long (3x steps, defaults untuned) or smoke."),
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds of the headline variants.", min=1)] = 3,
+    workers: Annotated[int, typer.Option(help="One-thread worker processes.", min=1)] = 2,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only these variants (repeatable; generative is always run)."),
+    ] = None,
+    config: ConfigPath = None,
+    overrides: Overrides = None,
+) -> None:
+    """Every variant from one shared base, tuned on validation (same lr grid, own loss weight),
+    several seeds, the teacher alone, paired CIs and the pre-registered bars; writes bench.md
+    and bench.json."""
+    from sugar.recipes.bench import run_quality_bench
+
+    cfg = load_config(config, overrides or [])
+    path = run_quality_bench(out, smoke=smoke, size_name=size, seeds=seeds, workers=workers,
+                             variants=variant, config=cfg, say=typer.echo)  # fmt: skip
+    typer.echo(path.read_text(encoding="utf-8"))

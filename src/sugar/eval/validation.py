@@ -1,0 +1,83 @@
+"""Validation during training: the objective's losses on validation samples and caption
+retrieval R@1 through the projector being trained (what ``train.select_metric`` reads)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from sugar.data.schema import Sample
+from sugar.data.views import caption_view, is_caption_pair
+from sugar.embed import embed_vectors
+from sugar.eval.grounding import grounding
+from sugar.eval.metrics import recall_at_k
+from sugar.models.base import MLLM
+from sugar.train.objective import SugarObjective
+from sugar.train.run import seeded
+
+__all__ = ["caption_retrieval_r1", "evaluate"]
+
+
+@torch.no_grad()
+def evaluate(
+    model: MLLM,
+    objective: SugarObjective,
+    samples: Sequence[Sample],
+    root: str | Path,
+    batch_size: int,
+    seed: int,
+) -> dict[str, float]:
+    """Validation losses (same objective, fixed prefixes), the image-grounding diagnostic
+    (:mod:`sugar.eval.grounding`, when L_g trains) and, when a projector is trained, caption
+    retrieval text->image R@1 among the validation caption pairs."""
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    batches = 0
+    for index, start in enumerate(range(0, len(samples), batch_size)):
+        chunk = samples[start : start + batch_size]
+        parts = objective(model, chunk, root, seeded(seed, 10**6, index))
+        for name, value in parts.items():
+            if name != "lm_tokens":
+                totals[name] = totals.get(name, 0.0) + float(value.detach())
+        batches += 1
+    metrics = {f"val_{name}": value / max(1, batches) for name, value in totals.items()}
+    pairs = [s for s in samples if is_caption_pair(s)]
+    if objective.weights.lm > 0 and len(pairs) >= 2:  # does the model use its images?
+        for name, value in grounding(model, pairs, root, batch_size, seed).items():
+            if isinstance(value, float):
+                metrics[f"val_grounding_{name}"] = value
+    if objective.weights.uses_projector and len(pairs) >= 2:
+        metrics["val_t2i_r1"] = caption_retrieval_r1(
+            model, objective, pairs, root, batch_size=batch_size
+        )
+    model.train(was_training)
+    return metrics
+
+
+def caption_retrieval_r1(
+    model: MLLM,
+    objective: SugarObjective,
+    pairs: Sequence[Sample],
+    root: str | Path,
+    batch_size: int,
+) -> float:
+    """Text -> image R@1 among caption pairs ``[image, caption]``: each caption alone against
+    every image alone, through the objective's projector (caption i's image is image i)."""
+    views = {
+        view: embed_vectors(
+            model,
+            objective.projector,
+            [caption_view(s, view) for s in pairs],
+            root,
+            batch_size=batch_size,
+            image_pool=objective.options.image_pool,
+            slice_text_by=objective.options.slice_text_by,
+        )
+        for view in ("image_only", "caption_only")
+    }
+    images, texts = views["image_only"], views["caption_only"]
+    scores = texts @ images.T  # (captions, images); caption i's image is i
+    return float(recall_at_k(scores, torch.arange(len(pairs)), 1))

@@ -1,0 +1,223 @@
+"""Run-directory support for :func:`sugar.train.loop.train`: everything a run needs that is not
+the loop itself.
+
+Reading the training files, building the backbone, the device, the schedule, the (seed, step)
+-> batch indices stream, the per-run target statistics, the best-checkpoint rule, the bundles
+and the log files of a run directory, and :class:`TrainResult`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from sugar.align import TypeMedians, auto_delta, triple_kernel_medians
+from sugar.config import SugarConfig, to_yaml
+from sugar.data.jsonl import read_samples
+from sugar.data.schema import Sample
+from sugar.io import atomic_write_text
+from sugar.models.base import MLLM, backbone_class
+from sugar.models.bundle import load_bundle, save_bundle
+from sugar.teachers.lookup import SliceLookup
+
+if TYPE_CHECKING:  # the objective's retrieval batches read this module's batch streams
+    from sugar.train.objective import SugarObjective
+
+__all__ = [
+    "TrainResult",
+    "batch_indices",
+    "better",
+    "build_model",
+    "lr_multiplier",
+    "parameter_groups",
+    "read_files",
+    "resolve_device",
+    "resolve_targets",
+    "save_run_bundle",
+    "seeded",
+    "tensorboard",
+    "truncate_log",
+]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    run_dir: Path
+    step: int
+    bundle: Path
+    best: Path | None
+    best_metric: float | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_files(
+    root: str | Path, files: Sequence[str], upsample: Mapping[str, int] | None = None
+) -> list[Sample]:
+    """The samples of ``files`` (relative to ``root``), in order; a file named in ``upsample``
+    contributes its samples that many times (``data.upsample``)."""
+    samples: list[Sample] = []
+    for name in files:
+        samples.extend(read_samples(Path(root) / name, root) * (upsample or {}).get(name, 1))
+    if not samples:
+        raise ValueError(f"no samples in {list(files)} under {root}")
+    return samples
+
+
+def seeded(*parts: int) -> torch.Generator:
+    """A generator whose state is a pure function of ``parts``."""
+    value = 0
+    for part in parts:
+        value = (value * 1_000_003 + part) % (2**63 - 1)
+    return torch.Generator().manual_seed(value)
+
+
+def batch_indices(count: int, batch_size: int, seed: int, position: int) -> list[int]:
+    """Items ``position .. position + batch_size`` of the endless stream of per-epoch
+    permutations of ``range(count)`` (epoch e's permutation seeded by (seed, e))."""
+    out = []
+    for k in range(position, position + batch_size):
+        epoch, offset = divmod(k, count)
+        out.append(int(_permutation(count, seed, epoch)[offset]))
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def _permutation(count: int, seed: int, epoch: int) -> Tensor:
+    """Epoch ``epoch``'s order of ``range(count)`` (cached: a batch reads it many times)."""
+    return torch.randperm(count, generator=seeded(seed, epoch))
+
+
+def lr_multiplier(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def parameter_groups(
+    model: MLLM, modules: Sequence[nn.Module], weight_decay: float, lr: float
+) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only; the model's own parameters at
+    ``lr * model.parameter_lr_scale(name)`` (a pretrained trunk may learn slower), the
+    objective's (``modules``) at ``lr``."""
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for module in (model, *modules):
+        for name, parameter in module.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            plain = parameter.dim() < 2 or "embed" in name or "position" in name
+            scale = model.parameter_lr_scale(name) if module is model else 1.0
+            groups.setdefault((scale, plain), []).append(parameter)
+    ordered = sorted(groups.items(), key=lambda item: (-item[0][0], item[0][1]))
+    return [
+        {"params": params, "weight_decay": 0.0 if plain else weight_decay, "lr": lr * scale}
+        for (scale, plain), params in ordered
+    ]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``run.device`` as a torch device (``auto``: cuda when available); a cuda device that is
+    not there is refused naming it."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ValueError(
+                f"run.device={name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                "devices (torch.cuda.is_available() is "
+                f"{torch.cuda.is_available()}); use run.device=cpu or auto"
+            )
+    return torch.device(name)
+
+
+def build_model(cfg: SugarConfig, train_samples: Sequence[Sample]) -> MLLM:
+    """The backbone: from ``train.init_from`` (a bundle), or a fresh one of ``model.family``
+    (:meth:`MLLM.build`: the tiny MLLM trains its tokenizer on the training texts, the MiniLM
+    one takes its output vocabulary from them; a Hugging Face family loads ``model.pretrained``
+    and adds LoRA), then :meth:`MLLM.prepare` on the training samples."""
+    if cfg.train.init_from:
+        return load_bundle(cfg.train.init_from).model
+    texts = [seg.text for s in train_samples for seg in s.segments if seg.text is not None]
+    builtin = cfg.model.builtin_kwargs()
+    model = backbone_class(cfg.model.family).build(texts, builtin, cfg.model.hf_kwargs())
+    model.prepare(train_samples, cfg.data.root)
+    return model
+
+
+def resolve_targets(
+    cfg: SugarConfig, lookup: SliceLookup, samples: Sequence[Sample], root: str | Path
+) -> tuple[float, TypeMedians | None, dict[str, Any]]:
+    """``delta`` (``auto``: median sqrt(phi) over ``delta_pairs`` training slice pairs) and the
+    per-type medians (``tk_standardise = median``), computed once before step 0."""
+    s = cfg.structure
+    pool = [
+        samples[i] for i in batch_indices(len(samples), min(512, len(samples)), cfg.run.seed, 0)
+    ]
+    slices = lookup(pool, root)
+    medians = None
+    if s.tk_standardise == "median":
+        medians = triple_kernel_medians(slices, n_pairs=s.delta_pairs, seed=cfg.run.seed)
+    if s.delta == "auto":
+        delta = auto_delta(
+            slices, n_pairs=s.delta_pairs, seed=cfg.run.seed, triple_kernel=s.triple_kernel,
+            medians=medians,
+        )  # fmt: skip
+    else:
+        delta = float(s.delta)
+    stats = {
+        "delta": delta,
+        "delta_source": "auto" if s.delta == "auto" else "config",
+        "samples": len(pool),
+        "slices": int(slices.lengths.sum()),
+        "pairs": s.delta_pairs,
+        "medians": None if medians is None else vars(medians),
+    }
+    return delta, medians, stats
+
+
+def better(metric: str, new: float, old: float | None) -> bool:
+    if old is None:
+        return True
+    return new < old if metric.endswith("loss") or metric.endswith("mse") else new > old
+
+
+def save_run_bundle(
+    directory: Path, model: MLLM, objective: SugarObjective, cfg: SugarConfig
+) -> None:
+    """The bundle; the projector goes in only when L_d or L_c trained it: an untrained
+    projector would give chance-level "embeddings" where "n/a" is the truth."""
+    extras = {}
+    if objective.weights.uses_projector:
+        state = dict(objective.projector.state_dict())
+        spec = {**objective.projector.spec, "image_pool": objective.options.image_pool}
+        extras["projector"] = (spec, state)
+    save_bundle(directory, model, extras=extras, config_yaml=to_yaml(cfg))
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines up to ``step`` (a resumed run rewrites what came after)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in kept if json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
