@@ -376,7 +376,7 @@ def run_quality_bench(
             "batch_size": size["batch_size"], "eval_every": 0, "checkpoint_every": 0,
             "log_every": 10, "eval_samples": 200, "steps": size["tune_steps"], "lr": lr,
             "select_metric": _select_metric(variant), "init_from": str(out / "base" / "model"),
-            **changes.get("train", {}),
+            **size["train"], **changes.get("train", {}),
         }  # fmt: skip
         run_name = f"{variant}-lr{lr:g}" + ("" if weight is None else f"-w{weight:g}")
         cfg = run_config(

@@ -5,9 +5,11 @@ world -> teacher head -> shared generative base -> Sugar and generative-only fin
 wall time; stages whose output already exists in ``out`` (a world, a teacher, a finished run)
 are reused, so a second ``sugar demo`` goes straight to what is missing.
 
-Sizes (``SIZES``): ``demo`` fits in about ten minutes on 2 cores once installed; ``long``
+Sizes (``SIZES``): ``demo`` is the main job (its wall time is in the README); ``long``
 (``sugar bench quality --size long``) trains 3x longer on 2.5x the data; ``smoke``
-takes seconds and only shows that every stage runs (its figures mean nothing). The full,
+takes seconds and only shows that every stage runs (its figures mean nothing). With
+``align_steps``, an alignment stage (the trunk frozen) runs before the base, which starts from
+it. The full,
 multi-seed comparison with every variant is ``sugar bench quality`` (issue 10).
 """
 
@@ -30,32 +32,49 @@ from sugar.train.loop import train
 
 __all__ = ["SIZES", "run_demo"]
 
+BUILT_IN = {"family": "minilm", "image_size": 128, "grid": 1}
+"""The built-in MLLM of the demo: the pretrained MiniLM trunk (sugar.models.minilm), one token
+per image from 128 px features (issue 17: the from-scratch ``tiny`` trunk ignored its images
+and never learned to embed at this budget)."""
+RETRIEVAL = {"retrieval_batch": 64, "retrieval_interleaved": 8}
+"""Every fine-tune's retrieval micro-batch: 64 image-caption pairs and 8 story / knowledge-key
+pairs per step (sugar.train.retrieval); generative runs draw the same generative batches."""
+
 SIZES: dict[str, dict[str, Any]] = {
     "demo": {
         "world": {"train_per_task": 400, "val_per_task": 200, "test_per_task": 200},
         "teacher_steps": 300,
-        "base_steps": 300,
+        "align_steps": 0,
+        "base_steps": 150,
+        "base_batch_size": 32,
         "tune_steps": 150,
         "batch_size": 16,
-        "model": {},
+        "model": BUILT_IN,
+        "train": RETRIEVAL,
         "eval_limit": 200,
     },
     "long": {
         "world": {"train_per_task": 1000, "val_per_task": 200, "test_per_task": 200},
         "teacher_steps": 600,
-        "base_steps": 900,
+        "align_steps": 0,
+        "base_steps": 450,
+        "base_batch_size": 32,
         "tune_steps": 450,
         "batch_size": 16,
-        "model": {},
+        "model": BUILT_IN,
+        "train": RETRIEVAL,
         "eval_limit": 200,
     },
     "smoke": {
         "world": {"train_per_task": 24, "val_per_task": 6, "test_per_task": 8},
         "teacher_steps": 20,
-        "base_steps": 4,
-        "tune_steps": 4,
+        "align_steps": 2,
+        "base_steps": 3,
+        "base_batch_size": 4,
+        "tune_steps": 3,
         "batch_size": 4,
-        "model": {"width": 32, "layers": 2, "heads": 2, "vocab_size": 300},
+        "model": BUILT_IN,
+        "train": {"retrieval_batch": 4, "retrieval_interleaved": 2},
         "eval_limit": 8,
     },
 }
@@ -152,10 +171,27 @@ def run_demo(
         )  # fmt: skip
     done()
 
-    runs = {
+    base_start = {"init_from": str(out / "align" / "model")} if size["align_steps"] else {}
+    runs: dict[str, dict[str, dict[str, Any]]] = {
+        "align": {  # LLaVA's first stage: the trunk frozen, the image adapter and head learn
+            "structure": {"alpha": 0.0},
+            "model": {"freeze_trunk": True},
+            "train": {
+                "steps": size["align_steps"],
+                "lr": 2e-3,
+                "select_metric": "val_lm_loss",
+                "batch_size": size["base_batch_size"],
+            },
+        },
         "base": {
             "structure": {"alpha": 0.0},
-            "train": {"steps": size["base_steps"], "lr": 2e-3, "select_metric": "val_lm_loss"},
+            "train": {
+                "steps": size["base_steps"],
+                "lr": 1e-3,
+                "select_metric": "val_lm_loss",
+                "batch_size": size["base_batch_size"],
+                **base_start,
+            },
         },
         "generative": {
             "structure": {"alpha": 0.0},
@@ -176,18 +212,20 @@ def run_demo(
             },
         },
     }
+    if not size["align_steps"]:
+        del runs["align"]
     if through_base:
-        runs = {"base": runs["base"]}
+        runs = {k: v for k, v in runs.items() if k in ("align", "base")}
     configs = {}
     for name, changes in runs.items():
         done = stage(f"train {name}", timings, say)
         train_changes = {
             "batch_size": size["batch_size"], "eval_every": 0, "checkpoint_every": 0,
-            "log_every": 10, "eval_samples": 100, **changes["train"],
+            "log_every": 10, "eval_samples": 100, **size["train"], **changes["train"],
         }  # fmt: skip
         cfg = run_config(
             base, out, name, size, run={"seed": seed}, structure=changes["structure"],
-            train=train_changes,
+            train=train_changes, **({"model": changes["model"]} if "model" in changes else {}),
         )  # fmt: skip
         configs[name] = cfg
         if not (out / name / "model" / "model.json").is_file():
@@ -219,7 +257,7 @@ def run_demo(
         out / "report",
         results,
         meta,
-        logs={n: out / n / "log.jsonl" for n in ("base", "generative", "sugar")},
+        logs={n: out / n / "log.jsonl" for n in runs},
         compare=("sugar", ["generative"]),
     )
     say(headline_table(results))

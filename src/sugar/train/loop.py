@@ -246,8 +246,15 @@ def _retrieval_sources(
     (:mod:`sugar.train.retrieval`): without ``train.retrieval_batch`` (or without L_d and
     InfoNCE) every sample is generative and there is no pool."""
     t = cfg.train
-    if not (t.retrieval_batch or t.retrieval_interleaved) or not cfg.loss_weights().uses_projector:
+    if not (t.retrieval_batch or t.retrieval_interleaved):
         return train_samples, ([], [])
+    # The generative batch then holds only samples with a target, as they are (no views): the
+    # others (stories, documents) would cost a forward pass for no L_g token. Generative-only
+    # runs (no L_d, no InfoNCE) draw the same generative batches and no retrieval batch.
+    generative = [s for s in train_samples if any(g.role == "target" for g in s.segments)]
+    generative = generative or train_samples
+    if not cfg.loss_weights().uses_projector:
+        return generative, ([], [])
     if cfg.data.retrieval:
         pool = read_files(cfg.data.root, cfg.data.retrieval)
         check_pool(pool, f"data.retrieval {cfg.data.retrieval}")
@@ -259,10 +266,7 @@ def _retrieval_sources(
                 f"{cfg.data.train} makes a query/document pair (sugar.train.retrieval); name "
                 "files in data.retrieval or set train.retrieval_batch=0"
             )
-    # The generative batch then holds only samples with a target: the others (stories,
-    # documents) would cost a forward pass for no L_g token.
-    generative = [s for s in train_samples if any(g.role == "target" for g in s.segments)]
-    return generative or train_samples, split_pool(pool)
+    return generative, split_pool(pool)
 
 
 def step(run: Run) -> dict[str, float]:
@@ -280,7 +284,7 @@ def step(run: Run) -> dict[str, float]:
             retrieval = retrieval_batch(
                 run.pools, sizes, cfg.run.seed, run.step * t.grad_accum + micro
             )
-        else:
+        elif not (t.retrieval_batch or t.retrieval_interleaved):  # one mixed batch, with views
             samples = apply_views(
                 samples, cfg.data.view_weights, cfg.run.seed, run.step * t.grad_accum + micro
             )
