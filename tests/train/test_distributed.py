@@ -20,6 +20,7 @@ from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
 from sugar.train.distributed import Shard, sum_gradients
 from sugar.train.objective import SugarObjective
+from sugar.train.retrieval import retrieval_pair
 
 SETTINGS = {
     "width": 32,
@@ -31,13 +32,21 @@ SETTINGS = {
 }
 
 
-def _setup(world_root: Path) -> tuple[TinyMLLM, SugarObjective, list]:
+def _setup(world_root: Path, separate: bool) -> tuple[TinyMLLM, SugarObjective, list, list | None]:
+    """The model, the objective, the generative micro-batch and (``separate``) a retrieval
+    micro-batch of 4 caption pairs and 2 story pairs (sugar.train.retrieval)."""
     from tests.train.fake_teacher import FakeTeacher
 
-    samples = read_samples(world_root / "story" / "train.jsonl", world_root)[:2]
+    stories = read_samples(world_root / "story" / "train.jsonl", world_root)[:2]
     captions = read_samples(world_root / "caption" / "train.jsonl", world_root)[:4]
-    samples += apply_views(captions, {"split": 1.0}, seed=0, step=0)  # 2 image-caption pairs
-    tokenizer = Tokenizer.train([s.text for x in samples for s in x.segments if s.text], 300)
+    retrieval = None
+    if separate:
+        samples = list(captions)
+        retrieval = [view for source in captions + stories for view in retrieval_pair(source)]
+    else:
+        samples = stories + apply_views(captions, {"split": 1.0}, seed=0, step=0)  # 2 pairs
+    texts = [s.text for x in stories + captions for s in x.segments if s.text]
+    tokenizer = Tokenizer.train(texts, 300)
     torch.manual_seed(0)
     model = TinyMLLM(tokenizer, **SETTINGS)  # type: ignore[arg-type]
     options = StructureOptions(
@@ -48,7 +57,7 @@ def _setup(world_root: Path) -> tuple[TinyMLLM, SugarObjective, list]:
         model.hidden_size, LossWeights(alpha=1.0, contrastive=1.0), options, delta=0.9,
         teacher=FakeTeacher(),
     )  # fmt: skip
-    return model, objective, samples
+    return model, objective, samples, retrieval
 
 
 def _gradients(model: TinyMLLM, objective: SugarObjective) -> dict[str, torch.Tensor]:
@@ -56,12 +65,13 @@ def _gradients(model: TinyMLLM, objective: SugarObjective) -> dict[str, torch.Te
     return {n: p.grad.clone() for n, p in named if p.requires_grad and p.grad is not None}
 
 
-def _worker(rank: int, world_root: str, init_file: str, out: str) -> None:
+def _worker(rank: int, world_root: str, init_file: str, out: str, separate: bool) -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    model, objective, samples = _setup(Path(world_root))
-    parts = objective(model, samples, world_root, torch.Generator().manual_seed(5), Shard(rank, 2))
+    model, objective, samples, retrieval = _setup(Path(world_root), separate)
+    generator = torch.Generator().manual_seed(5)
+    parts = objective(model, samples, world_root, generator, Shard(rank, 2), retrieval)
     parts["loss"].backward()
     trainable = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
     sum_gradients(trainable, Shard(rank, 2))
@@ -79,14 +89,18 @@ def _worker(rank: int, world_root: str, init_file: str, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_equal_one_process(loop_world: Path, tmp_path: Path) -> None:
-    model, objective, samples = _setup(loop_world)
-    parts = objective(model, samples, loop_world, torch.Generator().manual_seed(5))
+@pytest.mark.parametrize("separate", [False, True], ids=["one-batch", "retrieval-batch"])
+def test_two_gloo_processes_equal_one_process(
+    loop_world: Path, tmp_path: Path, separate: bool
+) -> None:
+    model, objective, samples, retrieval = _setup(loop_world, separate)
+    parts = objective(model, samples, loop_world, torch.Generator().manual_seed(5), None, retrieval)
     parts["loss"].backward()
     single = _gradients(model, objective)
     out = tmp_path / "rank0.pt"
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(_worker, args=(str(loop_world), str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    spawned = (str(loop_world), str(tmp_path / "init"), str(out), separate)
+    mp.spawn(_worker, args=spawned, nprocs=2, join=True)
     double = torch.load(out)
     torch.testing.assert_close(double["structure_loss"], parts["structure_loss"].detach())
     torch.testing.assert_close(double["lm_loss"], parts["lm_loss"].detach())
