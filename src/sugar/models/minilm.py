@@ -188,9 +188,20 @@ class MiniLMMLLM(MLLM):
         self.trunk_lr_scale = trunk_lr_scale
         config = _trunk_config(dropout, max_positions)
         if pretrained_trunk:
-            self.trunk = BertModel.from_pretrained(
-                str(minilm_path()), config=config, add_pooling_layer=False, local_files_only=True
-            )
+            from transformers.utils import logging as hf_logging
+
+            verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+            hf_logging.set_verbosity_error()  # the checkpoint's unused pooler is expected
+            hf_logging.disable_progress_bar()
+            try:
+                self.trunk = BertModel.from_pretrained(
+                    str(minilm_path()), config=config, add_pooling_layer=False,
+                    local_files_only=True,
+                )  # fmt: skip
+            finally:
+                hf_logging.set_verbosity(verbosity)
+                if bars:
+                    hf_logging.enable_progress_bar()
         else:  # weights follow from a bundle (from_pretrained); no need to read the package's
             self.trunk = BertModel(config, add_pooling_layer=False)
         # A LLaVA-style alignment stage trains the adapter and the head's new parts only; the
