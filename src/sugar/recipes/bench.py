@@ -369,6 +369,7 @@ def run_quality_bench(
     def job(variant: str, lr: float, weight: float | None, seed: int) -> dict[str, Any]:
         changes = VARIANTS[variant]
         sections = {k: dict(v) for k, v in changes.items() if k != "train"}
+        sections["structure"] = {**size["structure"], **sections.get("structure", {})}
         if weight is not None:
             section, field = WEIGHTS[variant]
             sections.setdefault(section, {})[field] = weight
