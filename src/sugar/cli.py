@@ -19,6 +19,7 @@ import typer
 
 from sugar import __version__
 from sugar.config import ConfigError, load_config, save_config, to_yaml
+from sugar.serve.command import serve_command
 
 app = typer.Typer(
     name="sugar",
@@ -863,6 +864,11 @@ def bench_quality(
     path = run_quality_bench(out, smoke=smoke, size_name=size, seeds=seeds, workers=workers,
                              variants=variant, config=cfg, say=typer.echo)  # fmt: skip
     typer.echo(path.read_text(encoding="utf-8"))
+
+
+# ---- serving (issue 19): the command lives in sugar.serve.command ----------------------------
+
+app.command("serve")(user_errors(serve_command))
 
 
 def main(argv: list[str] | None = None) -> None:
