@@ -181,8 +181,8 @@ class _Service:
         return [int(n) for n in batch.lengths.tolist()]
 
     async def checked_tokens(self, samples: list[Sample], what: str) -> list[int]:
-        try:
-            counts = await self.run(self.token_counts, samples)
+        try:  # tokenising only: no model lock, so it overlaps a running batch
+            counts = await asyncio.to_thread(self.token_counts, samples)
         except ValueError as exc:  # the backbone's own limits (e.g. its context length)
             raise RequestError(
                 f"{what}: {exc}", status=413, param=what, code="too_many_tokens"
@@ -398,7 +398,7 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
                 f"dimensions={body.dimensions}: this model's embeddings have {dim}",
                 param="dimensions",
             )
-        with service.store.request() as images:
+        with service.batcher.incoming(), service.store.request() as images:
             samples = parse_embedding_input(body.input, images, service.limits.max_inputs)
             counts = await service.checked_tokens(samples, "input")
             vectors = await service.embed(samples)  # (N, P)
@@ -476,7 +476,7 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
         completion_tokens = 0
         if text.strip():
             completion = Sample("answer", [Segment.text_(text)])
-            completion_tokens = (await service.run(service.token_counts, [completion]))[0]
+            completion_tokens = (await asyncio.to_thread(service.token_counts, [completion]))[0]
         id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         usage = {
             "prompt_tokens": prompt_tokens,

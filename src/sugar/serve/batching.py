@@ -3,8 +3,10 @@
 Requests put their samples on a bounded queue; one worker takes the oldest job, then keeps
 taking jobs until it holds ``max_batch_size`` samples or ``max_wait_ms`` has passed since it
 took the first, and embeds them all in one call (in a thread, so the event loop keeps
-accepting requests while the model runs -- which is what lets the next batch fill up). A
-batch that fails is retried job by job, so one bad input fails only its own request.
+accepting requests while the model runs -- which is what lets the next batch fill up). It
+waits only while requests announced with :meth:`MicroBatcher.incoming` are still on their way
+(parsed, not yet queued), so a lone client pays no wait. A batch that fails is retried job
+by job, so one bad input fails only its own request.
 
 >>> import asyncio, torch
 >>> async def demo():
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +82,7 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000 if enabled else 0.0
         self.max_queue = max_queue
         self.stats = BatcherStats()
+        self._incoming = 0
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None
 
@@ -93,6 +96,16 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
         self._worker = None
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Announce a request that will call :meth:`embed` soon (wrap its whole handler): a
+        batch waits for it, up to ``max_wait_ms``, rather than leaving without it."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
 
     async def embed(self, samples: Sequence[Any]) -> Tensor:
         """The (N, P) vectors of ``samples`` once a batch holding them has run."""
@@ -118,7 +131,7 @@ class MicroBatcher:
             while size < self.max_batch_size:
                 if self._queue.empty():
                     timeout = deadline - loop.time()
-                    if timeout <= 0:
+                    if timeout <= 0 or self._incoming <= len(jobs):  # nobody else is coming
                         break
                     try:
                         job = await asyncio.wait_for(self._queue.get(), timeout)
