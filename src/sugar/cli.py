@@ -786,12 +786,14 @@ def eval_command(
     limit: Annotated[int | None, typer.Option(help="First N items per task.")] = None,
 ) -> None:
     """Evaluate bundles on the world's tasks; writes report.json, report.md and plots, with
-    paired-bootstrap CIs of the first model minus each other one."""
+    paired-bootstrap CIs of the first model minus each other one, and OUT/mteb/ (per-task
+    results in MTEB's layout, sugar.eval.mteb)."""
+    from sugar.eval.mteb import write_mteb_results
     from sugar.eval.report import headline_table, write_report
-    from sugar.eval.tasks import load_eval_model, run_tasks
+    from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    results = {}
+    results, metas = {}, {}
     for directory in model:
         evaluated = load_eval_model(directory)
         if evaluated.name in results:
@@ -800,6 +802,7 @@ def eval_command(
                 "directories differ"
             )
         typer.echo(f"[eval] {evaluated.name}")
+        metas[evaluated.name] = evaluated.mteb_meta()
         results[evaluated.name] = run_tasks(
             evaluated, data, names, split=split, limit=limit,
             progress=lambda task: typer.echo(f"  {task}"),
@@ -808,6 +811,8 @@ def eval_command(
     names_in_order = list(results)
     compare = (names_in_order[0], names_in_order[1:]) if len(names_in_order) > 1 else None
     report = write_report(out, results, meta, compare=compare)
+    write_mteb_results(out / "mteb", results, metas, split,
+                       {t: data / TASKS[t] / f"{split}.jsonl" for t in names})  # fmt: skip
     typer.echo(headline_table(results))
     typer.echo(f"report: {report}")
 
