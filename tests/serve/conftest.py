@@ -4,25 +4,25 @@ helpers to build request images."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-pytest.importorskip("fastapi", reason="the serve extra is not installed")
-
-from fastapi.testclient import TestClient
 
 import sugar
 from sugar.api import SugarModel
 from sugar.index import build_index
-from sugar.serve.app import ServeSettings, create_app
 from tests.rag.conftest import RagWorld, rag_world
 
 __all__ = ["rag_world"]
+
+if importlib.util.find_spec("fastapi") is None:  # the serve extra is not installed
+    collect_ignore_glob = ["test_*.py"]
 
 
 @dataclass
@@ -54,7 +54,11 @@ def own_index(served: Served, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def client(served: Served, tmp_path: Path) -> Iterator[TestClient]:
+def client(served: Served, tmp_path: Path) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from sugar.serve.app import ServeSettings, create_app
+
     settings = ServeSettings(index=own_index(served, tmp_path), media=served.world.root)
     with TestClient(create_app(served.model, settings)) as client:
         yield client
