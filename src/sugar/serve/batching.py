@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,8 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.stats = BatcherStats()
         self._incoming = 0
+        # its own thread: batches never wait behind other work queued on the default pool
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sugar-batch")
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None
 
@@ -96,6 +99,7 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
         self._worker = None
+        self._executor.shutdown(wait=False)
 
     @contextlib.contextmanager
     def incoming(self) -> Iterator[None]:
@@ -152,7 +156,8 @@ class MicroBatcher:
         self.stats.samples += len(samples)
         self.stats.largest_batch = max(self.stats.largest_batch, len(samples))
         try:
-            vectors = await asyncio.to_thread(self.embed_fn, samples)
+            loop = asyncio.get_running_loop()
+            vectors = await loop.run_in_executor(self._executor, self.embed_fn, samples)
         except Exception as exc:
             if len(jobs) == 1:
                 _settle(jobs[0], exception=exc)
