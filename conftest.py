@@ -13,3 +13,20 @@ import torch
 def _doctest_names(doctest_namespace: dict[str, Any]) -> None:
     doctest_namespace["torch"] = torch
     doctest_namespace["np"] = np
+
+
+def _missing(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None
+
+
+# Modules of optional extras: their doctests are collected only where the extra is installed.
+collect_ignore = [
+    path
+    for path, module in (
+        ("src/sugar/serve/app.py", "fastapi"),
+        ("src/sugar/st.py", "sentence_transformers"),
+    )
+    if _missing(module)
+]

@@ -8,6 +8,7 @@ Usage::
     model.generate([sample], root="runs/world")   # ['A red square is left of a blue circle.']
     model.score([sample], root="runs/world")      # tensor([-7.31])
     model.embed(texts=["A red square."])          # (1, 256) unit rows
+    model.encode(["A red square.", {"text": "Left of it.", "image": pil_image}])  # numpy (2, 256)
     model.search("A red square.", k=5, index="runs/kb_index")   # [{"id", "score", "metadata"}]
     model.ask("Where was object 271828 made?", index="runs/kb_index")   # RagAnswer
 
@@ -20,13 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from torch import Tensor
 
 from sugar.data.schema import Sample, Segment
-from sugar.embed import embed_samples, encode_document, encode_query
+from sugar.embed import embed_samples, embed_vectors
+from sugar.encoding import EncodeInput, encoded, is_single, staged_samples
 from sugar.index.base import Index, ModelIdentityError
 from sugar.models.base import MLLM
 from sugar.models.bundle import LoadedBundle, load_bundle
@@ -54,6 +56,7 @@ class SugarModel:
         """How image slices are pooled for embeddings (saved with the projector)."""
         self.slice_text_by: Literal["sentence", "segment"] = _slice_text_by(bundle.config)
         """How texts are sliced for embeddings (the run's ``structure.slice_text_by``)."""
+        self.prompts = {}
 
     @property
     def identity(self) -> str:
@@ -155,28 +158,82 @@ class SugarModel:
             return index
         return self.open_index(index)
 
+    prompts: dict[str, str]
+    """Named prompts for ``encode(prompt_name=...)`` (sentence-transformers' ``prompts``);
+    empty: Sugar is trained without instructions, so any prompt is off-distribution."""
+
+    def encode(
+        self,
+        inputs: EncodeInput | Sequence[EncodeInput],
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        truncate_dim: int | None = None,
+        *,
+        root: str | Path = ".",
+    ) -> Any:
+        """sentence-transformers' ``encode``: vectors of texts, PIL images, ``{"text",
+        "image"}`` dicts or samples (image paths relative to ``root``;
+        :mod:`sugar.encoding`). A numpy array (B, P) by default, a tensor with
+        ``convert_to_tensor``, a list of 1-D tensors with neither; one row for a single input.
+        ``prompt`` (or ``prompts[prompt_name]``) is prepended as a context text segment.
+        Vectors are unit rows already; ``truncate_dim`` keeps the first coordinates and
+        ``normalize_embeddings`` then renormalises them.
+
+        >>> model.encode(["A red square.", {"image": pil_image}]).shape   # doctest: +SKIP
+        (2, 256)
+        """
+        if prompt is None and prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise ValueError(
+                    f"prompt_name={prompt_name!r}: not in this model's prompts "
+                    f"{sorted(self.prompts)}"
+                )
+            prompt = self.prompts[prompt_name]
+        single = is_single(inputs)
+        items = [cast(EncodeInput, inputs)] if single else list(cast(Sequence[EncodeInput], inputs))
+        with staged_samples(items, root, prompt) as (samples, staged_root):
+            vectors = embed_vectors(
+                self.backbone, self.projector, samples, staged_root,
+                **self.embed_options(batch_size, show_progress_bar),
+            )  # fmt: skip
+        convert: Literal["numpy", "tensor", "list"] = (
+            "tensor" if convert_to_tensor else "numpy" if convert_to_numpy else "list"
+        )
+        return encoded(
+            vectors, single=single, normalize_embeddings=normalize_embeddings,
+            truncate_dim=truncate_dim, convert_to=convert,
+        )  # fmt: skip
+
     def encode_query(
         self,
-        queries: Sequence[str | Sample],
+        inputs: EncodeInput | Sequence[EncodeInput],
         root: str | Path = ".",
         *,
         instruction: str | None = None,
-        batch_size: int = 32,
-    ) -> Tensor:
-        """Query vectors (texts or samples); ``instruction`` is off by default and
-        off-distribution (:func:`sugar.embed.encode_query`). # (B, P)"""
-        return encode_query(
-            self.backbone, self.projector, queries, root, instruction=instruction,
-            **self.embed_options(batch_size),
-        )  # fmt: skip
+        **options: Any,
+    ) -> Any:
+        """:meth:`encode` for queries: ``prompt_name="query"`` when :attr:`prompts` has one
+        (sentence-transformers' rule). ``instruction`` is a ``prompt``; off by default and
+        off-distribution (:func:`sugar.embed.encode_query`)."""
+        if instruction is not None:
+            options.setdefault("prompt", instruction)
+        if "query" in self.prompts:
+            options.setdefault("prompt_name", "query")
+        return self.encode(inputs, root=root, **options)
 
     def encode_document(
-        self, documents: Sequence[str | Sample], root: str | Path = ".", *, batch_size: int = 32
-    ) -> Tensor:
-        """Document vectors (texts or samples) in the queries' space. # (B, P)"""
-        return encode_document(
-            self.backbone, self.projector, documents, root, **self.embed_options(batch_size)
-        )
+        self, inputs: EncodeInput | Sequence[EncodeInput], root: str | Path = ".", **options: Any
+    ) -> Any:
+        """:meth:`encode` for documents (``prompt_name="document"`` when :attr:`prompts` has
+        one). Queries and documents share one embedding space."""
+        if "document" in self.prompts:
+            options.setdefault("prompt_name", "document")
+        return self.encode(inputs, root=root, **options)
 
     def search(
         self,

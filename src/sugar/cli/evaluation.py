@@ -19,21 +19,24 @@ def eval_command(
     model: Annotated[list[Path], typer.Option("--model", help="Bundle directory (repeatable).")],
     data: Annotated[Path, typer.Option(help="World root (or a root with the same layout).")],
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("runs/eval"),
-    tasks: Annotated[
-        str, typer.Option(help="Comma-separated tasks (default: all).")
-    ] = "caption_retrieval,hard_negatives,winoground,story_retrieval,needle,vqa,pope,kb_qa",
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks (default: all).")] = (
+        "caption_retrieval,hard_negatives,winoground,story_retrieval,needle,vqa,pope,kb_qa,"
+        "grounding"
+    ),
     split: Annotated[str, typer.Option(help="Split to read (test is read once per model).")] = (
         "test"
     ),
     limit: Annotated[int | None, typer.Option(help="First N items per task.")] = None,
 ) -> None:
     """Evaluate bundles on the world's tasks; writes report.json, report.md and plots, with
-    paired-bootstrap CIs of the first model minus each other one."""
+    paired-bootstrap CIs of the first model minus each other one, and OUT/mteb/ (per-task
+    results in MTEB's layout, sugar.eval.mteb)."""
+    from sugar.eval.mteb import write_mteb_results
     from sugar.eval.report import headline_table, write_report
-    from sugar.eval.tasks import load_eval_model, run_tasks
+    from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    results = {}
+    results, metas = {}, {}
     for directory in model:
         evaluated = load_eval_model(directory)
         if evaluated.name in results:
@@ -42,6 +45,7 @@ def eval_command(
                 "directories differ"
             )
         typer.echo(f"[eval] {evaluated.name}")
+        metas[evaluated.name] = evaluated.mteb_meta()
         results[evaluated.name] = run_tasks(
             evaluated, data, names, split=split, limit=limit,
             progress=lambda task: typer.echo(f"  {task}"),
@@ -50,6 +54,9 @@ def eval_command(
     names_in_order = list(results)
     compare = (names_in_order[0], names_in_order[1:]) if len(names_in_order) > 1 else None
     report = write_report(out, results, meta, compare=compare)
+    write_mteb_results(
+        out / "mteb", results, metas, split, {t: data / TASKS[t] / f"{split}.jsonl" for t in names}
+    )
     typer.echo(headline_table(results))
     typer.echo(f"report: {report}")
 

@@ -103,6 +103,14 @@ class EvalModel:
         ]
         return torch.cat(parts) if parts else torch.zeros(0)
 
+    def mteb_meta(self) -> dict[str, Any]:
+        """This model's MTEB ``model_meta.json`` (:func:`sugar.eval.mteb.model_meta`)."""
+        from sugar.eval.mteb import model_meta
+
+        n_parameters = sum(p.numel() for p in self.backbone.parameters())
+        embed_dim = self.projector.dim if self.projector is not None else None
+        return model_meta(self.name, self.backbone.identity, n_parameters, embed_dim)
+
     def generate(self, samples: Sequence[Sample], root: str | Path, tokens: int = 8) -> list[str]:
         out: list[str] = []
         for i in range(0, len(samples), self.batch_size):
