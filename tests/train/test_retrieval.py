@@ -27,7 +27,6 @@ from sugar.train.retrieval import (
 from tests.train.conftest import tiny_config
 from tests.train.fake_teacher import FakeTeacher
 
-
 OPTIONS = StructureOptions(projector_dim=8)
 
 

@@ -124,7 +124,7 @@ class MLLM(nn.Module, abc.ABC):
     def forward(self, batch: Batch) -> ModelOutput:
         """Logits and last-layer hidden states of ``batch`` (causal, padding masked)."""
 
-    @abc.abstractmethod
+    @torch.no_grad()
     def generate(
         self,
         samples: Sequence[Sample],
@@ -134,13 +134,27 @@ class MLLM(nn.Module, abc.ABC):
         temperature: float = 0.0,
         top_k: int | None = None,
         seed: int | None = None,
+        **options: Any,
     ) -> list[str]:
         """Continue each sample's prompt (:func:`prompt_of`); the new text, ``<eos>`` excluded.
 
         ``temperature=0`` is greedy; otherwise sample from softmax(logits / temperature),
         restricted to the ``top_k`` most likely tokens when given, with a generator seeded by
-        ``seed`` (reproducible).
+        ``seed`` (reproducible). ``options``: a family's own (the built-in ones: ``use_cache``).
         """
+        ids = self.generate_ids(
+            samples, root, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_k=top_k, seed=seed, **options,
+        )  # fmt: skip
+        return [self.decode_ids(row) for row in ids]
+
+    @abc.abstractmethod
+    def generate_ids(self, samples: Sequence[Sample], root: str | Path, **options: Any) -> Any:
+        """The new token ids per sample (:meth:`generate`'s arguments)."""
+
+    @abc.abstractmethod
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        """The text of generated token ids (special tokens dropped)."""
 
     def score(self, samples: Sequence[Sample], root: str | Path) -> Tensor:
         """Log-likelihood of each sample's target text (and its ``<eos>``) given the rest, on

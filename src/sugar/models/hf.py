@@ -62,16 +62,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from PIL import Image
 from torch import Tensor
 
 from sugar.data.collate import IGNORE_INDEX, Batch, EncodedSample
-from sugar.data.jsonl import DataError, resolve_image
+from sugar.data.jsonl import resolve_image
 from sugar.data.schema import Sample
 from sugar.io import sha256_bytes
 from sugar.models.base import MLLM, ModelOutput, prompt_of
 from sugar.models.hf_chat import ChatLayout, encode_chat_sample
 from sugar.models.hub import load_local
+from sugar.models.pretrained import open_image
 
 __all__ = ["HFMLLM", "base_fingerprint"]
 
@@ -125,16 +125,6 @@ def base_fingerprint(model: Any) -> str:
         digest.update(f"{name}:{tuple(tensor.shape)}".encode())
         digest.update(values.numpy().tobytes())
     return digest.hexdigest()
-
-
-def _open_image(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"image file not found: {path}") from None
-    except Exception as exc:  # Pillow raises many types for corrupt data
-        raise DataError(f"unreadable image {path}: {type(exc).__name__}: {exc}") from exc
 
 
 class HFMLLM(MLLM):
@@ -371,7 +361,7 @@ class HFMLLM(MLLM):
         counts: list[int] = []
         if paths:
             processed = self.image_processor(
-                images=[_open_image(path) for path in paths], return_tensors="pt"
+                images=[open_image(path) for path in paths], return_tensors="pt"
             )
             image_inputs = {key: processed[key] for key in self.image_input_names}
             counts = self.image_token_counts(processed)
@@ -469,36 +459,24 @@ class HFMLLM(MLLM):
             logits = base.get_output_embeddings()(hidden)  # (B, T, V)
         return ModelOutput(logits=logits, hidden=hidden)
 
-    @torch.no_grad()
-    def generate(
-        self,
-        samples: Sequence[Sample],
-        root: str | Path,
-        *,
-        max_new_tokens: int = 32,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        seed: int | None = None,
-    ) -> list[str]:
-        ids = self.generate_ids(
-            samples, root, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-            seed=seed,
-        )  # fmt: skip
-        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
 
     @torch.no_grad()
     def generate_ids(
-        self,
-        samples: Sequence[Sample],
-        root: str | Path,
-        *,
-        max_new_tokens: int = 32,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        seed: int | None = None,
+        self, samples: Sequence[Sample], root: str | Path, **options: Any
     ) -> list[list[int]]:
-        """New token ids per sample (the end token and anything after it excluded)."""
+        """New token ids per sample (the end token and anything after it excluded);
+        ``options``: :meth:`MLLM.generate`'s ``max_new_tokens``, ``temperature``, ``top_k``,
+        ``seed``."""
         from transformers import GenerationConfig
+
+        unknown = set(options) - {"max_new_tokens", "temperature", "top_k", "seed"}
+        if unknown:
+            raise ValueError(f"generate options {sorted(unknown)}: not known to {self.family}")
+        max_new_tokens = int(options.get("max_new_tokens", 32))
+        temperature = float(options.get("temperature", 0.0))
+        top_k, seed = options.get("top_k"), options.get("seed")
 
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 0")

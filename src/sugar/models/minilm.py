@@ -47,15 +47,16 @@ from typing import Any
 
 import tokenizers
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sugar.data.collate import IGNORE_INDEX, Batch, collate
+from sugar.data.collate import IGNORE_INDEX, Batch
 from sugar.data.jsonl import resolve_image
 from sugar.data.schema import Sample
 from sugar.io import atomic_write_bytes, atomic_write_text, sha256_bytes
-from sugar.models.base import MLLM, ModelOutput, prompt_of, register_backbone
+from sugar.models.base import ModelOutput, register_backbone
+from sugar.models.decoding import BuiltinMLLM, DecoderParts
 from sugar.models.pretrained import FEATURE_DIM, minilm_path
 from sugar.models.splice import splice_image_features
 from sugar.models.tiny import FrozenGridVision
@@ -153,7 +154,7 @@ class LMHead(nn.Module):
 
 
 @register_backbone("minilm")
-class MiniLMMLLM(MLLM):
+class MiniLMMLLM(BuiltinMLLM):
     """The built-in MLLM on the MiniLM trunk (module docstring). Build with :meth:`build`."""
 
     def __init__(
@@ -265,27 +266,8 @@ class MiniLMMLLM(MLLM):
     # Inputs
     # ----------------------------------------------------------------------------------------
 
-    def collate(
-        self,
-        samples: Sequence[Sample],
-        root: str | Path,
-        *,
-        slice_text_by: str = "sentence",
-        add_eos_to_targets: bool = True,
-    ) -> Batch:
-        """See :meth:`MLLM.collate`; ``batch.labels`` hold *output-vocabulary* indices."""
-        if slice_text_by not in ("sentence", "segment"):
-            raise ValueError(f"slice_text_by={slice_text_by!r}: 'sentence' or 'segment'")
-        batch = collate(
-            samples, self.tokenizer, self.image_tokens,
-            slice_text_by="sentence" if slice_text_by == "sentence" else "segment",
-            add_eos_to_targets=add_eos_to_targets, max_tokens=self.max_positions,
-        )  # fmt: skip
-        batch.images = [str(resolve_image(root, path)) for path in batch.images]
-        batch.labels = self._output_labels(batch.labels, batch.sample_ids)
-        return batch
-
-    def _output_labels(self, labels: Tensor, sample_ids: Sequence[str]) -> Tensor:
+    def _labels(self, labels: Tensor, sample_ids: Sequence[str]) -> Tensor:
+        """Token ids -> output-vocabulary indices (``batch.labels`` index the O outputs)."""
         supervised = labels != IGNORE_INDEX
         mapped = self.to_output.cpu()[labels.clamp_min(0)]  # (B, T)
         unmapped = supervised & (mapped < 0)
@@ -384,112 +366,20 @@ class MiniLMMLLM(MLLM):
     # Generation
     # ----------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def generate(
-        self,
-        samples: Sequence[Sample],
-        root: str | Path,
-        *,
-        max_new_tokens: int = 32,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        seed: int | None = None,
-        use_cache: bool = True,
-    ) -> list[str]:
-        """See :meth:`MLLM.generate`; ``use_cache=False`` recomputes the whole sequence per
-        token (the reference the KV cache is tested against)."""
-        from sugar.models.tiny import TinyMLLM
-
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 0")
-        if temperature < 0:
-            raise ValueError(f"temperature={temperature}: must be >= 0")
-        was_training = self.training
-        self.eval()
-        try:
-            ids = self._generate(
-                samples, root, max_new_tokens, temperature, top_k, seed, use_cache,
-                TinyMLLM._pick,
-            )  # fmt: skip
-        finally:
-            self.train(was_training)
-        return [self.tokenizer.decode(row) for row in ids]
-
-    def _generate(
-        self,
-        samples: Sequence[Sample],
-        root: str | Path,
-        max_new_tokens: int,
-        temperature: float,
-        top_k: int | None,
-        seed: int | None,
-        use_cache: bool,
-        pick: Any,
-    ) -> list[list[int]]:
+    def decoder_parts(self) -> DecoderParts:
+        """The pieces :class:`~sugar.models.decoding.BuiltinMLLM` decodes with: the output
+        vocabulary's logits, mapped back to WordPiece ids; a transformers ``DynamicCache``."""
         from transformers import DynamicCache
 
-        device = self.adapter.weight.device
-        batch = self.collate([prompt_of(sample) for sample in samples], root)
-        lengths, width = batch.lengths.tolist(), batch.input_ids.shape[1]
-        if width + max_new_tokens - 1 > self.max_positions:
-            longest = samples[int(batch.lengths.argmax())].id
-            raise ValueError(
-                f"sample {longest!r}: a prompt of {width} tokens plus max_new_tokens="
-                f"{max_new_tokens} needs {width + max_new_tokens - 1} positions > "
-                f"max_positions={self.max_positions}; shorten the prompt or ask for fewer tokens"
-            )
-        # Left-pad so every prompt ends at the last column and new tokens append in step.
-        ids = torch.full_like(batch.input_ids, self.tokenizer.pad_id)  # (B, T)
-        for row, length in enumerate(lengths):
-            ids[row, width - length :] = batch.input_ids[row, :length]
-        key_mask = torch.arange(width)[None, :] >= (width - batch.lengths)[:, None]  # (B, T)
-        ids, key_mask = ids.to(device), key_mask.to(device)
-        inputs = self._embed_inputs(ids, batch.images)  # (B, T, D)
-        generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
-        finished = torch.zeros(len(samples), dtype=torch.bool, device=device)
-        new_ids: list[Tensor] = []
-        cache = DynamicCache(config=self.trunk.config) if use_cache else None
-        hidden, cache = self._decode(inputs, key_mask, cache)
-        for step in range(max_new_tokens):
-            choice = pick(self.logits(hidden[:, -1]), temperature, top_k, generator)  # (B,)
-            token = self.output_ids[choice]
-            token = torch.where(finished, self.tokenizer.pad_id, token)
-            new_ids.append(token)
-            finished |= token == self.tokenizer.eos_id
-            if bool(finished.all()) or step == max_new_tokens - 1:
-                break
-            key_mask = torch.cat([key_mask, torch.ones_like(key_mask[:, :1])], dim=1)
-            step_input = self.trunk.embeddings.word_embeddings(token)[:, None]  # (B, 1, D)
-            if use_cache:
-                hidden, cache = self._decode(step_input, key_mask, cache)
-            else:
-                inputs = torch.cat([inputs, step_input], dim=1)
-                hidden, _ = self._decode(inputs, key_mask, None)
-        out: list[list[int]] = []
-        generated = torch.stack(new_ids, dim=1).tolist() if new_ids else [[] for _ in samples]
-        for row in generated:
-            kept = []
-            for token in row:
-                if token in (self.tokenizer.eos_id, self.tokenizer.pad_id):
-                    break
-                kept.append(int(token))
-            out.append(kept)
-        return out
+        return DecoderParts(
+            self._decode, self.trunk.embeddings.word_embeddings, self.logits,
+            lambda choice: self.output_ids[choice], DynamicCache(config=self.trunk.config),
+            self.adapter.weight.device,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------------------------------
     # Files
     # ----------------------------------------------------------------------------------------
-
-    def _saved_state(self) -> dict[str, Tensor]:
-        """Every tensor except the frozen encoder's (its weights ship in a package)."""
-        return {
-            name: tensor.detach().cpu().contiguous()
-            for name, tensor in self.state_dict().items()
-            if not name.startswith(_FROZEN_PREFIX)
-        }
-
-    def _weights_bytes(self) -> bytes:
-        return save(self._saved_state())
 
     def save_pretrained(self, directory: Path) -> dict[str, Any]:
         atomic_write_bytes(directory / WEIGHTS, self._weights_bytes())
@@ -534,17 +424,5 @@ class MiniLMMLLM(MLLM):
             WordPieceTokenizer.load(directory), state["output_ids"].tolist(),
             feature_cache=feature_cache, pretrained_trunk=False, **spec,
         )  # fmt: skip
-        found = model.vision.encoder.identity
-        if expected_vision is not None and found != expected_vision:
-            raise ValueError(
-                f"{directory}: trained on vision features {expected_vision}, but the installed "
-                f"encoder gives {found}"
-            )
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [name for name in missing if not name.startswith(_FROZEN_PREFIX)]
-        if missing or unexpected:
-            raise ValueError(
-                f"{directory / WEIGHTS}: does not match the model (missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]})"
-            )
+        model._restore(directory / WEIGHTS, state, (expected_vision, model.vision.encoder.identity))
         return model

@@ -26,7 +26,14 @@ from torch import Tensor, nn
 
 from sugar.io import sha256_file
 
-__all__ = ["FEATURE_DIM", "EfficientNetGrid", "images_to_pixels", "load_minilm", "minilm_path"]
+__all__ = [
+    "FEATURE_DIM",
+    "EfficientNetGrid",
+    "images_to_pixels",
+    "load_minilm",
+    "minilm_path",
+    "open_image",
+]
 
 FEATURE_DIM = 1280
 """Width of EfficientNet-Lite0's last feature map (after its 1x1 head convolution)."""
@@ -105,6 +112,20 @@ class EfficientNetGrid(nn.Module):
         maps = self.net.extract_features(pixels)  # (N, 1280, H/32, W/32)
         cells = nn.functional.adaptive_avg_pool2d(maps, self.grid)  # (N, 1280, G, G)
         return cells.flatten(2).transpose(1, 2).contiguous()  # (N, G*G, 1280)
+
+
+def open_image(path: str) -> Image.Image:
+    """The image at ``path`` in RGB; ``DataError`` naming the file when it is missing or
+    unreadable."""
+    from sugar.data.jsonl import DataError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise DataError(f"unreadable image {path}: {type(exc).__name__}: {exc}") from exc
 
 
 def _quietly(build: Any) -> Any:

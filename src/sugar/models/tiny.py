@@ -29,18 +29,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from PIL import Image
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sugar.data.collate import Batch, collate
-from sugar.data.jsonl import DataError, resolve_image
-from sugar.data.schema import Sample
+from sugar.data.collate import Batch
+from sugar.data.jsonl import DataError
 from sugar.io import atomic_write_bytes, sha256_bytes
-from sugar.models.base import MLLM, ModelOutput, prompt_of, register_backbone
+from sugar.models.base import ModelOutput, register_backbone
+from sugar.models.decoding import BuiltinMLLM, DecoderParts
 from sugar.models.feature_cache import FeatureCache, content_key
-from sugar.models.pretrained import FEATURE_DIM, EfficientNetGrid, images_to_pixels
+from sugar.models.pretrained import FEATURE_DIM, EfficientNetGrid, images_to_pixels, open_image
 from sugar.models.splice import splice_image_features
 from sugar.models.tokenizer import Tokenizer
 
@@ -50,16 +49,6 @@ WEIGHTS = "backbone.safetensors"
 _FROZEN_PREFIX = "vision.encoder."  # weights that come from the offline package, never saved
 
 KVCache = list[tuple[Tensor, Tensor]]  # per layer: keys, values # (B, H, L, E) each
-
-
-def _open_image(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"image file not found: {path}") from None
-    except Exception as exc:  # Pillow raises many types for corrupt data
-        raise DataError(f"unreadable image {path}: {type(exc).__name__}: {exc}") from exc
 
 
 class FrozenGridVision(nn.Module):
@@ -98,7 +87,7 @@ class FrozenGridVision(nn.Module):
         missing = [(key, path) for key, path in zip(keys, paths, strict=True) if key not in found]
         if missing:
             unique = dict(missing)  # the same content twice in a batch is encoded once
-            pixels = images_to_pixels([_open_image(p) for p in unique.values()], self.image_size)
+            pixels = images_to_pixels([open_image(p) for p in unique.values()], self.image_size)
             device = next(self.encoder.parameters()).device
             features = self.encoder(pixels.to(device)).cpu()  # (M, K, F), cached on the CPU
             new = dict(zip(unique, features, strict=True))
@@ -128,7 +117,7 @@ class TinyViT(nn.Module):
         self.norm = nn.LayerNorm(width)
 
     def forward(self, paths: Sequence[str]) -> Tensor:
-        pixels = images_to_pixels([_open_image(p) for p in paths], self.image_size)
+        pixels = images_to_pixels([open_image(p) for p in paths], self.image_size)
         pixels = pixels.to(self.position.device)  # (N, 3, S, S)
         patches = self.patchify(pixels).flatten(2).transpose(1, 2)  # (N, K, F)
         return self.norm(self.blocks(patches + self.position))
@@ -166,7 +155,7 @@ class Block(nn.Module):
 
 
 @register_backbone("tiny")
-class TinyMLLM(MLLM):
+class TinyMLLM(BuiltinMLLM):
     """The built-in small MLLM (module docstring). Build with keyword arguments (ModelConfig)."""
 
     def __init__(
@@ -248,27 +237,6 @@ class TinyMLLM(MLLM):
     # Inputs
     # ----------------------------------------------------------------------------------------
 
-    def collate(
-        self,
-        samples: Sequence[Sample],
-        root: str | Path,
-        *,
-        slice_text_by: str = "sentence",
-        add_eos_to_targets: bool = True,
-    ) -> Batch:
-        if slice_text_by not in ("sentence", "segment"):
-            raise ValueError(f"slice_text_by={slice_text_by!r}: 'sentence' or 'segment'")
-        batch = collate(
-            samples,
-            self.tokenizer,
-            self.image_tokens,
-            slice_text_by="sentence" if slice_text_by == "sentence" else "segment",
-            add_eos_to_targets=add_eos_to_targets,
-            max_tokens=self.max_positions,
-        )
-        batch.images = [str(resolve_image(root, path)) for path in batch.images]
-        return batch
-
     def _image_features(self, paths: Sequence[str]) -> Tensor:
         device = self.embed.weight.device
         if not paths:
@@ -326,147 +294,16 @@ class TinyMLLM(MLLM):
     # Generation
     # ----------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def generate(
-        self,
-        samples: Sequence[Sample],
-        root: str | Path,
-        *,
-        max_new_tokens: int = 32,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        seed: int | None = None,
-        use_cache: bool = True,
-    ) -> list[str]:
-        """See :meth:`MLLM.generate`; ``use_cache=False`` recomputes the whole sequence per
-        token (the reference the KV cache is tested against)."""
-        ids = self.generate_ids(
-            samples, root, max_new_tokens=max_new_tokens, temperature=temperature,
-            top_k=top_k, seed=seed, use_cache=use_cache,
+    def decoder_parts(self) -> DecoderParts:
+        """The pieces :class:`~sugar.models.decoding.BuiltinMLLM` decodes with (tied head)."""
+        return DecoderParts(
+            self._decode, self.embed, lambda hidden: hidden @ self.embed.weight.T,
+            lambda choice: choice, None, self.embed.weight.device,
         )  # fmt: skip
-        return [self.tokenizer.decode(row) for row in ids]
-
-    @torch.no_grad()
-    def generate_ids(
-        self,
-        samples: Sequence[Sample],
-        root: str | Path,
-        *,
-        max_new_tokens: int = 32,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        seed: int | None = None,
-        use_cache: bool = True,
-        return_logits: bool = False,
-    ) -> Any:
-        """New token ids per sample (``<eos>`` excluded); with ``return_logits``, also the
-        logits of every step, (B, steps, V)."""
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 0")
-        if temperature < 0:
-            raise ValueError(f"temperature={temperature}: must be >= 0")
-        was_training = self.training
-        self.eval()
-        try:
-            return self._generate(
-                samples, root, max_new_tokens, temperature, top_k, seed, use_cache,
-                return_logits,
-            )  # fmt: skip
-        finally:
-            self.train(was_training)
-
-    def _generate(
-        self,
-        samples: Sequence[Sample],
-        root: str | Path,
-        max_new_tokens: int,
-        temperature: float,
-        top_k: int | None,
-        seed: int | None,
-        use_cache: bool,
-        return_logits: bool,
-    ) -> Any:
-        device = self.embed.weight.device
-        batch = self.collate([prompt_of(sample) for sample in samples], root)
-        # Left-pad so every prompt ends at the last column and new tokens append in step.
-        lengths, width = batch.lengths.tolist(), batch.input_ids.shape[1]
-        ids = torch.full_like(batch.input_ids, self.tokenizer.pad_id)  # (B, T)
-        for row, length in enumerate(lengths):
-            ids[row, width - length :] = batch.input_ids[row, :length]
-        key_mask = torch.arange(width)[None, :] >= (width - batch.lengths)[:, None]  # (B, T)
-        if width + max_new_tokens - 1 > self.max_positions:
-            longest = samples[int(batch.lengths.argmax())].id
-            raise ValueError(
-                f"sample {longest!r}: a prompt of {width} tokens plus max_new_tokens="
-                f"{max_new_tokens} needs {width + max_new_tokens - 1} positions > "
-                f"max_positions={self.max_positions}; shorten the prompt or ask for fewer tokens"
-            )
-        ids, key_mask = ids.to(device), key_mask.to(device)
-        inputs = self._embed_inputs(ids, batch.images)  # (B, T, D)
-        generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
-        finished = torch.zeros(len(samples), dtype=torch.bool, device=device)
-        new_ids: list[Tensor] = []
-        step_logits: list[Tensor] = []
-        hidden, cache = self._decode(inputs, key_mask, None)
-        for step in range(max_new_tokens):
-            logits = hidden[:, -1] @ self.embed.weight.T  # (B, V)
-            step_logits.append(logits)
-            token = self._pick(logits, temperature, top_k, generator)  # (B,)
-            token = torch.where(finished, self.tokenizer.pad_id, token)
-            new_ids.append(token)
-            finished |= token == self.tokenizer.eos_id
-            if bool(finished.all()) or step == max_new_tokens - 1:
-                break
-            key_mask = torch.cat([key_mask, torch.ones_like(key_mask[:, :1])], dim=1)
-            step_input = self.embed(token)[:, None]  # (B, 1, D)
-            if use_cache:
-                hidden, cache = self._decode(step_input, key_mask, cache)
-            else:
-                inputs = torch.cat([inputs, step_input], dim=1)
-                hidden, _ = self._decode(inputs, key_mask, None)
-        out: list[list[int]] = []
-        generated = torch.stack(new_ids, dim=1).tolist() if new_ids else [[] for _ in samples]
-        for row in generated:
-            kept = []
-            for token in row:
-                if token in (self.tokenizer.eos_id, self.tokenizer.pad_id):
-                    break
-                kept.append(int(token))
-            out.append(kept)
-        if return_logits:
-            empty = torch.zeros(len(samples), 0, self.tokenizer.vocab_size)
-            return out, torch.stack(step_logits, dim=1) if step_logits else empty
-        return out
-
-    @staticmethod
-    def _pick(
-        logits: Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
-    ) -> Tensor:
-        if temperature == 0.0:
-            return logits.argmax(dim=-1)
-        scaled = logits.float() / temperature
-        if top_k is not None:
-            if top_k < 1:
-                raise ValueError(f"top_k={top_k}: must be >= 1")
-            kth = scaled.topk(min(top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
-            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-        probs = torch.softmax(scaled, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     # ----------------------------------------------------------------------------------------
     # Files
     # ----------------------------------------------------------------------------------------
-
-    def _saved_state(self) -> dict[str, Tensor]:
-        """Every tensor except the frozen encoder's (its weights ship in a package)."""
-        return {
-            name: tensor.detach().cpu().contiguous()
-            for name, tensor in self.state_dict().items()
-            if not name.startswith(_FROZEN_PREFIX)
-        }
-
-    def _weights_bytes(self) -> bytes:
-        return save(self._saved_state())
 
     def save_pretrained(self, directory: Path) -> dict[str, Any]:
         atomic_write_bytes(directory / WEIGHTS, self._weights_bytes())
@@ -494,19 +331,9 @@ class TinyMLLM(MLLM):
         expected_vision = spec.pop("vision_identity", None)
         feature_cache = spec.pop("feature_cache", None)
         model = cls(Tokenizer.load(directory), feature_cache=feature_cache, **spec)
+        found = None
         if isinstance(model.vision, FrozenGridVision):
             found = model.vision.encoder.identity
-            if expected_vision is not None and found != expected_vision:
-                raise ValueError(
-                    f"{directory}: trained on vision features {expected_vision}, but the "
-                    f"installed encoder gives {found}"
-                )
         state = load_file(str(directory / WEIGHTS))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [name for name in missing if not name.startswith(_FROZEN_PREFIX)]
-        if missing or unexpected:
-            raise ValueError(
-                f"{directory / WEIGHTS}: does not match the model (missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]})"
-            )
+        model._restore(directory / WEIGHTS, state, (expected_vision, found))
         return model
