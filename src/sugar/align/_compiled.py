@@ -41,7 +41,7 @@ from numba.extending import overload
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["LANES", "CompiledLogAlignment", "backward", "forward"]
+__all__ = ["LANES", "CompiledLogAlignment", "backward", "compile_kernels", "forward"]
 
 LANES = 64
 _BIG = 1e30  # "minus infinity" of the borders (finite: fastmath assumes no inf)
@@ -460,3 +460,15 @@ def _lengths(lengths: Tensor | None, p: int, full: int) -> Tensor:
     if lengths is None:
         return torch.full((p,), full, dtype=torch.int64)
     return lengths.to(device="cpu", dtype=torch.int64).contiguous()
+
+
+def compile_kernels() -> None:
+    """Compile (or load from numba's on-disk cache) the single-threaded kernels for float32 and
+    float64, so that the first alignment call does not pay the compilation (scripts/setup.sh)."""
+    for dtype in (torch.float32, torch.float64):
+        for table in (False, True):
+            logk = torch.zeros(2, 2, 3, dtype=dtype, requires_grad=True)
+            out = CompiledLogAlignment.apply(logk, None, torch.tensor([2, 1]), table, -1.0)
+            out.sum().backward()
+        with torch.no_grad():
+            CompiledLogAlignment.apply(torch.zeros(1, 2, 2, dtype=dtype), None, None, False, 1.0)
