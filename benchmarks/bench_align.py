@@ -7,6 +7,7 @@ regime: forward-only Triple-Kernel GAK targets for n = 96 prefixes of up to 10 s
 
     python benchmarks/bench_align.py            # everything (a few minutes on 2 cores)
     python benchmarks/bench_align.py --quick    # B=32 only
+    python benchmarks/bench_align.py --backend torch   # the reference torch DP instead
 
 Fairness: same threads for everyone (``--threads``, default 1; numba gets the same number and
 the workqueue layer), timed warm (a first call compiles numba kernels and is not timed), the
@@ -81,7 +82,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="B = 32 only")
     parser.add_argument("--no-baselines", action="store_true", help="skip tslearn and pysdtw")
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "compiled", "torch"],
+        default="auto",
+        help="sugar.align's DP implementation (SUGAR_ALIGN_BACKEND)",
+    )
     args = parser.parse_args()
+    os.environ["SUGAR_ALIGN_BACKEND"] = args.backend
     if args.repeats < 5:
         parser.error("--repeats must be >= 5")
     _configure_threads(args.threads)
@@ -104,7 +112,10 @@ def main() -> None:
             print("pysdtw not installed: its rows are skipped (pip install pysdtw)")
 
     r = args.repeats
-    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {r} warm runs\n")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), median of {r} warm runs, "
+        f"backend {args.backend}\n"
+    )
 
     # ---- machine floor
     a = torch.randn(1024, 1024)

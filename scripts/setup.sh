@@ -15,4 +15,8 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 "$PY" -m pip install --quiet -e ".[${extras}]"
+# numba compiles sugar.align's CPU kernels once per machine and caches them on disk: do it here
+# (about a minute on 2 cores) rather than in the first test or training step
+"$PY" -c "from sugar.align._compiled import compile_kernels; compile_kernels()" \
+  || echo "[setup] could not compile sugar.align's kernels: the torch implementation will run"
 echo "[setup] sugar $("$PY" -c 'import sugar; print(sugar.__version__)') with torch $("$PY" -c 'import torch; print(torch.__version__)')"

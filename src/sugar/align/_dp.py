@@ -24,16 +24,60 @@ the backward is three fused multiply-adds per diagonal and no ``exp``. Without a
 forward skips them and needs two ``exp`` per cell instead of three (the largest term is 1).
 Cells beyond a pair's lengths only ever feed cells beyond them, so padding gets exactly zero
 gradient.
+
+Backends. This torch implementation is the reference and runs everywhere. On CPU, float32 and
+float64 go by default to the compiled kernels of :mod:`sugar.align._compiled` (numba; on the
+B=128, S=32 precomputed-cost case about 3x faster forward and 1.6x forward+backward than
+this path, same values and gradients to rounding) when numba imports. The environment
+variable ``SUGAR_ALIGN_BACKEND`` (``auto``, ``compiled`` or ``torch``) or the ``backend``
+argument of :func:`log_alignment` forces one; ``compiled`` raises where it cannot run.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import os
+from types import ModuleType
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["hard_alignment_table", "log_alignment", "log_alignment_table"]
+__all__ = ["Backend", "hard_alignment_table", "log_alignment", "log_alignment_table"]
+
+Backend = Literal["auto", "compiled", "torch"]
+_BACKENDS = ("auto", "compiled", "torch")
+
+
+@functools.cache
+def _compiled_kernels() -> ModuleType | None:
+    """The compiled kernels' module, or None when numba is not installed (imported once)."""
+    try:
+        from sugar.align import _compiled
+    except ImportError:
+        return None
+    return _compiled
+
+
+def _use_compiled(logk: Tensor, backend: str | None) -> bool:
+    """Whether this call goes to the compiled kernels (see the module docstring)."""
+    choice = backend if backend is not None else os.environ.get("SUGAR_ALIGN_BACKEND", "auto")
+    if choice not in _BACKENDS:
+        raise ValueError(
+            f"SUGAR_ALIGN_BACKEND / backend must be one of {list(_BACKENDS)}, got {choice!r}"
+        )
+    if choice == "torch":
+        return False
+    runs = logk.device.type == "cpu" and logk.dtype in (torch.float32, torch.float64)
+    if choice == "compiled":
+        if not runs:
+            raise ValueError(
+                f"backend 'compiled' runs on CPU float32/float64, got {logk.dtype} on {logk.device}"
+            )
+        if _compiled_kernels() is None:
+            raise ValueError("backend 'compiled' needs numba: pip install numba")
+        return True
+    return runs and _compiled_kernels() is not None
 
 
 def _diagonal(buf: Tensor, d: int, lo: int, hi: int, shift: int = 0) -> Tensor:
@@ -248,6 +292,7 @@ def log_alignment(
     *,
     table: bool = False,
     scale: float = 1.0,
+    backend: Backend | None = None,
 ) -> Tensor:
     """Log-sum over alignments: (P, N, M) log local kernels -> (P,) ends or a (P, N, M) table.
 
@@ -259,17 +304,25 @@ def log_alignment(
     get exactly zero gradient. The DP reads ``scale * logk`` (soft-DTW passes ``-1 / gamma``
     and its cost, saving a pass over the cost). Fastest when ``logk``'s memory has the pairs
     innermost (a ``permute(2, 0, 1)`` view of an (N, M, P) tensor): no copy is made then.
+    ``backend`` (default: ``SUGAR_ALIGN_BACKEND``, else ``auto``) picks the implementation.
     """
     if logk.dim() != 3:
         raise ValueError(f"logk must have shape (P, N, M), got {tuple(logk.shape)}")
+    if _use_compiled(logk, backend):
+        kernels = _compiled_kernels()
+        assert kernels is not None
+        return kernels.CompiledLogAlignment.apply(logk, lengths_x, lengths_y, table, float(scale))
     return _LogAlignment.apply(logk, lengths_x, lengths_y, table, float(scale))
 
 
 def log_alignment_table(
-    logk: Tensor, lengths_x: Tensor | None = None, lengths_y: Tensor | None = None
+    logk: Tensor,
+    lengths_x: Tensor | None = None,
+    lengths_y: Tensor | None = None,
+    backend: Backend | None = None,
 ) -> Tensor:
     """Every prefix pair's log-sum over alignments: ``log_alignment(..., table=True)``."""
-    return log_alignment(logk, lengths_x, lengths_y, table=True)
+    return log_alignment(logk, lengths_x, lengths_y, table=True, backend=backend)
 
 
 def hard_alignment_table(cost: Tensor) -> Tensor:
