@@ -142,3 +142,9 @@ def merge_override(data: dict[str, Any], cls: type, keys: list[str], value: Any)
         if not isinstance(child, dict):
             raise ConfigError(f"config section {key!r} must be a mapping, got {child!r}")
         node = child
+
+
+def check(ok: bool, name: str, value: object, why: str = "must be >= 1") -> None:
+    """Raise :class:`ConfigError` ``name=value: why`` unless ``ok`` (a section's rule)."""
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: {why}")

@@ -239,7 +239,12 @@ def test_demo_smoke_through_the_cli(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
     assert set(report["results"]) == {"generative", "sugar"}
     assert set(report["meta"]["timings_s"]) == {
-        "world", "teacher", "train align", "train base", "train generative", "train sugar",
+        "world",
+        "teacher",
+        "train align",
+        "train base",
+        "train generative",
+        "train sugar",
         "evaluate",
     }  # fmt: skip  (the smoke size runs the optional alignment stage, so it is tested)
     assert report["results"]["generative"]["caption_retrieval"]["t2i_r1"] == "n/a"

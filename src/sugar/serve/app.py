@@ -23,9 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import io
 import json
-import re
 import secrets
 import shutil
 import tempfile
@@ -42,7 +40,6 @@ import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from PIL import Image
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sugar.api import SugarModel
@@ -51,16 +48,15 @@ from sugar.embed import embed_vectors
 from sugar.index import Index, build_index
 from sugar.index.lock import index_lock
 from sugar.rag import PAYLOAD_FIELD, PromptTemplate, build_prompt
+from sugar.serve import messages as parts_of
 from sugar.serve.batching import MicroBatcher, QueueFullError
 from sugar.serve.inputs import (
     Limits,
     MediaStore,
     RequestError,
-    RequestImages,
     parse_embedding_input,
 )
 from sugar.serve.schemas import (
-    ChatMessage,
     ChatRequest,
     EmbeddingRequest,
     IndexAddRequest,
@@ -227,78 +223,6 @@ class _Service:
         return self.index
 
 
-def _segments_of_content(content: Any, images: RequestImages, param: str) -> list[Segment]:
-    """The segments of one chat message's content (a string or OpenAI content parts)."""
-    if isinstance(content, str):
-        if not content:
-            raise RequestError(f"{param}: an empty message", param=param)
-        return [Segment.text_(content)]
-    if not isinstance(content, list) or not content:
-        raise RequestError(f"{param}: a string or a non-empty list of parts", param=param)
-    segments = []
-    for i, part in enumerate(content):
-        where = f"{param}[{i}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str) and part["text"]:
-            segments.append(Segment.text_(part["text"]))
-        elif kind == "image_url":
-            url = part.get("image_url")
-            url = url.get("url") if isinstance(url, dict) else url
-            segments.append(Segment.image_(images.add(url, f"{where}.image_url.url")))
-        else:
-            raise RequestError(
-                f"{where}: a part is {{'type': 'text', 'text': ...}} or {{'type': 'image_url', "
-                "'image_url': {'url': 'data:image/...;base64,...'}}",
-                param=where,
-            )
-    return segments
-
-
-def _question(messages: list[ChatMessage], images: RequestImages) -> Sample:
-    """The prompt sample: the last user message's parts in order (earlier turns and system
-    messages are not shown to the model: sugar's models are trained on single questions)."""
-    last = len(messages) - 1
-    if messages[last].role != "user":
-        raise RequestError(
-            f"messages[{last}]: the last message must be the user's", param=f"messages[{last}]"
-        )
-    segments = _segments_of_content(messages[last].content, images, f"messages[{last}].content")
-    return Sample("question", segments, "question")
-
-
-def _payload(hit: dict[str, Any]) -> str:
-    """A hit's payload (``meta.payload``), else its texts joined."""
-    metadata = hit.get("metadata") or {}
-    meta = metadata.get("meta") if isinstance(metadata, dict) else None
-    if isinstance(meta, dict) and isinstance(meta.get(PAYLOAD_FIELD), str):
-        return str(meta[PAYLOAD_FIELD])
-    return _text_of(metadata)
-
-
-def _text_of(metadata: Any) -> str:
-    segments = metadata.get("segments") if isinstance(metadata, dict) else None
-    if not isinstance(segments, list):
-        return ""
-    return " ".join(s["text"] for s in segments if isinstance(s, dict) and s.get("text"))
-
-
-def _thumbnail(path: Path, size: int = 96) -> str | None:
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-        image.thumbnail((size, size))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-    except (OSError, ValueError):
-        return None
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _chunks(text: str) -> list[str]:
-    """Word-sized stream chunks (each word with its trailing spaces)."""
-    return re.findall(r"\S+\s*|\s+", text) or [""]
-
-
 def create_app(model: SugarModel, settings: ServeSettings | None = None) -> FastAPI:
     """The app serving ``model`` (see the module docstring). Images of requests live in a
     temporary directory for the app's lifetime."""
@@ -444,9 +368,9 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
             await service.checked_tokens([question], "query")
             hits = await retrieve(question, body.k)
         for hit in hits:
-            hit["text"] = _text_of(hit["metadata"])
+            hit["text"] = parts_of.text_of(hit["metadata"])
             if body.include_images:
-                hit["thumbnails"] = _hit_thumbnails(service.media, hit["metadata"])
+                hit["thumbnails"] = parts_of.hit_thumbnails(service.media, hit["metadata"])
         return {"object": "list", "model": service.name, "data": hits}
 
     @app.post("/v1/chat/completions", dependencies=auth, response_model=None)
@@ -459,10 +383,12 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
                 param="max_tokens",
             )
         with service.store.request() as images:
-            question = _question(body.messages, images)
+            question = parts_of.question(body.messages, images)
             await service.checked_tokens([question], "messages")
             hits = await retrieve(question, body.retrieval_k) if body.retrieval_k else []
-            sources = [{"id": h["id"], "score": h["score"], "payload": _payload(h)} for h in hits]
+            sources = [
+                {"id": h["id"], "score": h["score"], "payload": parts_of.payload(h)} for h in hits
+            ]
             prompt = build_prompt(
                 question, [s["payload"] for s in sources], PromptTemplate(),
                 [s["id"] for s in sources],
@@ -514,7 +440,7 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
 
         async def events() -> AsyncIterator[str]:
             yield event({"role": "assistant", "content": ""}, sources=sources)
-            for piece in _chunks(text):
+            for piece in parts_of.chunks(text):
                 yield event({"content": piece})
             yield event({}, "stop")
             if include_usage:
@@ -568,7 +494,7 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
                 if item.image is not None:
                     name = images.add(item.image, f"items[{i}].image")
                     segments.append(Segment.image_(name))
-                    kept.append(Segment.image_(_keep(service.media, images.data[name])))
+                    kept.append(Segment.image_(parts_of.keep(service.media, images.data[name])))
                 if item.text is not None:
                     segments.append(Segment.text_(item.text))
                     kept.append(Segment.text_(item.text))
@@ -595,42 +521,3 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
 
     app.add_middleware(_BodyLimit, limit=settings.limits.max_request_bytes)
     return app
-
-
-def _keep(media: Path | None, data: bytes) -> str:
-    """Write an added image under ``MEDIA/uploads`` (named by its content); its path relative
-    to ``media``."""
-    if media is None:
-        raise RequestError("images in index items need an --index directory", code="no_index")
-    from sugar.io import sha256_bytes
-
-    with Image.open(io.BytesIO(data)) as image:
-        extension = (image.format or "img").lower()
-    name = f"uploads/{sha256_bytes(data)[:32]}.{extension}"
-    path = media / name
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return name
-
-
-def _hit_thumbnails(media: Path | None, metadata: Any) -> list[str]:
-    """Small PNG data URLs of a hit's images (resolved under ``media``; missing ones left
-    out)."""
-    from sugar.data.jsonl import DataError, resolve_image
-
-    segments = metadata.get("segments") if isinstance(metadata, dict) else None
-    if media is None or not isinstance(segments, list):
-        return []
-    out = []
-    for segment in segments:
-        image = segment.get("image") if isinstance(segment, dict) else None
-        if not isinstance(image, str):
-            continue
-        try:
-            url = _thumbnail(resolve_image(media, image))
-        except DataError:
-            continue
-        if url is not None:
-            out.append(url)
-    return out
