@@ -242,8 +242,8 @@ class SugarObjective(nn.Module):
         """Hidden states of the retrieval samples, one forward pass per role (queries,
         documents, others) and per 32 samples of similar length: a pair's document is often
         one image (two tokens) and its query a caption or a story, so one padded batch would
-        spend most of its work on padding (measured: 64 caption pairs 5.4 s padded together,
-        2.9 s in two passes)."""
+        spend most of its work on padding (measured: 64 caption pairs 4.7 s padded together,
+        2.4 s this way; ``benchmarks/bench_minilm.py``)."""
         by_role: dict[str, list[int]] = {}
         for row, sample in enumerate(samples):
             by_role.setdefault(str(sample.meta.get("retrieval_role", "")), []).append(row)
