@@ -243,8 +243,10 @@ def _retrieval_sources(
     cfg: SugarConfig, train_samples: list[Sample]
 ) -> tuple[list[Sample], tuple[list[Sample], list[Sample]]]:
     """(the generative batches' samples, the retrieval pools) of a run
-    (:mod:`sugar.train.retrieval`): without ``train.retrieval_batch`` (or without L_d and
-    InfoNCE) every sample is generative and there is no pool."""
+    (:mod:`sugar.train.retrieval`): without ``train.retrieval_batch`` and
+    ``train.retrieval_interleaved`` every sample is generative (with views) and there is no
+    pool; with them, the samples with a target are generative, and the pool is empty for a run
+    without L_d and InfoNCE."""
     t = cfg.train
     if not (t.retrieval_batch or t.retrieval_interleaved):
         return train_samples, ([], [])
