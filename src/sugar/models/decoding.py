@@ -137,18 +137,17 @@ class DecoderParts:
 
 
 class BuiltinMLLM(MLLM):
-    """What the built-in backbones (``tiny``, ``minilm``) share: ``generate_ids`` over
-    :meth:`decoder_parts`, and their weights without the frozen
-    encoder's (its weights ship in a package). A subclass provides ``tokenizer``,
-    ``max_positions``, ``_embed_inputs(ids, images)`` (the input vectors, images spliced in)
-    and :meth:`decoder_parts`."""
+    """What the built-in backbones (``tiny``, ``minilm``) share: ``collate``, ``generate_ids``
+    over :meth:`decoder_parts`, their weights without the frozen encoder's (its weights ship in
+    a package) and the checks on restoring them. A subclass provides ``tokenizer``,
+    ``max_positions``, ``image_tokens``, ``_embed_inputs(ids, images)`` (the input vectors,
+    images spliced in) and :meth:`decoder_parts`."""
 
     tokenizer: Any
     max_positions: int
+    image_tokens: int
     frozen_prefix = "vision.encoder."
     """State-dict names that come from an installed package and are never saved."""
-
-    image_tokens: int
 
     def collate(
         self,
