@@ -277,19 +277,16 @@ def step(run: Run) -> dict[str, float]:
     cfg, t = run.cfg, run.cfg.train
     sums: dict[str, float] = {}
     for micro in range(t.grad_accum):
-        position = (run.step * t.grad_accum + micro) * t.batch_size
+        micro_step = run.step * t.grad_accum + micro
+        position = micro_step * t.batch_size
         indices = batch_indices(len(run.generative), t.batch_size, cfg.run.seed, position)
         samples = [run.generative[i] for i in indices]
         retrieval = None
         if run.pools[0] or run.pools[1]:  # L_d / InfoNCE on their own micro-batch
             sizes = (t.retrieval_batch, t.retrieval_interleaved)
-            retrieval = retrieval_batch(
-                run.pools, sizes, cfg.run.seed, run.step * t.grad_accum + micro
-            )
+            retrieval = retrieval_batch(run.pools, sizes, cfg.run.seed, micro_step)
         elif not (t.retrieval_batch or t.retrieval_interleaved):  # one mixed batch, with views
-            samples = apply_views(
-                samples, cfg.data.view_weights, cfg.run.seed, run.step * t.grad_accum + micro
-            )
+            samples = apply_views(samples, cfg.data.view_weights, cfg.run.seed, micro_step)
         generator = seeded(cfg.run.seed, run.step, micro)
         parts = run.objective(run.model, samples, run.root, generator, run.shard, retrieval)
         _count_losses(run, parts)

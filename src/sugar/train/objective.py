@@ -56,6 +56,13 @@ def _size(sample: Sample) -> int:
     return sum(len(seg.text) if seg.text is not None else 16 for seg in sample.segments)
 
 
+def _length_chunks(rows: Sequence[int], samples: Sequence[Sample], size: int) -> list[list[int]]:
+    """``rows`` sorted by their samples' length and cut into chunks of ``size``: samples of
+    similar length share a forward pass, so padding stays small."""
+    ordered = sorted(rows, key=lambda i: _size(samples[i]))
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
+
+
 class ChunkedStates:
     """Last-layer hidden states of B samples encoded in one or more forward passes: each chunk
     is (its rows among the B samples, hidden (B_c, T_c, D), spans)."""
@@ -83,16 +90,17 @@ class ChunkedStates:
         image_pool: Literal["mean", "last"],
     ) -> Tensor:
         """``r`` of each prefix (sample b, slice e), in the order given. # (n, P)"""
-        if len(self.chunks) == 1:
+        located = [self.where[b] for b in sample_index.tolist()]  # (chunk, row in chunk) each
+        if len(self.chunks) == 1:  # one pass: the prefixes are already in order
             hidden, spans = self.chunks[0][1], self.chunks[0][2]
-            local = torch.tensor([self.where[int(b)][1] for b in sample_index], dtype=torch.long)
+            local = torch.tensor([row for _, row in located], dtype=torch.long)
             return embed_prefixes(hidden, spans, local, slice_index, projector, image_pool)
         parts, order = [], []
         for c, (_, hidden, spans) in enumerate(self.chunks):
-            picked = [i for i, b in enumerate(sample_index.tolist()) if self.where[b][0] == c]
+            picked = [i for i, (chunk, _) in enumerate(located) if chunk == c]
             if not picked:
                 continue
-            local = torch.tensor([self.where[int(sample_index[i])][1] for i in picked])
+            local = torch.tensor([located[i][1] for i in picked], dtype=torch.long)
             parts.append(
                 embed_prefixes(hidden, spans, local, slice_index[picked], projector, image_pool)
             )
@@ -223,11 +231,10 @@ class SugarObjective(nn.Module):
     ) -> dict[str, Tensor]:
         """L_g of ``samples`` (the mean over all their supervised tokens), computed in chunks
         of up to 16 samples of similar length."""
-        order = sorted(range(len(samples)), key=lambda i: _size(samples[i]))
         summed: Tensor | int = 0
         tokens: Tensor | int = 0
-        for start in range(0, len(order), _CHUNK // 2):
-            part = [samples[i] for i in order[start : start + _CHUNK // 2]]
+        for rows in _length_chunks(range(len(samples)), samples, _CHUNK // 2):
+            part = [samples[i] for i in rows]
             batch = model.collate(part, root, slice_text_by=self.options.slice_text_by)
             output = model(batch)
             piece = generative_loss(output.logits, batch.labels.to(output.logits.device))
@@ -248,10 +255,8 @@ class SugarObjective(nn.Module):
         for row, sample in enumerate(samples):
             by_role.setdefault(str(sample.meta.get("retrieval_role", "")), []).append(row)
         chunks = []
-        for rows in by_role.values():
-            rows = sorted(rows, key=lambda i: _size(samples[i]))  # similar lengths together
-            for start in range(0, len(rows), _CHUNK):
-                part = rows[start : start + _CHUNK]
+        for role_rows in by_role.values():
+            for part in _length_chunks(role_rows, samples, _CHUNK):
                 batch = model.collate(
                     [samples[i] for i in part], root, slice_text_by=self.options.slice_text_by
                 )

@@ -77,16 +77,12 @@ def retrieval_pair(sample: Sample) -> tuple[Sample, Sample]:
     """(query, document) of one source (module docstring), each tagged with its group
     (``meta["view_of"]``) and role (``meta["retrieval_role"]``)."""
     kind = _kind(sample)
-    if kind == "caption":
-        query = caption_view(sample, "caption_only")
-        document = caption_view(sample, "image_only")
+    if kind == "caption":  # the caption-alone and image-alone views, with their roles
+        query, document = (caption_view(sample, v) for v in ("caption_only", "image_only"))
         return (
-            Sample(query.id, query.segments, query.task, {**query.meta, "retrieval_role": QUERY}),
-            Sample(
-                document.id, document.segments, document.task,
-                {**document.meta, "retrieval_role": DOCUMENT},
-            ),
-        )  # fmt: skip
+            replace(query, meta={**query.meta, "retrieval_role": QUERY}),
+            replace(document, meta={**document.meta, "retrieval_role": DOCUMENT}),
+        )
     if kind == "target_image":
         context = [replace(s, role="context") for s in sample.segments]
         image = Segment.image_(str(sample.meta["target_image"]))
