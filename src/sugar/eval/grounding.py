@@ -42,7 +42,8 @@ def _derangement(count: int, seed: int) -> list[int]:
     """A fixed permutation with no fixed point (count >= 2)."""
     order = list(range(count))
     random.Random(seed).shuffle(order)
-    return [order[(order.index(i) + 1) % count] for i in range(count)]
+    position = {item: k for k, item in enumerate(order)}
+    return [order[(position[i] + 1) % count] for i in range(count)]  # each to its successor
 
 
 def _nll(

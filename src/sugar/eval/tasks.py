@@ -33,7 +33,7 @@ from sugar.data.jsonl import read_samples
 from sugar.data.prompt import with_references
 from sugar.data.schema import Sample, Segment
 from sugar.embed import embed_vectors
-from sugar.eval.grounding import grounding
+from sugar.eval.grounding import caption_pairs, grounding
 from sugar.eval.metrics import (
     normalize_answer,
     pairwise_accuracy,
@@ -148,14 +148,6 @@ def _captioned(image: str, caption: str) -> Sample:
     return Sample(f"pair:{image}", [Segment.image_(image), Segment.text_(caption, "target")])
 
 
-def _caption_pairs(samples: Sequence[Sample]) -> list[tuple[str, str]]:
-    pairs = []
-    for s in samples:
-        if len(s.segments) == 2 and s.segments[0].image and s.segments[1].text:
-            pairs.append((s.segments[0].image, s.segments[1].text))
-    return pairs
-
-
 def caption_retrieval(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """R@1 / R@5 text->image and image->text among the split's caption pairs (all, and the
     held-out attribute combinations alone when the world marks them)."""
@@ -165,7 +157,7 @@ def caption_retrieval(model: Evaluable, samples: Sequence[Sample], root: Path) -
     if heldout:
         groups["heldout_"] = heldout
     for prefix, group in groups.items():
-        pairs = _caption_pairs(group)
+        pairs = caption_pairs(group)
         images = model.embed([_image(i) for i, _ in pairs], root)
         texts = model.embed([_text(t) for _, t in pairs], root)
         for k in (1, 5):
