@@ -66,7 +66,6 @@ __all__ = ["MiniLMMLLM", "WordPieceTokenizer"]
 WEIGHTS = "backbone.safetensors"
 TOKENIZER = "tokenizer.json"
 TRUNK_CONFIG = "trunk_config.json"
-_FROZEN_PREFIX = "vision.encoder."
 _IMAGE_TOKEN = "[unused0]"
 
 

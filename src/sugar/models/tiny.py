@@ -46,7 +46,6 @@ from sugar.models.tokenizer import Tokenizer
 __all__ = ["TinyMLLM"]
 
 WEIGHTS = "backbone.safetensors"
-_FROZEN_PREFIX = "vision.encoder."  # weights that come from the offline package, never saved
 
 KVCache = list[tuple[Tensor, Tensor]]  # per layer: keys, values # (B, H, L, E) each
 
@@ -208,7 +207,7 @@ class TinyMLLM(BuiltinMLLM):
 
     def _init_weights(self) -> None:
         for name, module in self.named_modules():
-            if name.startswith(_FROZEN_PREFIX.rstrip(".")):
+            if name.startswith(self.frozen_prefix.rstrip(".")):
                 continue
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)
