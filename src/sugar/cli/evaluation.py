@@ -69,6 +69,9 @@ def demo_command(
     ),
     smoke: Smoke = False,
     seed: Annotated[int, typer.Option(help="Seed of the world and every run.")] = 0,
+    workers: Annotated[
+        int, typer.Option(help="One-thread processes: each run data-parallel over them.", min=1)
+    ] = 2,
     config: ConfigPath = None,
     overrides: Overrides = None,
 ) -> None:
@@ -77,7 +80,7 @@ def demo_command(
     from sugar.recipes.demo import run_demo
 
     cfg = load_config(config, overrides or [])
-    run_demo(out, smoke=smoke, seed=seed, config=cfg, say=typer.echo)
+    run_demo(out, smoke=smoke, seed=seed, config=cfg, say=typer.echo, workers=workers)
 
 
 @bench_app.command("quality")
