@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from sugar.align._dp import log_alignment, log_alignment_table
+from sugar.align._dp import log_gak_alignment
 from sugar.align._inputs import SequenceSet, check_positive, raise_if_not_finite
 from sugar.align._pairs import (
     Data,
@@ -46,7 +46,7 @@ from sugar.align._pairs import (
     prepare_sets,
     resolve_metric,
 )
-from sugar.align.kernels import SliceEmbeddings, TypeMedians, _nan_beyond, local_log_kernel
+from sugar.align.kernels import SliceEmbeddings, TypeMedians, _nan_beyond
 
 __all__ = [
     "Normalisation",
@@ -79,16 +79,12 @@ def _sigma(sigma: float, sigma_mode: str, n: Tensor, m: Tensor) -> float | Tenso
 
 def _log_table(phi: Tensor, sigma: float | Tensor, lx: Tensor, ly: Tensor) -> Tensor:
     """(P, N, M) distances -> (P, N, M) log-GAK of every prefix pair."""
-    if isinstance(sigma, Tensor):
-        sigma = sigma.to(phi.dtype).reshape(-1, 1, 1)
-    return log_alignment_table(local_log_kernel(phi, sigma), lx, ly)
+    return log_gak_alignment(phi, sigma, lx, ly, table=True)
 
 
 def _log_ends(phi: Tensor, sigma: float | Tensor, lx: Tensor, ly: Tensor) -> Tensor:
     """(P, N, M) distances -> (P,) log-GAK of each whole pair."""
-    if isinstance(sigma, Tensor):
-        sigma = sigma.to(phi.dtype).reshape(-1, 1, 1)
-    return log_alignment(local_log_kernel(phi, sigma), lx, ly)
+    return log_gak_alignment(phi, sigma, lx, ly)
 
 
 def log_gak_from_cost(
