@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from sugar.align._buffers import empty as _empty
 from sugar.align._fastmath import JIT, exp_, gak_log_kernel_, gak_slope_, log1p_, one_
 
 __all__ = [
@@ -374,10 +375,9 @@ class CompiledLogAlignment(torch.autograd.Function):
         scales = _scales(scale, p, data.dtype)
         blocks = (p + LANES - 1) // LANES
         dtype = data.dtype
-        v = torch.empty((blocks, n + 2, m + 2, LANES) if table else (0, 0, 0, 0), dtype=dtype)
+        v = _empty((blocks, n + 2, m + 2, LANES) if table else (0, 0, 0, 0), dtype)
         grad = ctx.needs_input_grad[0]
-        share_shape = (blocks, 2, n + 2, m + 2, LANES) if grad else (0, 0, 0, 0, 0)
-        shares = torch.empty(share_shape, dtype=dtype)
+        shares = _empty((blocks, 2, n + 2, m + 2, LANES) if grad else (0, 0, 0, 0, 0), dtype)
         values = torch.empty(p, dtype=dtype)
         arrays = (data.numpy(), lx.numpy(), ly.numpy(), scales.numpy(), kind, values.numpy())
         forward(*arrays, v.numpy(), shares.numpy(), torch.get_num_threads())
@@ -400,7 +400,7 @@ class CompiledLogAlignment(torch.autograd.Function):
         else:
             grid = torch.zeros((0, 0, 0), dtype=data.dtype)
             seeds = grad.contiguous()
-        out = torch.empty((n, m, p), dtype=data.dtype)
+        out = _empty((n, m, p), data.dtype)
         arrays = (data.numpy(), lx.numpy(), ly.numpy(), scales.numpy(), ctx.kind)
         backward(*arrays, shares.numpy(), grid.numpy(), seeds.numpy(), out.numpy(),
                  torch.get_num_threads())  # fmt: skip

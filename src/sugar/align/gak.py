@@ -46,6 +46,7 @@ from sugar.align._pairs import (
     prepare_sets,
     resolve_metric,
 )
+from sugar.align._symmetric import symmetric_all_pairs
 from sugar.align.kernels import SliceEmbeddings, TypeMedians, _nan_beyond
 
 __all__ = [
@@ -267,10 +268,14 @@ def cdist_log_gak(
     medians: TypeMedians | None = None,
 ) -> Tensor:
     """(Bx, By) unnormalised log-GAK of every pair of sequences of X and Y (Y defaults to X)."""
-    xd, lx, yd, ly, metric_, _ = prepare_sets(X, Y, lengths_x, lengths_y, metric)
-    phi = cost_all_pairs(xd, yd, metric_, triple_kernel, medians)
-    cells, px, py = flatten_pairs(phi, lx, ly)
-    return _log_ends(cells, _sigma(sigma, sigma_mode, px, py), px, py).reshape(phi.shape[:2])
+    xd, lx, yd, ly, metric_, same = prepare_sets(X, Y, lengths_x, lengths_y, metric)
+
+    def pairs(xd: Data, lx: Tensor, yd: Data, ly: Tensor) -> Tensor:
+        phi = cost_all_pairs(xd, yd, metric_, triple_kernel, medians)
+        cells, px, py = flatten_pairs(phi, lx, ly)
+        return _log_ends(cells, _sigma(sigma, sigma_mode, px, py), px, py).reshape(phi.shape[:2])
+
+    return symmetric_all_pairs(pairs, xd, lx) if same else pairs(xd, lx, yd, ly)
 
 
 def cdist_gak(
