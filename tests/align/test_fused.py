@@ -114,7 +114,7 @@ def test_symmetric_split_equals_the_full_computation() -> None:
         return align.cdist_soft_dtw(a, b, gamma=0.3, lengths_x=la, lengths_y=lb)
 
     leaf = x.clone().requires_grad_(True)
-    split = symmetric_all_pairs(pairs, leaf, lengths, min_block=2)
+    split = symmetric_all_pairs(pairs, leaf, lengths, min_cells=2)
     assert (7, 7) not in calls and sum(a * b for a, b in calls) < 49  # fewer pairs than 7 x 7
     full_leaf = x.clone().requires_grad_(True)
     full = pairs(full_leaf, lengths, full_leaf, lengths)
@@ -147,7 +147,7 @@ def test_cdist_of_one_set_equals_cdist_of_two(
         pytest.skip("numba not installed")
     monkeypatch.setenv("SUGAR_ALIGN_BACKEND", backend)
     g = torch.Generator().manual_seed(6)
-    b, s = 66, 4  # >= 2 * MIN_BLOCK: the one-set call splits
+    b, s = 48, 16  # b * b * s * s >= MIN_CELLS: the one-set call splits
     x = torch.randn(b, s, 3, generator=g, dtype=torch.float64)
     lengths = torch.randint(1, s + 1, (b,), generator=g)
     for fn in (_soft_dtw, _log_gak):
@@ -161,7 +161,7 @@ def test_cdist_of_one_set_equals_cdist_of_two(
 
 def test_cdist_of_slice_embeddings_splits_like_tensors() -> None:
     g = torch.Generator().manual_seed(7)
-    b, s = 64, 3
+    b, s = 48, 16  # splits
 
     def unit(d: int) -> torch.Tensor:
         return torch.nn.functional.normalize(torch.randn(b, s, d, generator=g), dim=-1)
@@ -182,10 +182,11 @@ def test_buffer_pool_reuses_only_dropped_buffers() -> None:
     gc.collect()
     second = _buffers.empty(shape, torch.float32)  # the view keeps the first buffer in use
     assert second.data_ptr() != address
+    reusable = {address, second.data_ptr()}
     del view, second
     gc.collect()
     third = _buffers.empty(shape, torch.float32)
-    assert third.data_ptr() == address  # handed out again
+    assert third.data_ptr() in reusable  # one of the two dropped buffers, handed out again
     small = _buffers.empty((3, 4), torch.float64)  # below the pooling size: plain torch.empty
     assert small.shape == (3, 4) and small.dtype == torch.float64
 
