@@ -25,8 +25,8 @@ pair. K is 0 beyond a pair's lengths.
 
 Forward: ``V[i, j] = K[i, j] + log(exp V[i-1, j] + exp V[i, j-1] + exp V[i-1, j-1])``. Without a
 gradient the largest term is exp(0) = 1 and two ``exp`` per cell remain. With a gradient the
-forward also stores the shares of the up and left predecessors in each cell's sum (three
-``exp`` and two divisions per cell), and the backward (Cuturi & Blondel 2017) is then ``exp``-free:
+forward also stores the shares of the up and left predecessors in each cell's sum (the same two
+``exp`` and one division per cell), and the backward (Cuturi & Blondel 2017) is then ``exp``-free:
 with ``G = dLoss/dV`` and successors s of (i, j), ``E[i, j] = G[i, j] + sum_s E[s] share(s <-
 (i, j))``, ``dLoss/dK = E`` inside the lengths, exactly 0 outside. (The first version kept V
 and recomputed the shares in the backward, three ``exp`` per cell: the backward took 4-5x the
@@ -134,7 +134,8 @@ def _row(prev, cur, carry, k_row, m):
 
 @numba.njit(inline="always", **JIT)
 def _row_with_shares(prev, cur, carry, k_row, up_share, left_share, m):
-    """V of one row and the shares of each cell's up and left predecessors in its sum."""
+    """V of one row and the shares of each cell's up and left predecessors in its sum (two
+    exp, one log and one division per cell; computing the three terms took 3 exp)."""
     for j in range(1, m + 1):
         c = cur[j]
         up = prev[j]
@@ -147,14 +148,20 @@ def _row_with_shares(prev, cur, carry, k_row, up_share, left_share, m):
             b = carry[ln]
             d = dg[ln]
             hi = a if a > b else b
+            lo = b if a > b else a
             t = hi if hi > d else d
-            ea = exp_(a - t)
-            eb = exp_(b - t)
-            ed = exp_(d - t)
-            s = ea + eb + ed  # in [1, 3]
-            x = t + log1p_(s - one_(s)) + k[ln]
-            su[ln] = ea / s
-            sl[ln] = eb / s
+            mid = hi if hi < d else d
+            mid = mid if mid > lo else lo
+            lo = lo if lo < d else d
+            e_mid = exp_(mid - t)  # two exp, as without shares: the largest term is 1
+            e_lo = exp_(lo - t)
+            x = t + log1p_(e_mid + e_lo) + k[ln]
+            inv = one_(x) / (one_(x) + e_mid + e_lo)
+            # each predecessor's term, found by its value (equal values have equal terms)
+            ea = one_(x) if a >= t else (e_mid if a >= mid else e_lo)
+            eb = one_(x) if b >= t else (e_mid if b >= mid else e_lo)
+            su[ln] = ea * inv
+            sl[ln] = eb * inv
             carry[ln] = x
             c[ln] = x
 
@@ -427,11 +434,19 @@ def _scales(scale: float | Tensor, p: int, dtype: torch.dtype) -> Tensor:
 
 
 def compile_kernels() -> None:
-    """Compile (or load from numba's on-disk cache) the single-threaded kernels for float32 and
-    float64, so that the first alignment call does not pay the compilation (scripts/setup.sh)."""
+    """Compile (or load from numba's on-disk cache) the single-threaded kernels (the DP and the
+    Triple-Kernel cost's assembly) for float32 and float64, so that the first alignment call
+    does not pay the compilation (scripts/setup.sh)."""
+    from sugar.align._fused_cost import fused_triple_kernel_cost
+    from sugar.align.kernels import SliceEmbeddings, TypeMedians
+
     for dtype in (torch.float32, torch.float64):
         for kind in (LINEAR, GAK):
             for table in (False, True):
                 src = torch.ones(2, 2, 3, dtype=dtype, requires_grad=True)
                 out = CompiledLogAlignment.apply(src, None, torch.tensor([2, 1]), table, 0.5, kind)
                 out.sum().backward()
+        vectors = torch.ones(2, 2, 1, dtype=dtype)
+        slices = SliceEmbeddings(vectors, vectors, vectors, torch.eye(2, dtype=torch.bool),
+                                 torch.tensor([2, 1]))  # fmt: skip
+        fused_triple_kernel_cost(slices, slices, TypeMedians())

@@ -26,9 +26,9 @@ Cells beyond a pair's lengths only ever feed cells beyond them, so padding gets 
 gradient.
 
 Backends. This torch implementation is the reference and runs everywhere. On CPU, float32 and
-float64 go by default to the compiled kernels of :mod:`sugar.align._compiled` (numba; on the
-B=128, S=32 precomputed-cost case about 3x faster forward and 1.6x forward+backward than
-this path, same values and gradients to rounding) when numba imports. The environment
+float64 go by default to the compiled kernels of :mod:`sugar.align._compiled` (numba; same
+values and gradients to rounding; the README's alignment section has their figures) when numba
+imports; :func:`log_gak_alignment` then computes GAK's local kernel inside them. The environment
 variable ``SUGAR_ALIGN_BACKEND`` (``auto``, ``compiled`` or ``torch``) or the ``backend``
 argument of :func:`log_alignment` forces one; ``compiled`` raises where it cannot run.
 """

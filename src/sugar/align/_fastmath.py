@@ -2,8 +2,12 @@
 
 LLVM vectorises these, while calls to libm's ``exp`` / ``log`` would stay scalar (numba has no
 vector math library without Intel's SVML). Accurate to a few ulp over the ranges the DP uses
-(tested against numpy in tests/align/test_backends.py through the kernels' values). ``_exp``
-and ``_log1p`` pick the float32 or float64 version at compile time from their argument's type.
+(tested through the kernels' values and gradients against the naive DP, tests/align). ``exp_``
+and ``log1p_`` pick the float32 or float64 version at compile time from their argument's type.
+
+Caution: numba's on-disk cache of the kernels that inline these is keyed on the kernels' own
+file (``_compiled.py``), not on this one: after editing here, touch that file (or delete the
+``__pycache__``) so that the kernels are recompiled.
 """
 
 from __future__ import annotations
