@@ -157,6 +157,12 @@ def test_cdist_of_one_set_equals_cdist_of_two(
         fn(one, lengths, False).sum().backward()
         fn(two, lengths, True).sum().backward()
         torch.testing.assert_close(one.grad, two.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        align.cdist_gak(x, sigma=1.5, lengths_x=lengths),
+        align.cdist_gak(x, x, sigma=1.5, lengths_x=lengths, lengths_y=lengths),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_cdist_of_slice_embeddings_splits_like_tensors() -> None:

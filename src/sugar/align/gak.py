@@ -299,15 +299,18 @@ def cdist_gak(
     (torch.Size([2, 2]), True)
     """
     xd, lx, yd, ly, metric_, same = prepare_sets(X, Y, lengths_x, lengths_y, metric)
+    lengths = _lengths_kwargs(xd, lx, yd, ly)
+    if same:  # one set: each unordered pair once (sugar.align._symmetric)
+        lengths.pop("lengths_y", None)
     log_xy = cdist_log_gak(
         xd,
-        yd,
+        None if same else yd,
         sigma,
         metric=metric_,
         sigma_mode=sigma_mode,
         triple_kernel=triple_kernel,
         medians=medians,
-        **_lengths_kwargs(xd, lx, yd, ly),
+        **lengths,
     )
     if same:  # the self-kernels are the diagonal: no second DP
         log_xx = log_yy = log_xy.diagonal()
