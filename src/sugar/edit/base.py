@@ -133,7 +133,7 @@ class Editor(abc.ABC):
                 loss = fit if extra is None else fit + extra(capture)
                 supervised = labels[:, 1:] != IGNORE_INDEX
                 right = capture.logits[:, :-1].argmax(-1) == labels[:, 1:]
-                if bool(right[supervised].all()) and float(loss - fit) < 1e-3:
+                if bool(right[supervised].all()) and float((loss - fit).detach()) < 1e-3:
                     return step
                 optimiser.zero_grad()
                 loss.backward()
@@ -145,10 +145,28 @@ class Editor(abc.ABC):
         return steps
 
 
-def build_editor(method: str, backbone: MLLM, root: str | Path, **options: Any) -> Editor:
-    """The registered editor ``method`` (``ValueError`` listing the known ones)."""
+def build_editor(
+    method: str,
+    backbone: MLLM,
+    root: str | Path,
+    support: Sequence[EditRequest] = (),
+    **options: Any,
+) -> Editor:
+    """The registered editor ``method`` (``ValueError`` listing the known ones).
+
+    ``support``: edits of another split (never the ones to apply) that two methods learn from:
+    ``patcher`` takes its negatives (T-Patcher's memory set) from the first 100 edits'
+    locality prompts, each followed by that edit's answer, unless ``negatives`` is given;
+    ``unike`` trains its scope space on all of them, unless ``space`` is given."""
     from sugar.edit import context, finetune, memory, patcher, unike  # noqa: F401  (register)
 
     if method not in EDITORS:
         raise ValueError(f"unknown edit method {method!r}; known: {sorted(EDITORS)}")
+    if method == "patcher" and "negatives" not in options:
+        options["negatives"] = [
+            e.target(e.probes[name]) for e in support[:100]
+            for name in ("text_locality", "image_locality") if name in e.probes
+        ]  # fmt: skip
+    if method == "unike" and "space" not in options:
+        options["scope_edits"] = list(support)
     return EDITORS[method](backbone, root, **options)

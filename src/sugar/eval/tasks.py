@@ -16,7 +16,8 @@ captions, and from 5 captions + 4 images; pool = all 5th images of the split), `
 ratio per setting on its balanced set, and their means over the settings), ``kb_qa`` (answer
 accuracy with no context, with the retrieved fact, with the oracle fact; retrieval R@1 of the
 needed fact), ``grounding`` (caption NLL with the right vs a shuffled image, image cosine after
-the projector: does the model use its images?).
+the projector: does the model use its images?), ``edit`` (knowledge editing, MMEdit's metrics
+after sequential edits, every editor: :mod:`sugar.eval.editing`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sugar.data.jsonl import read_samples
 from sugar.data.prompt import with_references
 from sugar.data.schema import Sample, Segment
 from sugar.embed import embed_vectors
+from sugar.eval.editing import edit_task
 from sugar.eval.grounding import caption_pairs, grounding
 from sugar.eval.metrics import (
     normalize_answer,
@@ -411,9 +413,10 @@ TASKS: dict[str, str] = {
     "pope": "pope",
     "kb_qa": "kb",
     "grounding": "caption",
+    "edit": "edit",
 }
 """Task name -> the world folder its split's JSONL lives in."""
-GENERATION_TASKS = ("needle", "vqa", "pope", "kb_qa", "grounding")
+GENERATION_TASKS = ("needle", "vqa", "pope", "kb_qa", "grounding", "edit")
 """Tasks scored on generated answers: "n/a" as a whole for a model that does not generate."""
 _FUNCTIONS: dict[str, TaskFn] = {
     "caption_retrieval": caption_retrieval,
@@ -424,6 +427,7 @@ _FUNCTIONS: dict[str, TaskFn] = {
     "vqa": vqa,
     "pope": pope,
     "grounding": image_grounding,
+    "edit": edit_task,
 }
 
 

@@ -18,37 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from sugar.data.world.edits import build_edit_set
-from sugar.edit.base import Editor, build_editor
+from sugar.edit.base import build_editor
 from sugar.edit.evaluate import sequential_edit_scores
-from sugar.edit.records import EditRequest, read_edits
+from sugar.edit.records import read_edits
 from sugar.io import atomic_write_json, atomic_write_text
-from sugar.models.base import MLLM
 from sugar.models.bundle import load_bundle
 
-__all__ = ["METHODS", "make_editor", "run_edit_bench"]
+__all__ = ["METHODS", "bench_table", "run_edit_bench"]
 
 METHODS = ("ft", "context", "patcher", "memory", "unike")
-
-
-def make_editor(
-    method: str,
-    backbone: MLLM,
-    root: Path,
-    train_edits: Sequence[EditRequest],
-    options: dict[str, Any] | None = None,
-) -> Editor:
-    """``method`` on ``backbone`` with what it needs from the training split's edits:
-    T-Patcher's negatives (their locality probes' prompts with the edit's answer after them)
-    and UniKE's scope space."""
-    options = dict(options or {})
-    if method == "patcher" and "negatives" not in options:
-        options["negatives"] = [
-            e.target(e.probes[name]) for e in train_edits[:100]
-            for name in ("text_locality", "image_locality") if name in e.probes
-        ]  # fmt: skip
-    if method == "unike" and "space" not in options:
-        options["scope_edits"] = list(train_edits)
-    return build_editor(method, backbone, root, **options)
 
 
 def run_edit_bench(
@@ -59,6 +37,7 @@ def run_edit_bench(
     methods: Sequence[str] = METHODS,
     seeds: Sequence[int] = (0,),
     count: int = 100,
+    support: int = 400,
     checkpoints: Sequence[int] = (1, 10, 100),
     options: dict[str, dict[str, Any]] | None = None,
     say: Callable[[str], None] = print,
@@ -69,15 +48,15 @@ def run_edit_bench(
     base = load_bundle(model).model.eval()
     results: dict[str, Any] = {}
     for seed in seeds:
-        build_edit_set(root, "train", 200, locality_split="train", seed=seed)
+        build_edit_set(root, "train", support, locality_split="train", seed=seed)
         build_edit_set(root, "test", count, locality_split="val", seed=seed)
         train_edits = read_edits(root / "edit" / "train.jsonl", root)
         test_edits = read_edits(root / "edit" / "test.jsonl", root)
         results[str(seed)] = {}
         for method in methods:
             start = time.perf_counter()
-            editor = make_editor(method, copy.deepcopy(base), root, train_edits,
-                                 (options or {}).get(method))  # fmt: skip
+            editor = build_editor(method, copy.deepcopy(base), root, train_edits,
+                                  **(options or {}).get(method, {}))  # fmt: skip
             scores = sequential_edit_scores(editor, test_edits, checkpoints, say=say)
             scores["seconds"] = time.perf_counter() - start
             results[str(seed)][method] = scores
