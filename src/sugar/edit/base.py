@@ -13,6 +13,7 @@ options, the edit records: listed in ``model.json``) and :meth:`Editor.state` (t
 from __future__ import annotations
 
 import abc
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -119,29 +120,37 @@ class Editor(abc.ABC):
         the target's cross-entropy, plus ``extra(capture)`` when given; stops early once every
         answer token is the argmax and ``extra`` is (near) 0. Only ``parameters`` get
         gradients. Returns the steps taken."""
-        optimiser = torch.optim.Adam(parameters, lr=lr)
         sample = self.rewrite([edit.target()])[0]
         trainable = {id(p) for p in parameters}
         states = {p: p.requires_grad for p in self.backbone.parameters()}
         for p in states:  # only the edit's parameters get gradients
             p.requires_grad_(id(p) in trainable)
         try:
-            for step in range(steps):
-                capture = self.site.capture([sample], self.root, grad=True)
-                labels = capture.batch.labels.to(capture.logits.device)
-                fit = target_loss(capture.logits, labels)
-                loss = fit if extra is None else fit + extra(capture)
-                supervised = labels[:, 1:] != IGNORE_INDEX
-                right = capture.logits[:, :-1].argmax(-1) == labels[:, 1:]
-                if bool(right[supervised].all()) and float((loss - fit).detach()) < 1e-3:
-                    return step
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
+            with torch.enable_grad():  # the evaluation tasks run under no_grad
+                return self._fit(sample, torch.optim.Adam(parameters, lr=lr), steps, extra)
         finally:
             for p, flag in states.items():
                 p.requires_grad_(flag)
                 p.grad = None
+
+    def _fit(self, sample: Sample, optimiser: Any, steps: int, extra: Any) -> int:
+        fixed = self.site.capture([sample], self.root)  # the layers before the site
+        fast = self.site.tail(fixed.keys) is not None
+        for step in range(steps):
+            if fast:  # the same logits as a full pass; only the tail is recomputed
+                capture = replace(fixed, logits=self.site.tail(fixed.keys))
+            else:
+                capture = self.site.capture([sample], self.root, grad=True)
+            labels = capture.batch.labels.to(capture.logits.device)
+            fit = target_loss(capture.logits, labels)
+            loss = fit if extra is None else fit + extra(capture)
+            supervised = labels[:, 1:] != IGNORE_INDEX
+            right = capture.logits[:, :-1].argmax(-1) == labels[:, 1:]
+            if bool(right[supervised].all()) and float((loss - fit).detach()) < 1e-3:
+                return step
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
         return steps
 
 

@@ -84,6 +84,8 @@ class FeedForwardSite:
         self.layer = layer % len(blocks)
         self.width = int(backbone.hidden_size)
         block = blocks[self.layer]
+        self.last = self.layer == len(blocks) - 1
+        self._block = block
         if self.layout == "post-norm":
             self._key_module: nn.Module = block.intermediate
             self.ffn: nn.Module = nn.ModuleList([block.intermediate, block.output.dense])
@@ -150,6 +152,17 @@ class FeedForwardSite:
             yield
         finally:
             self.enabled = before
+
+    def tail(self, keys: Tensor) -> Tensor | None:
+        """The logits from the site's input onwards, memories included: the last layer of the
+        post-norm trunk only (None elsewhere). Nothing before the site depends on what an
+        editor trains, so an edit's optimisation runs the earlier layers once and this small
+        tail per step (the same values as a full forward pass; tested). # (B, T, D) -> (B, T, V)"""
+        logits = getattr(self.backbone, "logits", None)
+        if not (self.last and self.layout == "post-norm" and callable(logits)):
+            return None
+        block = self._block
+        return logits(block.output(block.intermediate(keys), keys))
 
     def capture(
         self, samples: Sequence[Sample], root: str | Path, *, grad: bool = False
