@@ -80,28 +80,41 @@ def train_scope(
     space.centre.copy_(torch.cat([k for pos, _ in usable for k in pos]).mean(0))
     nn.init.orthogonal_(space.linear.weight, generator=generator)
     optimiser = torch.optim.Adam(space.parameters(), lr=lr)
-    for _ in range(steps):
-        chosen = torch.randperm(len(usable), generator=generator)[:batch_edits].tolist()
-        rows, groups = [], []
-        for n, i in enumerate(chosen):
-            positive, negative = usable[i]
-            for k in positive:
-                rows.append(k)
-                groups += [n * 1000 + j for j in range(len(k))]
-            for k in negative:
-                rows.append(k)
-                groups += [-1] * len(k)  # a negative matches nothing
-        vectors = F.normalize(space(torch.cat(rows)), dim=-1)  # (R, K)
-        group = torch.tensor(groups)
-        similarity = vectors @ vectors.T / temperature  # (R, R)
-        eye = torch.eye(len(group), dtype=torch.bool)
-        similarity = similarity.masked_fill(eye, float("-inf"))
-        same = (group[:, None] == group[None, :]) & (group[:, None] >= 0) & ~eye
-        anchors = same.any(dim=1)
-        log_all = torch.logsumexp(similarity, dim=1)
-        log_pos = torch.logsumexp(similarity.masked_fill(~same, float("-inf")), dim=1)
-        loss = (log_all - log_pos)[anchors].mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+    with torch.enable_grad():  # the evaluation tasks run under no_grad
+        for _ in range(steps):
+            _scope_step(space, optimiser, usable, generator, batch_edits, temperature)
     return space.eval()
+
+
+def _scope_step(
+    space: ScopeSpace,
+    optimiser: torch.optim.Optimizer,
+    usable: Sequence[tuple[list[Tensor], list[Tensor]]],
+    generator: torch.Generator,
+    batch_edits: int,
+    temperature: float,
+) -> None:
+    """One supervised-contrastive step over a random batch of edits (module docstring)."""
+    chosen = torch.randperm(len(usable), generator=generator)[:batch_edits].tolist()
+    rows, groups = [], []
+    for n, i in enumerate(chosen):
+        positive, negative = usable[i]
+        for k in positive:
+            rows.append(k)
+            groups += [n * 1000 + j for j in range(len(k))]
+        for k in negative:
+            rows.append(k)
+            groups += [-1] * len(k)  # a negative matches nothing
+    vectors = F.normalize(space(torch.cat(rows)), dim=-1)  # (R, K)
+    group = torch.tensor(groups)
+    similarity = vectors @ vectors.T / temperature  # (R, R)
+    eye = torch.eye(len(group), dtype=torch.bool)
+    similarity = similarity.masked_fill(eye, float("-inf"))
+    same = (group[:, None] == group[None, :]) & (group[:, None] >= 0) & ~eye
+    anchors = same.any(dim=1)
+    log_all = torch.logsumexp(similarity, dim=1)
+    log_pos = torch.logsumexp(similarity.masked_fill(~same, float("-inf")), dim=1)
+    loss = (log_all - log_pos)[anchors].mean()
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
