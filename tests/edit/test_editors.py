@@ -81,7 +81,9 @@ def test_fact_vectors_reproduce_the_in_context_states(
 def test_sequential_scores_have_every_metric(edit_world: EditWorld, tiny: TinyMLLM) -> None:
     editor = build_editor("memory", tiny, edit_world.root, threshold=0.9)
     scores = sequential_edit_scores(editor, edit_world.edits, (1, 4, 100))
-    assert set(scores) == {"1", "4", "seconds_per_edit", "max_seconds_per_edit"}
+    assert set(scores) == {"1", "4", "seconds_per_edit", "max_seconds_per_edit",
+                           "seconds_per_removal", "restored"}  # fmt: skip
+    assert scores["restored"] == 100.0
     # the fact vector makes the edit prompt answer as the prompt with the fact shown does
     plain = build_editor("memory", copy.deepcopy(tiny), edit_world.root)
     edit = edit_world.edits[0]

@@ -120,10 +120,16 @@ def sequential_edit_scores(
 ) -> dict[str, Any]:
     """Apply ``edits`` in order; at each checkpoint N score edits 1..N (module docstring).
 
-    Returns ``{"N": {metric: percent, ..., "mean": ...}, "seconds_per_edit": s}``; checkpoints
-    beyond ``len(edits)`` are skipped."""
+    Afterwards every edit is removed (last first) and ``restored`` is the percent of probes
+    (each edit's prompt and probes followed by its new answer) whose argmax at every answer
+    position is again the unedited model's. Returns ``{"N": {metric: percent, ..., "mean":
+    ...}, "seconds_per_edit", "max_seconds_per_edit", "seconds_per_removal", "restored"}``;
+    checkpoints beyond ``len(edits)`` are skipped."""
     references = locality_references(editor, edits)
     wanted = sorted({n for n in checkpoints if 1 <= n <= len(edits)})
+    applied = edits[: max(wanted, default=0)]
+    probes = [e.target(p) for e in applied for p in [e.prompt, *e.probes.values()]]
+    before = answer_argmax(editor, probes)
     out: dict[str, Any] = {}
     seconds: list[float] = []
     for index, edit in enumerate(edits[: max(wanted, default=0)], start=1):
@@ -136,4 +142,11 @@ def sequential_edit_scores(
                 say(f"  {editor.method} after {index} edits: {out[str(index)]}")
     out["seconds_per_edit"] = sum(seconds) / max(len(seconds), 1)
     out["max_seconds_per_edit"] = max(seconds, default=0.0)
+    start = time.perf_counter()
+    for edit in reversed(applied):
+        editor.remove(edit.id)
+    out["seconds_per_removal"] = (time.perf_counter() - start) / max(len(applied), 1)
+    after = answer_argmax(editor, probes)
+    same = [bool(torch.equal(a, b)) for (a, _), (b, _) in zip(before, after)]
+    out["restored"] = 100.0 * sum(same) / max(len(same), 1)
     return out

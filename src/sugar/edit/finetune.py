@@ -28,8 +28,8 @@ class FineTuneEditor(Editor):
     """Fine-tuning of one feed-forward block (module docstring)."""
 
     def __init__(
-        self, backbone: MLLM, root: str | Path, *, layer: int = -1, steps: int = 20,
-        lr: float = 1e-3,
+        self, backbone: MLLM, root: str | Path, *, layer: int = -1, steps: int = 40,
+        lr: float = 1e-4,
     ) -> None:  # fmt: skip
         super().__init__(backbone, root, layer=layer)
         if steps < 1 or lr <= 0:

@@ -90,7 +90,7 @@ class MemoryEditor(Editor):
     """External key-value memory in the raw hidden space (module docstring)."""
 
     def __init__(
-        self, backbone: MLLM, root: str | Path, *, layer: int = -1, threshold: float = 0.95
+        self, backbone: MLLM, root: str | Path, *, layer: int = -1, threshold: float = 0.995
     ) -> None:
         super().__init__(backbone, root, layer=layer)
         self.options.update(threshold=threshold)

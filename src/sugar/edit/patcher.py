@@ -71,8 +71,8 @@ class PatcherEditor(Editor):
 
     def __init__(
         self, backbone: MLLM, root: str | Path, *, layer: int = -1,
-        negatives: Sequence[Sample] = (), neurons: int = 4, steps: int = 40, lr: float = 0.02,
-        margin: float = 0.5, activation_weight: float = 1.0,
+        negatives: Sequence[Sample] = (), neurons: int = 4, steps: int = 80, lr: float = 0.02,
+        margin: float = 0.5, activation_weight: float = 3.0,
     ) -> None:  # fmt: skip
         super().__init__(backbone, root, layer=layer)
         if neurons < 1 or steps < 1 or lr <= 0 or margin < 0:

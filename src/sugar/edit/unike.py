@@ -60,8 +60,8 @@ class UniKEEditor(Editor):
     def __init__(
         self, backbone: MLLM, root: str | Path, *, layer: int = -1,
         space: ScopeSpace | None = None, scope_edits: Sequence[EditRequest] = (),
-        threshold: float = 0.7, steps: int = 20, lr: float = 0.05, scope_dim: int = 128,
-        scope_steps: int = 300, seed: int = 0,
+        threshold: float = 0.5, steps: int = 20, lr: float = 0.05, scope_dim: int = 128,
+        scope_steps: int = 1000, seed: int = 0,
     ) -> None:  # fmt: skip
         super().__init__(backbone, root, layer=layer)
         self.options.update(threshold=threshold, steps=steps, lr=lr, scope_dim=scope_dim)

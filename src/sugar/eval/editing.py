@@ -5,7 +5,8 @@ Reads the split's edit set (``edit/<split>.jsonl``, :mod:`sugar.data.world.edits
 methods that learn from other edits (``patcher``, ``unike``), ``edit/train.jsonl`` of the same
 root. Each method edits its own copy of the model. Metrics are named ``<method>_<N>_<metric>``
 (``unike_100_mean``: the mean of the five metrics after 100 edits, in percent) plus
-``<method>_seconds_per_edit``. A model that is not a built-in backbone gets "n/a".
+``<method>_seconds_per_edit`` and ``<method>_restored`` (percent of probes answered as before
+once every edit is removed again). A model that is not a built-in backbone gets "n/a".
 """
 
 from __future__ import annotations
@@ -47,4 +48,5 @@ def edit_task(
             if isinstance(metrics, dict):
                 out.update({f"{method}_{count}_{name}": value for name, value in metrics.items()})
         out[f"{method}_seconds_per_edit"] = scores["seconds_per_edit"]
+        out[f"{method}_restored"] = scores["restored"]
     return out

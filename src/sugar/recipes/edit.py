@@ -73,8 +73,8 @@ def bench_table(results: dict[str, Any]) -> str:
     seeds = list(results)
     methods = list(results[seeds[0]])
     columns = [*EDIT_METRICS, "mean"]
-    lines = ["| method | edits | " + " | ".join(columns) + " | s/edit |",
-             "|---" * (len(columns) + 3) + "|"]  # fmt: skip
+    lines = ["| method | edits | " + " | ".join(columns) + " | s/edit | restored |",
+             "|---" * (len(columns) + 4) + "|"]  # fmt: skip
     for method in methods:
         counts = [k for k in results[seeds[0]][method] if k.isdigit()]
         for count in counts:
@@ -89,5 +89,7 @@ def bench_table(results: dict[str, Any]) -> str:
                 spread = (max(values) - min(values)) / 2 if len(values) > 1 else None
                 cells.append(f"{mean:.1f}" + (f" +-{spread:.1f}" if spread is not None else ""))
             speed = sum(results[s][method]["seconds_per_edit"] for s in seeds) / len(seeds)
-            lines.append(f"| {method} | {count} | " + " | ".join(cells) + f" | {speed:.2f} |")
+            restored = min(results[s][method]["restored"] for s in seeds)
+            lines.append(f"| {method} | {count} | " + " | ".join(cells)
+                         + f" | {speed:.2f} | {restored:.0f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
