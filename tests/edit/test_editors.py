@@ -20,7 +20,7 @@ from tests.edit.conftest import EditWorld
 FAST = {
     "ft": {"steps": 60, "lr": 3e-3},
     "context": {},
-    "patcher": {"steps": 80, "lr": 0.05, "neurons": 4},
+    "patcher": {"steps": 80, "lr": 0.05, "neurons": 4, "activation_weight": 1.0},
     "memory": {"threshold": 0.9},
     "unike": {"steps": 60, "lr": 0.2, "scope_steps": 20, "threshold": 0.9},
 }
@@ -55,10 +55,10 @@ def test_remove_restores_the_unedited_outputs(
 def test_trained_edits_take(method: str, edit_world: EditWorld, tiny: TinyMLLM) -> None:
     editor = build_editor(method, tiny, edit_world.root, edit_world.support, **FAST[method])
     edit = edit_world.edits[1]
-    (argmax, labels), = answer_argmax(editor, [edit.target()])
+    ((argmax, labels),) = answer_argmax(editor, [edit.target()])
     assert not torch.equal(argmax, labels)  # the random model does not know it yet
     editor.add(edit)
-    (argmax, labels), = answer_argmax(editor, [edit.target()])
+    ((argmax, labels),) = answer_argmax(editor, [edit.target()])
     assert torch.equal(argmax, labels)
 
 

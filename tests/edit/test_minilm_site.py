@@ -40,7 +40,8 @@ def test_injection_and_tail_match_naive_references(
     assert torch.allclose(capture.logits[mask], naive[mask], atol=1e-4)
     assert torch.allclose(tail[mask], capture.logits[mask], atol=1e-4)
     assert torch.allclose(
-        capture.residual, block.output.dense(block.intermediate(capture.keys)) + capture.keys,
+        capture.residual,
+        block.output.dense(block.intermediate(capture.keys)) + capture.keys,
         atol=1e-4,
     )
     assert FeedForwardSite(minilm, 0).tail(capture.keys) is None  # not the last layer

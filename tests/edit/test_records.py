@@ -41,7 +41,9 @@ def test_world_edit_set_is_deterministic_and_consistent(edit_world: EditWorld, t
 
 def test_same_split_locality_leaves_edited_facts_out(edit_world: EditWorld) -> None:
     edited = {e.question for e in edit_world.support}
-    assert all(e.probes["text_locality"].segments[-1].text not in edited for e in edit_world.support)
+    assert all(
+        e.probes["text_locality"].segments[-1].text not in edited for e in edit_world.support
+    )
 
 
 def test_rephrase_refuses_unknown_questions() -> None:
@@ -54,11 +56,11 @@ def test_rephrase_refuses_unknown_questions() -> None:
 
 def test_edit_from_sample_names_the_problem() -> None:
     no_target = Sample("x", [Segment.text_("Where?")])
-    with pytest.raises(ValueError, match="edits.jsonl:3: an edit ends in exactly one target"):
+    with pytest.raises(ValueError, match=r"edits\.jsonl:3: an edit ends in exactly one target"):
         edit_from_sample(no_target, "edits.jsonl:3")
     bad = Sample("y", [Segment.text_("Q?"), Segment.text_("A", role="target")],
                  meta={"locality_text": 7})  # fmt: skip
-    with pytest.raises(ValueError, match="e.jsonl:1: meta.locality_text"):
+    with pytest.raises(ValueError, match=r"e\.jsonl:1: meta\.locality_text"):
         edit_from_sample(bad, "e.jsonl:1")
     plain = edit_from_sample(Sample("z", [Segment.text_("Q?"), Segment.text_("A", role="target")]))
     assert plain.payload == "Q? A" and plain.probes == {}

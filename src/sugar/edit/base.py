@@ -13,8 +13,8 @@ options, the edit records: listed in ``model.json``) and :meth:`Editor.state` (t
 from __future__ import annotations
 
 import abc
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -137,8 +137,9 @@ class Editor(abc.ABC):
         fixed = self.site.capture([sample], self.root)  # the layers before the site
         fast = self.site.tail(fixed.keys) is not None
         for step in range(steps):
-            if fast:  # the same logits as a full pass; only the tail is recomputed
-                capture = replace(fixed, logits=self.site.tail(fixed.keys))
+            tail = self.site.tail(fixed.keys) if fast else None
+            if tail is not None:  # the same logits as a full pass; only the tail is recomputed
+                capture = replace(fixed, logits=tail)
             else:
                 capture = self.site.capture([sample], self.root, grad=True)
             labels = capture.batch.labels.to(capture.logits.device)

@@ -58,7 +58,10 @@ class InContextEditor(Editor):
         ids = list(self.keys)
         scores = self.embed(samples) @ torch.stack([self.keys[i] for i in ids]).T  # (B, E)
         best = scores.argmax(dim=1).tolist()
-        return [with_references(s, self.edits[ids[b]].payload) for s, b in zip(samples, best)]
+        return [
+            with_references(s, self.edits[ids[b]].payload)
+            for s, b in zip(samples, best, strict=True)
+        ]
 
     def state(self) -> dict[str, Tensor]:
         return {f"{i}.key": key for i, key in enumerate(self.keys.values())}

@@ -76,9 +76,11 @@ def locality_references(
         answers += editor.backbone.generate(
             editor.rewrite(prompts[start : start + 32]), editor.root, max_new_tokens=max_new_tokens
         )
-    kept = [(k, edits_target(p, a)) for k, p, a in zip(keys, prompts, answers) if a.strip()]
+    kept = [
+        (k, edits_target(p, a)) for k, p, a in zip(keys, prompts, answers, strict=True) if a.strip()
+    ]
     argmax = answer_argmax(editor, [sample for _, sample in kept])
-    return {key: (sample, am) for (key, sample), (am, _) in zip(kept, argmax)}
+    return {key: (sample, am) for (key, sample), (am, _) in zip(kept, argmax, strict=True)}
 
 
 def edits_target(prompt: Sample, answer: str) -> Sample:
@@ -101,13 +103,17 @@ def score_edits(
             if name in edit.probes:
                 names.append(name)
                 samples.append(edit.target(edit.probes[name]))
-    local = [(name, references[(edit.id, name)]) for edit in edits
-             for name in ("text_locality", "image_locality") if (edit.id, name) in references]  # fmt: skip
+    local = [
+        (name, references[(edit.id, name)])
+        for edit in edits
+        for name in ("text_locality", "image_locality")
+        if (edit.id, name) in references
+    ]
     results = answer_argmax(editor, samples + [sample for _, (sample, _) in local])
     flags: dict[str, list[bool]] = {}
-    for name, (argmax, labels) in zip(names, results[: len(names)]):
+    for name, (argmax, labels) in zip(names, results[: len(names)], strict=True):
         flags.setdefault(name, []).append(bool((argmax == labels).all()))
-    for (name, (_, before)), (argmax, _) in zip(local, results[len(names) :]):
+    for (name, (_, before)), (argmax, _) in zip(local, results[len(names) :], strict=True):
         flags.setdefault(name, []).append(bool((argmax == before).all()))
     return flags
 
@@ -147,6 +153,6 @@ def sequential_edit_scores(
         editor.remove(edit.id)
     out["seconds_per_removal"] = (time.perf_counter() - start) / max(len(applied), 1)
     after = answer_argmax(editor, probes)
-    same = [bool(torch.equal(a, b)) for (a, _), (b, _) in zip(before, after)]
+    same = [bool(torch.equal(a, b)) for (a, _), (b, _) in zip(before, after, strict=True)]
     out["restored"] = 100.0 * sum(same) / max(len(same), 1)
     return out

@@ -106,7 +106,7 @@ class MemoryEditor(Editor):
 
     def state(self) -> dict[str, Tensor]:
         return {f"{i}.{part}": tensor for i, pair in enumerate(self.memory.slots.values())
-                for part, tensor in zip(("keys", "values"), pair)}  # fmt: skip
+                for part, tensor in zip(("keys", "values"), pair, strict=True)}  # fmt: skip
 
     def load_state(self, edits: Sequence[EditRequest], state: dict[str, Tensor]) -> None:
         for i, edit in enumerate(edits):

@@ -117,7 +117,9 @@ class PatcherEditor(Editor):
         out = {"negatives": self.negatives}
         for i, edit_id in enumerate(self.neurons.blocks):
             w, b, v = self.neurons.blocks[edit_id]
-            out.update({f"{i}.w": w, f"{i}.b": b, f"{i}.v": v, f"{i}.keys": self.edit_keys[edit_id]})
+            out.update(
+                {f"{i}.w": w, f"{i}.b": b, f"{i}.v": v, f"{i}.keys": self.edit_keys[edit_id]}
+            )
         return out
 
     def load_state(self, edits: Sequence[EditRequest], state: dict[str, Tensor]) -> None:

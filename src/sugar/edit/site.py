@@ -83,7 +83,7 @@ class FeedForwardSite:
         self.backbone = backbone
         self.layer = layer % len(blocks)
         self.width = int(backbone.hidden_size)
-        block = blocks[self.layer]
+        block: Any = blocks[self.layer]  # BertLayer or tiny's Block (their modules differ)
         self.last = self.layer == len(blocks) - 1
         self._block = block
         if self.layout == "post-norm":

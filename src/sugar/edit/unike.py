@@ -79,7 +79,9 @@ class UniKEEditor(Editor):
         pairs, at = [], 0
         for n in range(0, len(rows), 2):
             count_pos, count_neg = len(rows[n][1]), len(rows[n + 1][1])
-            pairs.append((keys[at : at + count_pos], keys[at + count_pos : at + count_pos + count_neg]))
+            pairs.append(
+                (keys[at : at + count_pos], keys[at + count_pos : at + count_pos + count_neg])
+            )
             at += count_pos + count_neg
         return train_scope(pairs, self.site.width, **options)
 

@@ -153,7 +153,9 @@ def build_edit_set(
         new = rng.choice([a for a in (NAMES if image else CITIES) if a != old])
         payload = str(items[fact.meta["fact_id"]].meta["payload"])
         if not payload.endswith(f"{old}."):
-            raise ValueError(f"fact {fact.meta['fact_id']}: payload {payload!r} ends not in {old!r}")
+            raise ValueError(
+                f"fact {fact.meta['fact_id']}: payload {payload!r} ends not in {old!r}"
+            )
         image_rephrase = None
         if image is not None:
             if image not in scenes:
@@ -170,7 +172,9 @@ def build_edit_set(
             "rephrase": rephrase_question(question),
             "image_rephrase": image_rephrase,
             "locality_text": {"question": _question_of(loc_text)[1], "image": None},
-            "locality_image": dict(zip(("image", "question"), _question_of(loc_image))),
+            "locality_image": dict(
+                zip(("image", "question"), _question_of(loc_image), strict=True)
+            ),
         }
         segments = [Segment.image_(image)] if image is not None else []
         segments += [Segment.text_(question), Segment.text_(new, role="target")]
