@@ -73,3 +73,13 @@ def test_model_edit_on_sugar_load(edit_world: EditWorld, tiny: TinyMLLM, tmp_pat
     assert torch.allclose(_scores(reloaded, edit_world), _scores(model, edit_world), atol=1e-5)
     model.remove_edit(edit.id)
     assert torch.allclose(_scores(model, edit_world), before, atol=1e-5)
+
+
+def test_sugar_data_edits_rewrites_the_same_set(edit_world: EditWorld) -> None:
+    path = edit_world.root / "edit" / "test.jsonl"
+    before = path.read_bytes()
+    result = CliRunner().invoke(
+        app, ["data", "edits", "--world", str(edit_world.root), "--count", "6"]
+    )
+    assert result.exit_code == 0, result.output
+    assert path.read_bytes() == before

@@ -1,5 +1,6 @@
-"""``sugar edit``: apply knowledge edits to a bundle, or remove them, writing a new bundle;
-``sugar edit bench``-style measurement lives in :mod:`sugar.recipes.edit` (``--bench``)."""
+"""``sugar edit``: apply knowledge edits to a bundle, or remove them, writing a new bundle; and
+``sugar data edits``: a world's edit set (:mod:`sugar.data.world.edits`). The measurement of
+every editor is ``benchmarks/bench_edit.py`` (:mod:`sugar.recipes.edit`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sugar.cli.app import app, user_errors
+from sugar.cli.app import app, data_app, user_errors
 
 
 def _options(pairs: list[str] | None) -> dict[str, float | int]:
@@ -89,3 +90,22 @@ def edit_command(
     assert editor is not None
     identity = save_edited(out, bundle, editor)
     typer.echo(f"{out}: {len(editor.edits)} edits ({editor.method}), identity {identity[:12]}")
+
+
+@data_app.command("edits")
+@user_errors
+def data_edits_command(
+    world: Annotated[Path, typer.Option(help="A world built by `sugar data world`.")],
+    split: Annotated[str, typer.Option(help="Split whose facts are edited.")] = "test",
+    count: Annotated[int, typer.Option(help="Number of edits.", min=1)] = 100,
+    locality_split: Annotated[
+        str, typer.Option(help="Split the unrelated (locality) questions come from.")
+    ] = "val",
+    seed: Annotated[int, typer.Option(help="Seed of the new answers and renderings.")] = 0,
+) -> None:
+    """Write WORLD/edit/SPLIT.jsonl: knowledge edits over the world's facts with rephrased
+    questions, re-rendered images and unrelated questions (MMEdit's probes)."""
+    from sugar.data.world.edits import build_edit_set
+
+    path = build_edit_set(world, split, count, locality_split=locality_split, seed=seed)
+    typer.echo(f"wrote {count} edits to {path}")

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sugar.data.world.edits import build_edit_set
 from sugar.edit.base import build_editor
 from sugar.edit.evaluate import sequential_edit_scores
@@ -54,6 +56,7 @@ def run_edit_bench(
         test_edits = read_edits(root / "edit" / "test.jsonl", root)
         results[str(seed)] = {}
         for method in methods:
+            torch.manual_seed(seed)  # T-Patcher's key noise
             start = time.perf_counter()
             editor = build_editor(method, copy.deepcopy(base), root, train_edits,
                                   **(options or {}).get(method, {}))  # fmt: skip
