@@ -413,9 +413,11 @@ TASKS: dict[str, str] = {
     "pope": "pope",
     "kb_qa": "kb",
     "grounding": "caption",
-    "edit": "edit",
 }
 """Task name -> the world folder its split's JSONL lives in."""
+OPTIONAL_TASKS: dict[str, str] = {"edit": "edit"}
+"""Tasks run only when named (their data is not part of every world: ``sugar data edits``)."""
+TASK_FOLDERS = {**TASKS, **OPTIONAL_TASKS}
 GENERATION_TASKS = ("needle", "vqa", "pope", "kb_qa", "grounding", "edit")
 """Tasks scored on generated answers: "n/a" as a whole for a model that does not generate."""
 _FUNCTIONS: dict[str, TaskFn] = {
@@ -441,16 +443,16 @@ def run_tasks(
 ) -> dict[str, dict[str, Any]]:
     """Run ``tasks`` on ``root/<folder>/<split>.jsonl`` (the first ``limit`` items of each)."""
     root = Path(root)
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in TASK_FOLDERS]
     if unknown:
-        raise ValueError(f"unknown tasks {unknown}; known: {sorted(TASKS)}")
+        raise ValueError(f"unknown tasks {unknown}; known: {sorted(TASK_FOLDERS)}")
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         if progress is not None:
             progress(task)
-        samples = read_samples(root / TASKS[task] / f"{split}.jsonl", root)[:limit]
+        samples = read_samples(root / TASK_FOLDERS[task] / f"{split}.jsonl", root)[:limit]
         if not samples:
-            raise ValueError(f"{root / TASKS[task] / f'{split}.jsonl'}: no samples")
+            raise ValueError(f"{root / TASK_FOLDERS[task] / f'{split}.jsonl'}: no samples")
         if task in GENERATION_TASKS and not model.generates:
             results[task] = {}  # every metric "n/a" (tables show a missing metric as n/a)
             continue
