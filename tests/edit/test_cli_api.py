@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 import sugar
 from sugar.cli import app
+from sugar.eval.tasks import load_eval_model
 from sugar.models.bundle import read_manifest, save_bundle
 from sugar.models.tiny import TinyMLLM
 from tests.edit.conftest import EditWorld
@@ -38,6 +39,9 @@ def test_sugar_edit_applies_and_removes_by_id(
     base, edited = sugar.load(tmp_path / "base"), sugar.load(tmp_path / "e1")
     assert edited.edits == ids and base.edits == []
     assert not torch.allclose(_scores(edited, edit_world), _scores(base, edit_world))
+    evaluated = load_eval_model(tmp_path / "e1")  # sugar eval sees the edits too
+    samples = [e.target() for e in edit_world.edits[:3]]
+    assert torch.allclose(evaluated.score(samples, edit_world.root), _scores(edited, edit_world))
 
     result = runner.invoke(app, ["edit", "--model", str(tmp_path / "e1"), "--remove", ids[0],
                                  "--remove", ids[1], "--out", str(tmp_path / "e2")])  # fmt: skip

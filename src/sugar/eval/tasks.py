@@ -33,6 +33,7 @@ from torch import Tensor
 from sugar.data.jsonl import read_samples
 from sugar.data.prompt import with_references
 from sugar.data.schema import Sample, Segment
+from sugar.edit.store import load_editor
 from sugar.embed import embed_vectors
 from sugar.eval.editing import edit_task
 from sugar.eval.grounding import caption_pairs, grounding
@@ -125,6 +126,9 @@ def load_eval_model(directory: str | Path, name: str | None = None) -> EvalModel
     """A bundle as an :class:`EvalModel` (its projector when it has one), named ``name`` or
     after its directory (the run's name for ``RUN/model`` and ``RUN/best``)."""
     bundle = load_bundle(directory)
+    editor = load_editor(bundle)  # an edited bundle is evaluated with its edits (sugar.edit)
+    if editor is not None and editor.method == "context":
+        raise ValueError(f"{directory}: in-context edits rewrite prompts, which the tasks do not")
     projector, image_pool = projector_from_extras(bundle.extras, bundle.extra_specs, str(directory))
     path = Path(directory).resolve()
     default = path.parent.name if path.name in ("model", "best") else path.name
