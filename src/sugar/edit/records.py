@@ -139,6 +139,3 @@ def from_mmedit(records: Iterable[dict[str, Any]]) -> list[Sample]:
         out.append(Sample(f"mmedit-{n}", segments, "edit", meta))
     return out
 
-
-def ids_of(edits: Sequence[EditRequest]) -> list[str]:
-    return [e.id for e in edits]
