@@ -11,7 +11,7 @@ MMEdit's E-VQA / E-IC records (``src``, ``rephrase``, ``image``, ``image_rephras
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
