@@ -138,4 +138,3 @@ def from_mmedit(records: Iterable[dict[str, Any]]) -> list[Sample]:
         }  # fmt: skip
         out.append(Sample(f"mmedit-{n}", segments, "edit", meta))
     return out
-
