@@ -244,7 +244,7 @@ def run_demo(
             structure={**size["structure"], **changes["structure"]},
             train=train_changes, **({"model": changes["model"]} if "model" in changes else {}),
         )  # fmt: skip
-    stages = [n for n in ("align", "base") if n in configs]
+    stages: list[str] = [n for n in ("align", "base") if n in configs]
     if not through_base:
         stages += ["generative", "sugar"]
     for name in stages:  # each a data-parallel run over the workers (sugar.recipes.jobs)
