@@ -307,6 +307,7 @@ class SugarModel:
             query = question_sample(query, image)
         elif image is not None:
             raise ValueError("search: image= goes with a text query, not a sample")
+        vectors: Any
         if instruction:
             vectors = self.instructed_vectors([query], instruction, root)
         else:

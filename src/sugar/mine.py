@@ -149,9 +149,12 @@ def mine_hard_negatives(
         summary["filtered_false_negatives"] += counts["filtered_false_negatives"]
         mined = [
             {
-                "kind": MINED_KIND, "caption": hit["id"], "score": round(hit["score"], 6),
-                "positive_score": round(positive_score, 6), "source": texts[hit["id"]],
-            }  # fmt: skip
+                "kind": MINED_KIND,
+                "caption": hit["id"],
+                "score": round(hit["score"], 6),
+                "positive_score": round(positive_score, 6),
+                "source": texts[hit["id"]],
+            }
             for hit in kept
         ]
         summary["mined"] += len(mined)

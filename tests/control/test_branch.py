@@ -57,8 +57,9 @@ def test_tiny_backbone_identity_and_steering(control_world: ControlWorld) -> Non
 def test_minilm_backbone_identity_and_steering(control_world: ControlWorld) -> None:
     from sugar.models.minilm import MiniLMMLLM
 
-    model = MiniLMMLLM.build(["find a red circle."], {"image_size": 64, "grid": 1, "dropout": 0.0,
-                                  "max_positions": 128, "feature_cache": None}, {}).eval()  # fmt: skip
+    options = {"image_size": 64, "grid": 1, "dropout": 0.0, "max_positions": 128,
+               "feature_cache": None}  # fmt: skip
+    model = MiniLMMLLM.build(["find a red circle."], options, {}).eval()
     samples, instructions = queries(control_world)
     check_identity_then_steering(model, samples, instructions, control_world.root, heads=4)
 
@@ -106,9 +107,11 @@ def test_joined_removes_its_hooks_after_an_error(control_world: ControlWorld) ->
     with pytest.raises(RuntimeError), joined(layers, torch.ones(2, 1, 32)):
         raise RuntimeError("boom")
     assert all(not layer._forward_hooks for layer in layers)
-    with pytest.raises(ValueError, match="3 joins > the backbone's 2 layers"):
-        with joined(layers, torch.zeros(3, 1, 32)):
-            pass
+    with (
+        pytest.raises(ValueError, match="3 joins > the backbone's 2 layers"),
+        joined(layers, torch.zeros(3, 1, 32)),
+    ):
+        pass
 
 
 def test_bad_shapes_and_instructions_are_named(control_world: ControlWorld) -> None:

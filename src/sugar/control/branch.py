@@ -6,8 +6,8 @@ After ControlRetriever (Pan et al. 2023, arXiv 2308.10025), itself after Control
 al. 2023): the trained model stays frozen, and a separate trainable branch reads the
 instruction and steers the frozen model through zero-initialised projections.
 
-- **Reads**: the frozen model's last hidden states over ``[instruction, query...]`` (the
-  instruction as a text context segment before the query; the model itself is unchanged). # (B, T, D)
+- **Reads**: the frozen model's last hidden states (B, T, D) over ``[instruction, query...]``
+  (the instruction as a text context segment before the query; the model itself unchanged).
 - **Branch**: a small pre-norm Transformer encoder of the backbone's width (``layers`` blocks,
   bidirectional, padding masked), a final LayerNorm and a masked mean over the tokens. # (B, D)
 - **Joins**: one ``Linear(D, D)`` per joined decoder layer, weights and bias initialised to
@@ -59,10 +59,11 @@ class ControlBranch(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
-        self.zero = nn.ModuleList(nn.Linear(width, width) for _ in range(joins))
-        for projection in self.zero:
+        projections = [nn.Linear(width, width) for _ in range(joins)]
+        for projection in projections:
             nn.init.zeros_(projection.weight)
             nn.init.zeros_(projection.bias)
+        self.zero = nn.ModuleList(projections)
 
     @property
     def joins(self) -> int:

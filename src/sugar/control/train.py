@@ -181,8 +181,10 @@ def train_control(
                 log({"step": state["step"], "round": state["round"] + 1, "loss": loss.item()})
             if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
                 checkpoint()
-        vectors = embed_instructed(model, projector, branch, val_set.queries,
-                                   val_set.instructions, root, batch_size=64, **options)  # fmt: skip
+        vectors = embed_instructed(
+            model, projector, branch, val_set.queries, val_set.instructions, root,
+            batch_size=64, **options,
+        )  # fmt: skip
         validation = intent_recall(vectors, val_corpus, val_set)
         trained = [v for k, v in validation.items() if k[3:] in trained_intents]
         validation["mean_r1"] = sum(trained) / max(1, len(trained))

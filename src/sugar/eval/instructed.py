@@ -83,7 +83,9 @@ def instructed_retrieval(
         ),
     }  # fmt: skip
     intents = [str(q.meta.get("intent", "user")) for q in data.queries]
-    heldout = {i for q, i in zip(data.queries, intents, strict=True) if q.meta.get("heldout_intent")}
+    heldout = {
+        i for q, i in zip(data.queries, intents, strict=True) if q.meta.get("heldout_intent")
+    }
     seen = [i for i in dict.fromkeys(intents) if i not in heldout]
     unseen = [i for i in dict.fromkeys(intents) if i in heldout]
     relevance = data.relevance.numpy()

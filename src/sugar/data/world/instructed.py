@@ -105,7 +105,7 @@ def wordings(intent: str) -> dict[str, list[str]]:
     quarter of the (verb, phrase) pairs (``(verb + phrase) % 4 == 1``) are test wordings; a
     held-out intent has test wordings only."""
     out: dict[str, list[str]] = {"train": [], "test": []}
-    for p, phrase in enumerate(_PHRASES[intent] if intent in _PHRASES else ()):
+    for p, phrase in enumerate(_PHRASES.get(intent, ())):
         for v, verb in enumerate(_VERBS):
             test = intent in HELDOUT_INTENTS or (v + p) % 4 == 1
             out["test" if test else "train"].append(f"{verb} {phrase}.")
@@ -151,8 +151,9 @@ def build_instructed(
                              {"kind": "image", "source": sample.id}))  # fmt: skip
     for sample in captions:
         _, caption = _parts(sample)
-        corpus.append(Sample(f"caption/{sample.id}", [Segment.text_(caption)],
-                             "instructed_corpus", {"kind": "text", "source": sample.id}))  # fmt: skip
+        text = Segment.text_(caption)
+        origin = {"kind": "text", "source": sample.id}
+        corpus.append(Sample(f"caption/{sample.id}", [text], "instructed_corpus", origin))
     keys = {name: [key(_objects(s)) for s in captions] for name, key in _KEYS.items()}
     intents = [i for i in INTENTS if split != "train" or i not in HELDOUT_INTENTS]
     pools = {i: wordings(i)["train" if split == "train" else "test"] for i in intents}
