@@ -163,7 +163,9 @@ def generate_world(
                 atomic_write_text(tmp / task / f"{split}.jsonl", _jsonl(samples))
         atomic_write_json(tmp / "pope" / "stats.json", stats)
         world = {
-            "tasks": {t: {s: len(v) for s, v in by.items()} for t, by in files.items()},
+            "tasks": {t: {s: len(files[t][s]) for s in SPLITS} for t in TASKS},
+            # instructed queries exist only where a relevant candidate does: counted, not planned
+            "derived": {t: {s: len(files[t][s]) for s in SPLITS} for t in DERIVED},
             "negatives": {
                 s: {
                     k: sum(n["kind"] == k for x in files["caption"][s] for n in x.meta["negatives"])
