@@ -60,9 +60,9 @@ from sugar.io import atomic_directory, atomic_write_json, atomic_write_text, wri
 __all__ = ["TASKS", "generate_world", "plan_counts", "world_options"]
 
 TASKS = ("caption", "winoground", "vqa", "pope", "story", "needle", "kb", "kb_items")
+"""Task files, in the order they are built."""
 DERIVED = ("instructed", "instructed_corpus")
 """Files derived from the caption files (no images of their own): instructed retrieval."""
-"""Task files, in the order they are built."""
 
 
 def world_options(**options: Any) -> WorldConfig:
