@@ -30,7 +30,7 @@ under which it has at least one relevant candidate. Corpus samples are ``[image]
 ``[caption]`` with meta ``{"kind": "image" | "text", "source": caption sample id}``.
 
 >>> wordings("same_shapes")["test"][0]
-'Find pictures made of the same kinds of shapes, whatever their colours.'
+'Retrieve images with the same shapes as this one.'
 >>> len(synthesise_instructions("caption")), set(wordings("same_count")["train"])
 (32, set())
 """
