@@ -323,17 +323,16 @@ class Index(abc.ABC):
 
     # ---- persistence -------------------------------------------------------------------------
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, replace: bool = True) -> Path:
         """Write the index to ``directory`` atomically (compacting first); returns the path.
 
-        An existing ``directory`` is replaced only if it is empty or a sugar index, so a wrong
-        path cannot wipe unrelated files.
+        An existing ``directory`` is replaced only if it is empty or a directory sugar wrote
+        with nothing else in it (:mod:`sugar.owned`), and only when ``replace`` is true, so a
+        wrong path cannot wipe unrelated files.
         """
         target = Path(directory)
-        if target.exists() and any(target.iterdir()) and not (target / "manifest.json").is_file():
-            raise ValueError(f"{target}: exists and is not a sugar index; refusing to replace it")
         self.compact()
-        with atomic_directory(target) as tmp:
+        with atomic_directory(target, replace=replace, kind="index") as tmp:
             entries = tmp / "entries.jsonl"
             with open(entries, "w", encoding="utf-8") as handle:
                 for id, label in self._label_of.items():

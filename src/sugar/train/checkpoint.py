@@ -119,7 +119,9 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any]:
     try:
         tensors = load_file(str(directory / TENSORS))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"{directory / TENSORS}: not a readable safetensors file ({exc})") from None
+        raise ValueError(
+            f"{directory / TENSORS}: not a readable safetensors file ({exc})"
+        ) from None
     try:
         tree = json.loads((directory / TREE).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

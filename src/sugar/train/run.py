@@ -36,6 +36,7 @@ __all__ = [
     "batch_indices",
     "better",
     "build_model",
+    "check_state_keys",
     "lr_multiplier",
     "parameter_groups",
     "read_files",
@@ -154,6 +155,24 @@ def build_model(cfg: SugarConfig, train_samples: Sequence[Sample]) -> MLLM:
     model = backbone_class(cfg.model.family).build(texts, builtin, cfg.model.hf_kwargs())
     model.prepare(train_samples, cfg.data.root)
     return model
+
+
+def check_state_keys(model: MLLM, saved: Mapping[str, Tensor], where: str) -> None:
+    """A checkpoint's model tensors are exactly the model's trainable ones (the frozen rest is
+    rebuilt), with the same shapes; ``ValueError`` naming ``where`` and the first differences."""
+    expected = model.trainable_state_dict()
+    missing = sorted(expected.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - expected.keys())
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in sorted(expected.keys() & saved.keys())
+        if saved[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{where}: its model tensors do not match this model (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, shapes {shapes[:3]}); it is another architecture"
+        )
 
 
 def resolve_targets(

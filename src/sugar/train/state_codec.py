@@ -25,7 +25,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from sugar.align import TypeMedians
@@ -91,9 +90,8 @@ def decode(tensors: Mapping[str, Tensor], tree: Any, where: str = "state") -> An
             cls = DATACLASSES.get(value["$dataclass"])
             fields = value.get("fields")
             if cls is None or not isinstance(fields, dict):
-                raise ValueError(
-                    f"{where}: dataclass {value['$dataclass']!r} is not one of {sorted(DATACLASSES)}"
-                )
+                name = value["$dataclass"]
+                raise ValueError(f"{where}: dataclass {name!r} is not one of {sorted(DATACLASSES)}")
             try:
                 return cls(**{k: walk(v) for k, v in fields.items()})
             except TypeError as exc:
