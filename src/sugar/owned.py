@@ -105,14 +105,22 @@ def check_replaceable(directory: str | Path, replace: bool, ignore: Iterable[str
 
 
 def claim_directory(
-    directory: str | Path, kind: str, entries: Iterable[str], ignore: Iterable[str] = ()
+    directory: str | Path,
+    kind: str,
+    entries: Iterable[str],
+    ignore: Iterable[str] = (),
+    create: bool = True,
 ) -> Path:
     """Create ``directory`` (or accept an empty one, or one sugar claimed for the same ``kind``
-    with nothing foreign in it) and mark it as sugar's ``kind`` with ``entries``; returns it."""
+    with nothing foreign in it) and mark it as sugar's ``kind`` with ``entries``; returns it.
+    ``create=False``: only check (before long work whose failure should leave nothing)."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ForeignDirectoryError(f"{directory}: exists and is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
+    if not create and not directory.exists():
+        return directory
+    if create:
+        directory.mkdir(parents=True, exist_ok=True)
     owned = marker_entries(directory)
     names = _names(directory) - set(ignore) - {MARKER}
     if names and owned is None:
@@ -129,7 +137,8 @@ def claim_directory(
         )
     if owned is not None and owned[0] != kind:
         raise ForeignDirectoryError(f"{directory}: holds a sugar {owned[0]}, not a {kind}")
-    write_marker(directory, kind, allowed)
+    if create:
+        write_marker(directory, kind, allowed)
     return directory
 
 

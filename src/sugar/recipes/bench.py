@@ -38,7 +38,6 @@ have; the bars (the teacher row is reported beside them, not judged):
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from sugar.eval.metrics import paired_bootstrap
 from sugar.eval.report import HEADLINE, write_report
 from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
 from sugar.io import atomic_write_json, atomic_write_text, sha256_file, write_manifest
+from sugar.owned import remove_owned
 from sugar.recipes.demo import SIZES, run_config, stage
 
 __all__ = ["HEADLINE_VARIANTS", "VARIANTS", "run_quality_bench"]
@@ -131,7 +131,7 @@ def _train_and_evaluate(
     start = time.perf_counter()
     if not (run_dir / "model" / "model.json").is_file():
         if run_dir.exists():  # an unfinished run (killed bench): start it again
-            shutil.rmtree(run_dir)
+            remove_owned(run_dir)  # only what that run wrote
         train(cfg, progress=False)
     trained = time.perf_counter() - start
     results = None

@@ -27,6 +27,7 @@ from sugar.data.world import generate_world
 from sugar.eval.report import headline_table, write_report
 from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
 from sugar.io import atomic_write_json, sha256_file
+from sugar.owned import claim_directory, remove_owned
 from sugar.teachers.training import train_teacher
 from sugar.train.loop import train
 
@@ -128,6 +129,13 @@ def run_config(
     return cfg
 
 
+DEMO_ENTRIES = (
+    "demo.json", "world", "teacher", "cache", "align", "base", "generative", "sugar", "report",
+    "bench",
+)  # fmt: skip
+"""What ``sugar demo`` (and ``sugar bench quality``, in ``bench/``) write in their ``--out``."""
+
+
 def run_demo(
     out: str | Path,
     *,
@@ -156,8 +164,8 @@ def run_demo(
             raise ValueError(
                 f"{out} holds a demo run with {found}, not {stamp}: pass another --out or delete it"
             )
-    else:
-        out.mkdir(parents=True, exist_ok=True)
+    else:  # a new or empty directory, or one a demo wrote: never a user's
+        claim_directory(out, "demo", DEMO_ENTRIES)
         atomic_write_json(stamp_path, stamp)
     base = config or load_config(None)
     timings: dict[str, float] = {}
@@ -237,10 +245,8 @@ def run_demo(
         )  # fmt: skip
         configs[name] = cfg
         if not (out / name / "model" / "model.json").is_file():
-            if (out / name).exists():
-                import shutil
-
-                shutil.rmtree(out / name)  # an unfinished demo run: start it again
+            if (out / name).exists():  # an unfinished demo run: start it again
+                remove_owned(out / name)  # only what that run wrote
             train(cfg, progress=progress)
         done()
     if through_base:
