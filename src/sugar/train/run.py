@@ -226,11 +226,29 @@ def save_run_bundle(
 
 
 def truncate_log(path: Path, step: int) -> None:
-    """Keep the log lines up to ``step`` (a resumed run rewrites what came after)."""
+    """Keep the log lines up to ``step`` (a resumed run rewrites what came after). A torn
+    last line (the run was killed while writing it) is dropped; a malformed line elsewhere is
+    a ``ValueError`` naming the file and line."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in kept if json.loads(line).get("step", 0) <= step]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    torn = not text.endswith("\n")  # then the last element is a partly written line
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            logged = int(record.get("step", 0))
+        except (ValueError, TypeError, RecursionError) as exc:
+            if torn and number == len(lines):
+                break  # the torn last line of a killed run
+            raise ValueError(f"{path}:{number}: not a log record ({exc})") from None
+        if logged <= step:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
