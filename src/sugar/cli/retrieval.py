@@ -34,7 +34,8 @@ def _read_data(data: Path, root: Path | None) -> tuple[list[Any], Path]:
     from sugar.data.jsonl import read_samples
 
     root = data.parent if root is None else root
-    return read_samples(data, root, check_images=False), root
+    # images verified while reading: a missing, corrupt or oversized one is named by file:line
+    return read_samples(data, root, check_images=True), root
 
 
 def _entries(
