@@ -30,6 +30,14 @@ def _load_model(directory: Path) -> Any:
     return load(directory)
 
 
+def _load_embedder(directory: Path) -> Any:
+    """A bundle that embeds: one without a retrieval projector is refused before any data is
+    read."""
+    model = _load_model(directory)
+    model.projector  # noqa: B018 (raises ValueError naming the bundle when it has none)
+    return model
+
+
 def _read_data(data: Path, root: Path | None) -> tuple[list[Any], Path]:
     from sugar.data.jsonl import read_samples
 
@@ -133,7 +141,7 @@ def embed_command(
 
     if (data is None) == (text is None):
         raise ValueError("give exactly one of --data FILE or --text TEXT")
-    bundle = _load_model(model)
+    bundle = _load_embedder(model)
     if data is not None:
         samples, root = _read_data(data, root)
     else:
@@ -178,7 +186,7 @@ def index_build(
         keys, value = parse_override(text)
         params[".".join(keys)] = value
     check_replaceable(directory, replace=force)  # before the embedding work
-    bundle = _load_model(model)
+    bundle = _load_embedder(model)
     samples, root = _read_data(data, root)
     ids, vectors, metadata = _entries(bundle, samples, root, prefixes, batch_size)
     index = build_index(backend, bundle.projector.dim, bundle.identity, **params)  # type: ignore[arg-type]
@@ -209,7 +217,7 @@ def index_add(
     """Embed DATA and add it to the index (ids must be new); save atomically. Concurrent
     writers take turns (the index's lock): the index is re-read under the lock, so nothing
     another writer added is lost."""
-    bundle = _load_model(model)
+    bundle = _load_embedder(model)
     bundle.open_index(directory)  # refuse a wrong index before the embedding work
     samples, root = _read_data(data, root)
     ids, vectors, metadata = _entries(bundle, samples, root, prefixes, batch_size)
@@ -322,7 +330,7 @@ def mine_command(
     from sugar.data.jsonl import write_samples
     from sugar.mine import mine_hard_negatives
 
-    bundle = _load_model(model)
+    bundle = _load_embedder(model)
     samples, root = _read_data(data, root)
     pool = _read_data(candidates, root)[0] if candidates is not None else None
     mined, summary = mine_hard_negatives(
