@@ -11,7 +11,11 @@ regime: forward-only Triple-Kernel GAK targets for n = 96 prefixes of up to 10 s
 
 Fairness: same threads for everyone (``--threads``, default 1; numba gets the same number and
 the workqueue layer), timed warm (a first call compiles numba kernels and is not timed), the
-median of ``--repeats`` (>= 5) runs, each library through its public functions. tslearn's and
+median of ``--repeats`` (>= 5) runs, each library through its public functions. ``--clock cpu``
+(the default with one thread) reads this process's CPU time, so that other work on a shared
+machine disturbs the figures less; ``--clock wall`` reads elapsed time (forced with more than
+one thread). sugar's all-pairs functions of one set compute each unordered pair once, as
+tslearn's do (the printed floor is that of all B x B pairs). tslearn's and
 pysdtw's losses take paired batches, so all-pairs runs hand them the B*B pairs' cost matrix
 through their ``dist_func`` hook (the cost itself is not timed for them: a small advantage to
 them). tslearn's ``cdist_soft_dtw`` / ``cdist_gak`` compute their own costs (forward only).
@@ -21,13 +25,28 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from _timing import median_time  # benchmarks/_timing.py (scripts run from their folder)
-
 THREADS = 1
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+def median_time(fn: Callable[[], object], repeats: int, clock: str = "cpu") -> float:
+    """Seconds: the median of ``repeats`` calls of ``fn`` after one untimed warm-up call,
+    read on ``clock``: ``cpu`` (this process's CPU time: with one thread, what the work cost,
+    less disturbed by other processes on a shared machine) or ``wall``."""
+    read = CLOCKS[clock]
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = read()
+        fn()
+        times.append(read() - start)
+    return statistics.median(times)
 
 
 def _configure_threads(threads: int) -> None:
@@ -80,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     parser.add_argument("--quick", action="store_true", help="B = 32 only")
     parser.add_argument("--no-baselines", action="store_true", help="skip tslearn and pysdtw")
     parser.add_argument(
@@ -93,6 +113,8 @@ def main() -> None:
     if args.repeats < 5:
         parser.error("--repeats must be >= 5")
     _configure_threads(args.threads)
+    clock = args.clock if args.threads == 1 else "wall"
+    timed = partial(median_time, clock=clock)
 
     import torch
 
@@ -113,17 +135,17 @@ def main() -> None:
 
     r = args.repeats
     print(
-        f"torch {torch.__version__}, {args.threads} thread(s), median of {r} warm runs, "
-        f"backend {args.backend}\n"
+        f"torch {torch.__version__}, {args.threads} thread(s), median of {r} warm runs "
+        f"({clock} time), backend {args.backend}\n"
     )
 
     # ---- machine floor
     a = torch.randn(1024, 1024)
-    gemm = median_time(lambda: a @ a, r)
+    gemm = timed(lambda: a @ a, r)
     gflops = 2 * 1024**3 / gemm / 1e9
     e = torch.randn(64, 16384)
     out = torch.empty_like(e)
-    exp_s = median_time(lambda: torch.exp(e, out=out), r)
+    exp_s = timed(lambda: torch.exp(e, out=out), r)
     gexp = e.numel() / exp_s / 1e9
     print(f"floor: matmul {gflops:.0f} GFLOP/s, exp {gexp:.2f} G/s (float32)\n")
 
@@ -146,11 +168,11 @@ def main() -> None:
                 ("soft-DTW", partial(align.cdist_soft_dtw, gamma=0.1), "cdist_soft_dtw"),
                 ("log-GAK", partial(align.cdist_log_gak, sigma=1.0), "cdist_gak"),
             ):
-                t = median_time(partial(_run_ours, ours, x, backward), r)
+                t = timed(partial(_run_ours, ours, x, backward), r)
                 extra = []
                 if tslearn_metrics is not None and not backward:
                     kwargs = {"gamma": 0.1} if name == "soft-DTW" else {"sigma": 1.0}
-                    tt = median_time(partial(getattr(tslearn_metrics, theirs), xn, **kwargs), r)
+                    tt = timed(partial(getattr(tslearn_metrics, theirs), xn, **kwargs), r)
                     extra.append(f"tslearn.{theirs} {1e3 * tt:.0f} ({tt / t:.1f}x)")
                 row = f"{name} B={b} S={s} D={d} {tag}"
                 floor = floor_ms(b, s, d, backward)
@@ -166,15 +188,15 @@ def main() -> None:
         dummy = torch.zeros(b * b, s, 1)
         for backward in (False, True):
             tag = "fwd+bwd" if backward else "fwd"
-            t = median_time(partial(_run_cost, align.soft_dtw_from_cost, cost, backward), r)
+            t = timed(partial(_run_cost, align.soft_dtw_from_cost, cost, backward), r)
             extra = []
             if tslearn_metrics is not None:
                 loss = tslearn_metrics.SoftDTWLossPyTorch(gamma=0.1, dist_func=_Fixed(rowmajor))
-                tt = median_time(partial(_run_loss, loss, rowmajor, dummy, backward), r)
+                tt = timed(partial(_run_loss, loss, rowmajor, dummy, backward), r)
                 extra.append(f"tslearn SoftDTWLossPyTorch {1e3 * tt:.0f} ({tt / t:.1f}x)")
             if pysdtw is not None:
                 sdtw = pysdtw.SoftDTW(gamma=0.1, dist_func=_Fixed(rowmajor), use_cuda=False)
-                tp = median_time(partial(_run_loss, sdtw, rowmajor, dummy, backward), r)
+                tp = timed(partial(_run_loss, sdtw, rowmajor, dummy, backward), r)
                 extra.append(f"pysdtw {1e3 * tp:.0f} ({tp / t:.1f}x)")
             dp_floor = 1e3 * b * b * s * s * (6 if backward else 3) / (gexp * 1e9)
             row = f"precomputed cost B={b} S={s} {tag}"
@@ -212,10 +234,44 @@ def main() -> None:
             return table[sample_of[:, None], sample_of[None, :], end[:, None], end[None, :]]
 
     assert targets().shape == (96, 96)
-    t = median_time(targets, max(r, 20))
+    t = timed(targets, max(r, 20))
     print(
         f"{'Sugar targets n=96 prefixes, S<=10 (TK, fwd)':<44}{1e3 * t:>9.1f}  (target: <= 15 ms)"
     )
+    _triple_kernel_cost_rows(timed, max(r, 20), args.backend)
+
+
+def _triple_kernel_cost_rows(timed: Callable[..., float], repeats: int, backend: str) -> None:
+    """The Triple-Kernel cost of Sugar's targets: the compiled assembly against the reference
+    (index_put) path, at 48 samples (the row above) and 128 (the default recipe's retrieval
+    micro-batch of 64 pairs), up to 10 slices of widths 1280 / 384 / 256."""
+    import torch
+
+    from sugar.align import SliceEmbeddings
+    from sugar.align._fused_cost import fused_triple_kernel_cost
+    from sugar.align.kernels import TypeMedians, triple_kernel_cost
+
+    g = torch.Generator().manual_seed(1)
+    for samples in (48, 128):
+        vectors = [
+            torch.nn.functional.normalize(torch.randn(samples, 10, d, generator=g), dim=-1)
+            for d in (1280, 384, 256)
+        ]
+        is_text = torch.rand(samples, 10, generator=g) < 0.5
+        lengths = torch.randint(2, 11, (samples,), generator=g)
+        emb = SliceEmbeddings(*vectors, is_text, lengths)
+
+        def reference(emb: SliceEmbeddings = emb) -> None:
+            os.environ["SUGAR_ALIGN_BACKEND"] = "torch"  # the fused assembly steps aside
+            try:
+                triple_kernel_cost(emb, emb)
+            finally:
+                os.environ["SUGAR_ALIGN_BACKEND"] = backend
+
+        fused = timed(partial(fused_triple_kernel_cost, emb, emb, TypeMedians()), repeats)
+        ref = timed(reference, repeats)
+        row = f"  TK cost, {samples} samples x <= 10 slices"
+        print(f"{row:<44}{1e3 * fused:>9.1f}  reference path {1e3 * ref:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ import yaml
 from torch import Tensor
 
 from sugar.data.schema import Sample, Segment
+from sugar.edit.base import Editor, build_editor
+from sugar.edit.records import EditRequest, edit_from_sample, read_edits
+from sugar.edit.store import load_editor, save_edited
 from sugar.embed import embed_samples, embed_vectors
 from sugar.encoding import EncodeInput, encoded, is_single, staged_samples
 from sugar.index.base import Index, ModelIdentityError
@@ -57,6 +60,8 @@ class SugarModel:
         self.slice_text_by: Literal["sentence", "segment"] = _slice_text_by(bundle.config)
         """How texts are sliced for embeddings (the run's ``structure.slice_text_by``)."""
         self.prompts = {}
+        self.editor: Editor | None = load_editor(bundle)
+        """The knowledge edits applied to this model (:meth:`edit`), None when unedited."""
 
     @property
     def identity(self) -> str:
@@ -79,6 +84,8 @@ class SugarModel:
     ) -> list[str]:
         """Continue each sample's prompt (its segments before the first target); image paths
         are relative to ``root``. Greedy at ``temperature=0``; seeded sampling otherwise."""
+        if self.editor is not None:
+            samples = self.editor.rewrite(samples)
         return self.backbone.generate(
             samples, root, max_new_tokens=max_new_tokens, temperature=temperature,
             top_k=top_k, seed=seed,
@@ -86,7 +93,53 @@ class SugarModel:
 
     def score(self, samples: Sequence[Sample], root: str | Path = ".") -> Tensor:
         """Log-likelihood of each sample's target text given the rest. # (B,)"""
+        if self.editor is not None:
+            samples = self.editor.rewrite(samples)
         return self.backbone.score(samples, root)
+
+    # ---- knowledge editing (sugar.edit) ----------------------------------------------------
+
+    def edit(
+        self,
+        edits: Sequence[Sample | EditRequest] | str | Path,
+        *,
+        method: str = "unike",
+        root: str | Path = ".",
+        support: Sequence[Sample | EditRequest] | str | Path = (),
+        **options: Any,
+    ) -> None:
+        """Apply knowledge edits one after another (``sugar.edit``): edit samples
+        ``[image?, question, new answer]``, :class:`~sugar.edit.records.EditRequest` s or an
+        edit-set JSONL path; images under ``root``. ``support``: edits of another split that
+        ``patcher`` and ``unike`` learn from (required by ``unike`` on an unedited model).
+        A model keeps one method: adding with another raises ``ValueError``. In memory only;
+        :meth:`save` writes the edited bundle."""
+        requests = _edit_requests(edits, root)
+        if self.editor is None:
+            helpers = _edit_requests(support, root) if support else []
+            self.editor = build_editor(method, self.backbone, root, helpers, **options)
+        elif self.editor.method != method:
+            raise ValueError(f"this model is edited with {self.editor.method!r}, not {method!r}")
+        self.editor.root = Path(root)
+        for request in requests:
+            self.editor.add(request)
+
+    def remove_edit(self, edit_id: str) -> None:
+        """Undo the edit ``edit_id`` (``ValueError`` naming the applied ones when unknown)."""
+        if self.editor is None:
+            raise ValueError(f"no edit {edit_id!r}: this model has no edits")
+        self.editor.remove(edit_id)
+
+    @property
+    def edits(self) -> list[str]:
+        """Ids of the applied edits, in order."""
+        return list(self.editor.edits) if self.editor is not None else []
+
+    def save(self, directory: str | Path) -> str:
+        """Write this model with its edits as a new bundle (atomic); returns its identity."""
+        if self.editor is None:
+            raise ValueError("nothing to save: the model is unedited (copy its bundle instead)")
+        return save_edited(directory, self.bundle, self.editor)
 
     # ---- retrieval -----------------------------------------------------------------------------
 
@@ -288,6 +341,14 @@ class SugarModel:
             f"SugarModel(family={self.backbone.family!r}, directory={str(self.directory)!r}, "
             f"identity={self.identity[:12]})"
         )
+
+
+def _edit_requests(
+    edits: Sequence[Sample | EditRequest] | str | Path, root: str | Path
+) -> list[EditRequest]:
+    if isinstance(edits, str | Path):
+        return read_edits(edits, root)
+    return [e if isinstance(e, EditRequest) else edit_from_sample(e) for e in edits]
 
 
 def _slice_text_by(config: str | None) -> Literal["sentence", "segment"]:

@@ -93,8 +93,10 @@ class ModelConfig:
     """Hugging Face families: keep the multimodal projector frozen (false: train it)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Hugging Face families: dtype the base weights are loaded in (GPU: bfloat16)."""
-    autocast: Literal["none", "bfloat16", "float16"] = "none"
-    """Hugging Face families: torch.autocast dtype of forward passes (none: off)."""
+    autocast: Literal["none", "bfloat16", "float16", "auto"] = "none"
+    """Hugging Face families and ``minilm``: torch.autocast dtype of forward passes (none:
+    float32; auto: bfloat16 where the device computes it natively, e.g. a CPU with AVX-512 BF16,
+    else float32; sugar.models.precision)."""
     gradient_checkpointing: bool = False
     """Hugging Face families: recompute activations in backward (less memory, slower)."""
     attn_implementation: str | None = None
@@ -158,7 +160,7 @@ class ModelConfig:
         return {
             **self.tiny_kwargs(), "vocab_size": self.vocab_size, "output_vocab": self.output_vocab,
             "image_dropout": self.image_dropout, "trunk_lr_scale": self.trunk_lr_scale,
-            "freeze_trunk": self.freeze_trunk,
+            "freeze_trunk": self.freeze_trunk, "autocast": self.autocast,
         }  # fmt: skip
 
     def hf_kwargs(self) -> dict[str, Any]:

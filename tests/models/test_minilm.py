@@ -132,3 +132,28 @@ def test_save_load_round_trip_and_feature_standardisation(
 def test_trunk_learns_slower_than_the_new_parts(minilm: MiniLMMLLM) -> None:
     assert minilm.parameter_lr_scale("trunk.encoder.layer.0.attention.self.query.weight") == 0.1
     assert minilm.parameter_lr_scale("adapter.weight") == 1.0
+
+
+def test_bfloat16_autocast_keeps_float32_outputs_and_travels_in_the_bundle(
+    minilm: MiniLMMLLM, tiny_world: TinyWorld, tmp_path: Path
+) -> None:
+    spec = minilm.save_pretrained(tmp_path)
+    low = MiniLMMLLM.from_pretrained(tmp_path, {**spec, "autocast": "bfloat16"}).eval()
+    batch = minilm.collate(tiny_world.captions[:3], tiny_world.root)
+    with torch.no_grad():
+        exact, approx = minilm(batch), low(batch)
+    assert approx.hidden.dtype == approx.logits.dtype == torch.float32
+    assert not torch.equal(approx.hidden, exact.hidden)  # the products did run in bfloat16
+    cosine = torch.nn.functional.cosine_similarity(approx.hidden, exact.hidden, dim=-1)
+    assert float(cosine.min()) > 0.99
+    again = MiniLMMLLM.from_pretrained(tmp_path / "low", low.save_pretrained(tmp_path / "low"))
+    assert again.spec["autocast"] == "bfloat16"
+    cached = low.generate(tiny_world.captions[:2], tiny_world.root, max_new_tokens=4)
+    assert cached == low.generate(
+        tiny_world.captions[:2], tiny_world.root, max_new_tokens=4, use_cache=False
+    )
+
+
+def test_an_unknown_autocast_setting_is_refused(tiny_world: TinyWorld) -> None:
+    with pytest.raises(ValueError, match="autocast='half'"):
+        MiniLMMLLM.build(["a"], {**OPTIONS, "max_positions": 64, "autocast": "half"}, {})

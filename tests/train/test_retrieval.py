@@ -15,6 +15,7 @@ from sugar.losses.structure import StructureOptions
 from sugar.losses.weights import LossWeights
 from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
+from sugar.train import objective as objective_module
 from sugar.train.loop import train
 from sugar.train.objective import ChunkedStates, SugarObjective
 from sugar.train.retrieval import (
@@ -93,6 +94,41 @@ def test_chunked_encoding_gives_the_single_pass_vectors(loop_world: Path) -> Non
             single.embed(b, e, objective.projector, "mean"),
             atol=1e-5, rtol=1e-5,
         )  # fmt: skip
+
+
+def _padded_cost(chunks: list[list[int]], sizes: list[int]) -> int:
+    return sum(len(c) * max(sizes[i] for i in c) + objective_module._PASS_COST for c in chunks)
+
+
+def _best_cost(sizes: list[int], limit: int) -> int:
+    """The naive optimum: every way to cut the sorted rows into runs of at most ``limit``."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    best = None
+    for mask in range(1 << (len(order) - 1)):
+        chunks, current = [], [order[0]]
+        for k in range(1, len(order)):
+            if mask >> (k - 1) & 1:
+                chunks.append(current)
+                current = []
+            current.append(order[k])
+        chunks.append(current)
+        if max(len(c) for c in chunks) <= limit:
+            cost = _padded_cost(chunks, sizes)
+            best = cost if best is None else min(best, cost)
+    assert best is not None
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_length_chunks_are_an_optimal_partition(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    count = int(torch.randint(1, 10, (1,), generator=generator))
+    sizes = [int(x) for x in torch.randint(1, 400, (count,), generator=generator)]
+    samples = [Sample(str(i), [Segment.text_("x" * n)]) for i, n in enumerate(sizes)]
+    chunks = objective_module._length_chunks(range(count), samples, 4)
+    assert sorted(i for c in chunks for i in c) == list(range(count))  # every row, once
+    assert max(len(c) for c in chunks) <= 4
+    assert _padded_cost(chunks, sizes) == _best_cost(sizes, 4)
 
 
 def test_generative_loss_in_chunks_equals_one_pass(loop_world: Path) -> None:

@@ -26,9 +26,9 @@ Cells beyond a pair's lengths only ever feed cells beyond them, so padding gets 
 gradient.
 
 Backends. This torch implementation is the reference and runs everywhere. On CPU, float32 and
-float64 go by default to the compiled kernels of :mod:`sugar.align._compiled` (numba; on the
-B=128, S=32 precomputed-cost case about 3x faster forward and 1.6x forward+backward than
-this path, same values and gradients to rounding) when numba imports. The environment
+float64 go by default to the compiled kernels of :mod:`sugar.align._compiled` (numba; same
+values and gradients to rounding; the README's alignment section has their figures) when numba
+imports; :func:`log_gak_alignment` then computes GAK's local kernel inside them. The environment
 variable ``SUGAR_ALIGN_BACKEND`` (``auto``, ``compiled`` or ``torch``) or the ``backend``
 argument of :func:`log_alignment` forces one; ``compiled`` raises where it cannot run.
 """
@@ -43,7 +43,15 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-__all__ = ["Backend", "hard_alignment_table", "log_alignment", "log_alignment_table"]
+from sugar.align.kernels import local_log_kernel
+
+__all__ = [
+    "Backend",
+    "hard_alignment_table",
+    "log_alignment",
+    "log_alignment_table",
+    "log_gak_alignment",
+]
 
 Backend = Literal["auto", "compiled", "torch"]
 _BACKENDS = ("auto", "compiled", "torch")
@@ -311,8 +319,41 @@ def log_alignment(
     if _use_compiled(logk, backend):
         kernels = _compiled_kernels()
         assert kernels is not None
-        return kernels.CompiledLogAlignment.apply(logk, lengths_x, lengths_y, table, float(scale))
+        return kernels.CompiledLogAlignment.apply(
+            logk, lengths_x, lengths_y, table, float(scale), kernels.LINEAR
+        )
     return _LogAlignment.apply(logk, lengths_x, lengths_y, table, float(scale))
+
+
+def log_gak_alignment(
+    phi: Tensor,
+    sigma: float | Tensor,
+    lengths_x: Tensor | None = None,
+    lengths_y: Tensor | None = None,
+    *,
+    table: bool = False,
+    backend: Backend | None = None,
+) -> Tensor:
+    """:func:`log_alignment` of GAK's log local kernel of the ground distances ``phi``.
+
+    The same as ``log_alignment(local_log_kernel(phi, sigma), ...)``: ``sigma`` is a float or
+    one value per pair (not differentiated). The compiled backend computes the local kernel
+    while loading each block of pairs (and its gradient while writing the result), so the
+    (P, N, M) log kernel and its backward's temporaries are never materialised.
+    """
+    if phi.dim() != 3:
+        raise ValueError(f"phi must have shape (P, N, M), got {tuple(phi.shape)}")
+    if _use_compiled(phi, backend):
+        kernels = _compiled_kernels()
+        assert kernels is not None
+        inv = 0.5 / (sigma.detach() ** 2) if isinstance(sigma, Tensor) else 0.5 / sigma**2
+        return kernels.CompiledLogAlignment.apply(
+            phi, lengths_x, lengths_y, table, inv, kernels.GAK
+        )
+    if isinstance(sigma, Tensor):
+        sigma = sigma.detach().to(phi.dtype).reshape(-1, 1, 1)
+    logk = local_log_kernel(phi, sigma)
+    return log_alignment(logk, lengths_x, lengths_y, table=table, backend="torch")
 
 
 def log_alignment_table(

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from sugar.align._dp import log_alignment, log_alignment_table
+from sugar.align._dp import log_gak_alignment
 from sugar.align._inputs import SequenceSet, check_positive, raise_if_not_finite
 from sugar.align._pairs import (
     Data,
@@ -46,7 +46,8 @@ from sugar.align._pairs import (
     prepare_sets,
     resolve_metric,
 )
-from sugar.align.kernels import SliceEmbeddings, TypeMedians, _nan_beyond, local_log_kernel
+from sugar.align._symmetric import symmetric_all_pairs
+from sugar.align.kernels import SliceEmbeddings, TypeMedians, _nan_beyond
 
 __all__ = [
     "Normalisation",
@@ -79,16 +80,12 @@ def _sigma(sigma: float, sigma_mode: str, n: Tensor, m: Tensor) -> float | Tenso
 
 def _log_table(phi: Tensor, sigma: float | Tensor, lx: Tensor, ly: Tensor) -> Tensor:
     """(P, N, M) distances -> (P, N, M) log-GAK of every prefix pair."""
-    if isinstance(sigma, Tensor):
-        sigma = sigma.to(phi.dtype).reshape(-1, 1, 1)
-    return log_alignment_table(local_log_kernel(phi, sigma), lx, ly)
+    return log_gak_alignment(phi, sigma, lx, ly, table=True)
 
 
 def _log_ends(phi: Tensor, sigma: float | Tensor, lx: Tensor, ly: Tensor) -> Tensor:
     """(P, N, M) distances -> (P,) log-GAK of each whole pair."""
-    if isinstance(sigma, Tensor):
-        sigma = sigma.to(phi.dtype).reshape(-1, 1, 1)
-    return log_alignment(local_log_kernel(phi, sigma), lx, ly)
+    return log_gak_alignment(phi, sigma, lx, ly)
 
 
 def log_gak_from_cost(
@@ -271,10 +268,14 @@ def cdist_log_gak(
     medians: TypeMedians | None = None,
 ) -> Tensor:
     """(Bx, By) unnormalised log-GAK of every pair of sequences of X and Y (Y defaults to X)."""
-    xd, lx, yd, ly, metric_, _ = prepare_sets(X, Y, lengths_x, lengths_y, metric)
-    phi = cost_all_pairs(xd, yd, metric_, triple_kernel, medians)
-    cells, px, py = flatten_pairs(phi, lx, ly)
-    return _log_ends(cells, _sigma(sigma, sigma_mode, px, py), px, py).reshape(phi.shape[:2])
+    xd, lx, yd, ly, metric_, same = prepare_sets(X, Y, lengths_x, lengths_y, metric)
+
+    def pairs(xd: Data, lx: Tensor, yd: Data, ly: Tensor) -> Tensor:
+        phi = cost_all_pairs(xd, yd, metric_, triple_kernel, medians)
+        cells, px, py = flatten_pairs(phi, lx, ly)
+        return _log_ends(cells, _sigma(sigma, sigma_mode, px, py), px, py).reshape(phi.shape[:2])
+
+    return symmetric_all_pairs(pairs, xd, lx) if same else pairs(xd, lx, yd, ly)
 
 
 def cdist_gak(
@@ -298,15 +299,18 @@ def cdist_gak(
     (torch.Size([2, 2]), True)
     """
     xd, lx, yd, ly, metric_, same = prepare_sets(X, Y, lengths_x, lengths_y, metric)
+    lengths = _lengths_kwargs(xd, lx, yd, ly)
+    if same:  # one set: each unordered pair once (sugar.align._symmetric)
+        lengths.pop("lengths_y", None)
     log_xy = cdist_log_gak(
         xd,
-        yd,
+        None if same else yd,
         sigma,
         metric=metric_,
         sigma_mode=sigma_mode,
         triple_kernel=triple_kernel,
         medians=medians,
-        **_lengths_kwargs(xd, lx, yd, ly),
+        **lengths,
     )
     if same:  # the self-kernels are the diagonal: no second DP
         log_xx = log_yy = log_xy.diagonal()

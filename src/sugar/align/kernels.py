@@ -280,6 +280,10 @@ def triple_kernel_cost(
         text = paired_cost(x.text, y.text) / m.text
         image = paired_cost(x.image, y.image) / m.image
         return torch.where(tx & ty, text, torch.where(~tx & ~ty, image, cross))
+    if triple_kernel:
+        fused = _fused_cost(x, y, m)
+        if fused is not None:
+            return fused
     cross = cdist_cost(x.cross, y.cross) / m.cross
     if not triple_kernel:
         return cross
@@ -304,6 +308,15 @@ def triple_kernel_cost(
     if values:
         memory = memory.index_put(tuple(torch.cat(ids) for ids in index), torch.cat(values))
     return memory.permute(2, 3, 0, 1)
+
+
+def _fused_cost(x: SliceEmbeddings, y: SliceEmbeddings, medians: TypeMedians) -> Tensor | None:
+    """The compiled assembly of the same cost (sugar.align._fused_cost), where it applies."""
+    try:
+        from sugar.align._fused_cost import fused_triple_kernel_cost
+    except ImportError:  # numba is not installed
+        return None
+    return fused_triple_kernel_cost(x, y, medians)
 
 
 def _pair_phi(

@@ -27,6 +27,7 @@ from torch import Tensor
 from sugar.align._dp import log_alignment
 from sugar.align._inputs import SequenceSet, check_positive, raise_if_not_finite
 from sugar.align._pairs import (
+    Data,
     GroundMetric,
     cost_all_pairs,
     cost_paired,
@@ -36,6 +37,7 @@ from sugar.align._pairs import (
     prepare_sets,
     resolve_metric,
 )
+from sugar.align._symmetric import symmetric_all_pairs
 
 __all__ = ["cdist_soft_dtw", "soft_dtw", "soft_dtw_divergence", "soft_dtw_from_cost"]
 
@@ -129,7 +131,11 @@ def cdist_soft_dtw(
     torch.Size([2, 2])
     """
     gamma = check_positive("gamma", gamma)
-    xd, lx, yd, ly, metric_, _ = prepare_sets(X, Y, lengths_x, lengths_y, metric)
-    cost = cost_all_pairs(xd, yd, metric_)
-    cells, px, py = flatten_pairs(cost, lx, ly)
-    return _ends(cells, gamma, px, py).reshape(cost.shape[:2])
+    xd, lx, yd, ly, metric_, same = prepare_sets(X, Y, lengths_x, lengths_y, metric)
+
+    def pairs(xd: Data, lx: Tensor, yd: Data, ly: Tensor) -> Tensor:
+        cost = cost_all_pairs(xd, yd, metric_)
+        cells, px, py = flatten_pairs(cost, lx, ly)
+        return _ends(cells, gamma, px, py).reshape(cost.shape[:2])
+
+    return symmetric_all_pairs(pairs, xd, lx) if same else pairs(xd, lx, yd, ly)

@@ -33,7 +33,7 @@ def eval_command(
     results in MTEB's layout, sugar.eval.mteb)."""
     from sugar.eval.mteb import write_mteb_results
     from sugar.eval.report import headline_table, write_report
-    from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
+    from sugar.eval.tasks import TASK_FOLDERS, load_eval_model, run_tasks
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     results, metas = {}, {}
@@ -55,8 +55,9 @@ def eval_command(
     compare = (names_in_order[0], names_in_order[1:]) if len(names_in_order) > 1 else None
     report = write_report(out, results, meta, compare=compare)
     write_mteb_results(
-        out / "mteb", results, metas, split, {t: data / TASKS[t] / f"{split}.jsonl" for t in names}
-    )
+        out / "mteb", results, metas, split,
+        {t: data / TASK_FOLDERS[t] / f"{split}.jsonl" for t in names},
+    )  # fmt: skip
     typer.echo(headline_table(results))
     typer.echo(f"report: {report}")
 
@@ -69,6 +70,9 @@ def demo_command(
     ),
     smoke: Smoke = False,
     seed: Annotated[int, typer.Option(help="Seed of the world and every run.")] = 0,
+    workers: Annotated[
+        int, typer.Option(help="One-thread processes: each run data-parallel over them.", min=1)
+    ] = 2,
     config: ConfigPath = None,
     overrides: Overrides = None,
 ) -> None:
@@ -77,7 +81,7 @@ def demo_command(
     from sugar.recipes.demo import run_demo
 
     cfg = load_config(config, overrides or [])
-    run_demo(out, smoke=smoke, seed=seed, config=cfg, say=typer.echo)
+    run_demo(out, smoke=smoke, seed=seed, config=cfg, say=typer.echo, workers=workers)
 
 
 @bench_app.command("quality")

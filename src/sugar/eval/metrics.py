@@ -393,3 +393,30 @@ def paired_bootstrap(
         "p_value": float(p),
         "n": n,
     }
+
+
+EDIT_METRICS = (
+    "reliability", "text_generality", "image_generality", "text_locality", "image_locality",
+)  # fmt: skip
+"""MMEdit's five knowledge-editing metrics (Cheng et al. 2023), in report order."""
+
+
+def edit_summary(flags: dict[str, list[bool]]) -> dict[str, float]:
+    """Percent of probes passed per editing metric, and ``mean``, the mean of the metrics that
+    have probes (a metric without any, e.g. image generality of text-only edits, is left out,
+    never counted as 0). Unknown metric names raise ``ValueError``.
+
+    >>> edit_summary({"reliability": [True, True], "text_locality": [True, False]})
+    {'reliability': 100.0, 'text_locality': 50.0, 'mean': 75.0}
+    """
+    unknown = set(flags) - set(EDIT_METRICS)
+    if unknown:
+        raise ValueError(f"unknown edit metrics {sorted(unknown)}; known: {list(EDIT_METRICS)}")
+    out = {
+        name: 100.0 * sum(flags[name]) / len(flags[name])
+        for name in EDIT_METRICS
+        if flags.get(name)
+    }
+    if out:
+        out["mean"] = sum(out.values()) / len(out)
+    return out

@@ -16,7 +16,8 @@ captions, and from 5 captions + 4 images; pool = all 5th images of the split), `
 ratio per setting on its balanced set, and their means over the settings), ``kb_qa`` (answer
 accuracy with no context, with the retrieved fact, with the oracle fact; retrieval R@1 of the
 needed fact), ``grounding`` (caption NLL with the right vs a shuffled image, image cosine after
-the projector: does the model use its images?).
+the projector: does the model use its images?), ``edit`` (knowledge editing, MMEdit's metrics
+after sequential edits, every editor: :mod:`sugar.eval.editing`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from torch import Tensor
 from sugar.data.jsonl import read_samples
 from sugar.data.prompt import with_references
 from sugar.data.schema import Sample, Segment
+from sugar.edit.store import load_editor
 from sugar.embed import embed_vectors
+from sugar.eval.editing import edit_task
 from sugar.eval.grounding import caption_pairs, grounding
 from sugar.eval.metrics import (
     normalize_answer,
@@ -123,6 +126,9 @@ def load_eval_model(directory: str | Path, name: str | None = None) -> EvalModel
     """A bundle as an :class:`EvalModel` (its projector when it has one), named ``name`` or
     after its directory (the run's name for ``RUN/model`` and ``RUN/best``)."""
     bundle = load_bundle(directory)
+    editor = load_editor(bundle)  # an edited bundle is evaluated with its edits (sugar.edit)
+    if editor is not None and editor.method == "context":
+        raise ValueError(f"{directory}: in-context edits rewrite prompts, which the tasks do not")
     projector, image_pool = projector_from_extras(bundle.extras, bundle.extra_specs, str(directory))
     path = Path(directory).resolve()
     default = path.parent.name if path.name in ("model", "best") else path.name
@@ -413,7 +419,10 @@ TASKS: dict[str, str] = {
     "grounding": "caption",
 }
 """Task name -> the world folder its split's JSONL lives in."""
-GENERATION_TASKS = ("needle", "vqa", "pope", "kb_qa", "grounding")
+OPTIONAL_TASKS: dict[str, str] = {"edit": "edit"}
+"""Tasks run only when named (their data is not part of every world: ``sugar data edits``)."""
+TASK_FOLDERS = {**TASKS, **OPTIONAL_TASKS}
+GENERATION_TASKS = ("needle", "vqa", "pope", "kb_qa", "grounding", "edit")
 """Tasks scored on generated answers: "n/a" as a whole for a model that does not generate."""
 _FUNCTIONS: dict[str, TaskFn] = {
     "caption_retrieval": caption_retrieval,
@@ -424,6 +433,7 @@ _FUNCTIONS: dict[str, TaskFn] = {
     "vqa": vqa,
     "pope": pope,
     "grounding": image_grounding,
+    "edit": edit_task,
 }
 
 
@@ -437,16 +447,16 @@ def run_tasks(
 ) -> dict[str, dict[str, Any]]:
     """Run ``tasks`` on ``root/<folder>/<split>.jsonl`` (the first ``limit`` items of each)."""
     root = Path(root)
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in TASK_FOLDERS]
     if unknown:
-        raise ValueError(f"unknown tasks {unknown}; known: {sorted(TASKS)}")
+        raise ValueError(f"unknown tasks {unknown}; known: {sorted(TASK_FOLDERS)}")
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         if progress is not None:
             progress(task)
-        samples = read_samples(root / TASKS[task] / f"{split}.jsonl", root)[:limit]
+        samples = read_samples(root / TASK_FOLDERS[task] / f"{split}.jsonl", root)[:limit]
         if not samples:
-            raise ValueError(f"{root / TASKS[task] / f'{split}.jsonl'}: no samples")
+            raise ValueError(f"{root / TASK_FOLDERS[task] / f'{split}.jsonl'}: no samples")
         if task in GENERATION_TASKS and not model.generates:
             results[task] = {}  # every metric "n/a" (tables show a missing metric as n/a)
             continue

@@ -57,7 +57,7 @@ import copy
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +68,7 @@ from sugar.data.collate import IGNORE_INDEX, Batch, EncodedSample
 from sugar.data.jsonl import resolve_image
 from sugar.data.schema import Sample
 from sugar.io import sha256_bytes
+from sugar.models import precision
 from sugar.models.base import MLLM, ModelOutput, prompt_of
 from sugar.models.hf_chat import ChatLayout, encode_chat_sample
 from sugar.models.hub import load_local
@@ -189,7 +190,7 @@ class HFMLLM(MLLM):
         freeze_vision: bool = True,
         freeze_projector: bool = True,
         dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        autocast: Literal["none", "bfloat16", "float16"] = "none",
+        autocast: precision.Autocast = "none",
         gradient_checkpointing: bool = False,
         attn_implementation: str | None = None,
     ) -> HFMLLM:
@@ -432,13 +433,8 @@ class HFMLLM(MLLM):
         """Per-token model inputs besides ids and mask (Qwen2-VL: ``mm_token_type_ids``)."""
         return {}
 
-    @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        if self.spec["autocast"] == "none":
-            yield
-            return
-        with torch.autocast(self.device.type, dtype=_DTYPES[self.spec["autocast"]]):
-            yield
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        return precision.autocast(self.spec["autocast"], self.device)
 
     def _inputs(self, batch: Batch) -> dict[str, Tensor]:
         device, dtype = self.device, self.base.get_output_embeddings().weight.dtype

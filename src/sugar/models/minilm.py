@@ -55,6 +55,7 @@ from sugar.data.collate import IGNORE_INDEX, Batch
 from sugar.data.jsonl import resolve_image
 from sugar.data.schema import Sample
 from sugar.io import atomic_write_bytes, atomic_write_text, sha256_bytes
+from sugar.models import precision
 from sugar.models.base import ModelOutput, register_backbone
 from sugar.models.decoding import BuiltinMLLM, DecoderParts
 from sugar.models.pretrained import FEATURE_DIM, minilm_path
@@ -131,6 +132,10 @@ def _trunk_config(dropout: float, max_positions: int) -> Any:
     config.add_cross_attention = False
     config.hidden_dropout_prob = dropout
     config.attention_probs_dropout_prob = dropout
+    # Measured (issue 17, one CPU thread, a Sugar step of the demo): eager attention 5.1 s
+    # against SDPA's 5.3 s in float32, 4.1 s against 5.1 s under bfloat16 autocast (SDPA's CPU
+    # flash-attention backward is slow in bfloat16).
+    config._attn_implementation = "eager"
     if max_positions > config.max_position_embeddings:
         raise ValueError(
             f"max_positions={max_positions} > the trunk's {config.max_position_embeddings}"
@@ -170,6 +175,7 @@ class MiniLMMLLM(BuiltinMLLM):
         feature_cache: str | None = None,
         pretrained_trunk: bool = True,
         freeze_trunk: bool = False,
+        autocast: precision.Autocast = "none",
     ) -> None:
         super().__init__()
         from transformers import BertModel
@@ -178,11 +184,12 @@ class MiniLMMLLM(BuiltinMLLM):
             raise ValueError(f"image_dropout={image_dropout}: must be in [0, 1)")
         if trunk_lr_scale <= 0:
             raise ValueError(f"trunk_lr_scale={trunk_lr_scale}: must be > 0")
+        precision.autocast_dtype(autocast, torch.device("cpu"))  # refuses an unknown setting
         self.tokenizer = tokenizer
         self.spec: dict[str, Any] = {
             "image_size": image_size, "grid": grid, "image_dropout": image_dropout,
             "dropout": dropout, "max_positions": max_positions,
-            "trunk_lr_scale": trunk_lr_scale,
+            "trunk_lr_scale": trunk_lr_scale, "autocast": autocast,
         }  # fmt: skip
         self.max_positions = max_positions
         self.trunk_lr_scale = trunk_lr_scale
@@ -340,14 +347,17 @@ class MiniLMMLLM(BuiltinMLLM):
 
     def _decode(self, x: Tensor, key_mask: Tensor, cache: Any) -> tuple[Tensor, Any]:
         """The trunk over new input vectors ``x`` (B, T, D) after ``cache``; ``key_mask``
-        (B, L) marks the real tokens of the whole sequence so far."""
-        out = self.trunk(
-            inputs_embeds=x, attention_mask=key_mask.long(),
-            position_ids=self._positions(key_mask, x.shape[1]),
-            token_type_ids=torch.zeros(x.shape[:2], dtype=torch.long, device=x.device),
-            cache=cache, use_cache=cache is not None,
-        )  # fmt: skip
-        return out.last_hidden_state, out.cache
+        (B, L) marks the real tokens of the whole sequence so far. Under ``autocast`` the
+        trunk's products run in bfloat16 (:mod:`sugar.models.precision`); its output is
+        float32."""
+        with precision.autocast(self.spec["autocast"], x.device):
+            out = self.trunk(
+                inputs_embeds=x, attention_mask=key_mask.long(),
+                position_ids=self._positions(key_mask, x.shape[1]),
+                token_type_ids=torch.zeros(x.shape[:2], dtype=torch.long, device=x.device),
+                cache=cache, use_cache=cache is not None,
+            )  # fmt: skip
+        return out.last_hidden_state.float(), out.cache
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Output-vocabulary logits of hidden states. # (..., D) -> (..., O)"""
@@ -409,6 +419,7 @@ class MiniLMMLLM(BuiltinMLLM):
             image_dropout=tiny.get("image_dropout", 0.5), dropout=tiny["dropout"],
             max_positions=tiny["max_positions"], trunk_lr_scale=tiny.get("trunk_lr_scale", 0.1),
             feature_cache=tiny["feature_cache"], freeze_trunk=tiny.get("freeze_trunk", False),
+            autocast=tiny.get("autocast", "none"),
         )  # fmt: skip
 
     @classmethod

@@ -321,6 +321,8 @@ class TinyMLLM(BuiltinMLLM):
         options = dict(tiny)
         for other in ("output_vocab", "image_dropout", "trunk_lr_scale", "freeze_trunk"):
             options.pop(other, None)
+        if options.pop("autocast", "none") != "none":
+            raise ValueError("model.autocast applies to the minilm and Hugging Face families")
         tokenizer = Tokenizer.train(list(train_texts), vocab_size=options.pop("vocab_size"))
         return cls(tokenizer, **options)
 

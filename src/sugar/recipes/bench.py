@@ -46,13 +46,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from sugar.config import SugarConfig, config_from_dict, load_config, to_dict
+from sugar.config import SugarConfig, load_config, to_dict
 from sugar.eval.metrics import paired_bootstrap
 from sugar.eval.report import HEADLINE, write_report
-from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
+from sugar.eval.tasks import TASKS, run_tasks
 from sugar.io import atomic_write_json, atomic_write_text, sha256_file, write_manifest
-from sugar.owned import remove_owned
 from sugar.recipes.demo import SIZES, run_config, stage
+from sugar.recipes.jobs import train_and_evaluate
 
 __all__ = ["HEADLINE_VARIANTS", "VARIANTS", "run_quality_bench"]
 
@@ -102,45 +102,6 @@ DIFFICULTY_METRICS = [
 
 def _select_metric(variant: str) -> str:
     return "val_lm_loss" if variant == "generative" else "val_t2i_r1"
-
-
-def _last_validation(run_dir: Path) -> dict[str, float]:
-    """The last validation record of a run's ``log.jsonl`` (``{}`` when it has none)."""
-    found: dict[str, float] = {}
-    log = run_dir / "log.jsonl"
-    if log.is_file():
-        for line in log.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if any(key.startswith("val_") for key in record):
-                found = {k: v for k, v in record.items() if k.startswith("val_")}
-    return found
-
-
-def _train_and_evaluate(
-    config: dict[str, Any], root: str, limit: int, split: str | None
-) -> dict[str, Any]:
-    """One variant-setting-seed: train (unless its bundle exists), then evaluate every task on
-    ``split`` (``None``: no task evaluation). Returns the run's last validation figures too."""
-    import torch
-
-    from sugar.train.loop import train
-
-    torch.set_num_threads(1)
-    cfg: SugarConfig = config_from_dict(config)
-    run_dir = Path(cfg.run.output_dir)
-    start = time.perf_counter()
-    if not (run_dir / "model" / "model.json").is_file():
-        if run_dir.exists():  # an unfinished run (killed bench): start it again
-            remove_owned(run_dir)  # only what that run wrote
-        train(cfg, progress=False)
-    trained = time.perf_counter() - start
-    results = None
-    if split is not None:
-        model = load_eval_model(run_dir / "model")
-        results = run_tasks(model, root, list(TASKS), split=split, limit=limit)
-    return {"results": results, "validation": _last_validation(run_dir),
-            "train_s": round(trained, 1),
-            "eval_s": round(time.perf_counter() - start - trained, 1)}  # fmt: skip
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -360,7 +321,14 @@ def run_quality_bench(
     base_cfg = config or load_config(None)
     name = size_name or ("smoke" if smoke else "demo")
     run_demo(
-        out, size_name=name, seed=0, config=base_cfg, say=say, progress=False, through_base=True
+        out,
+        size_name=name,
+        seed=0,
+        config=base_cfg,
+        say=say,
+        progress=False,
+        through_base=True,
+        workers=workers,
     )
     size, grid = SIZES[name], GRIDS[name]
     world = out / "world"
@@ -397,7 +365,7 @@ def run_quality_bench(
             configs: dict[str, dict[str, Any]], split: str | None
         ) -> dict[str, dict[str, Any]]:
             futures = {
-                key: pool.submit(_train_and_evaluate, cfg, str(world), limit, split)
+                key: pool.submit(train_and_evaluate, cfg, str(world), limit, split)
                 for key, cfg in configs.items()
             }
             outcomes = {}

@@ -3,7 +3,9 @@
 world -> teacher head -> shared generative base -> Sugar and generative-only fine-tunes from it
 (same data, steps, lr, seed) -> evaluation on the test split -> report. Each stage prints its
 wall time; stages whose output already exists in ``out`` (a world, a teacher, a finished run)
-are reused, so a second ``sugar demo`` goes straight to what is missing.
+are reused, so a second ``sugar demo`` goes straight to what is missing. Each training run is
+data-parallel over ``workers`` one-thread processes (default 2, one per core of the reference
+machine) and the two evaluations run side by side.
 
 Sizes (``SIZES``): ``demo`` is the main job (its wall time is in the README); ``long``
 (``sugar bench quality --size long``) trains 3x longer on 2.5x the data; ``smoke``
@@ -18,25 +20,28 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from sugar.config import SugarConfig, load_config, to_dict
 from sugar.data.world import generate_world
 from sugar.eval.report import headline_table, write_report
-from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
 from sugar.io import atomic_write_json, sha256_file
 from sugar.owned import claim_directory, remove_owned
+from sugar.recipes.jobs import train_and_evaluate, train_on_workers
 from sugar.teachers.training import train_teacher
 from sugar.train.loop import train
 
 __all__ = ["SIZES", "run_demo"]
 
-BUILT_IN = {"family": "minilm", "image_size": 128, "grid": 1}
+BUILT_IN = {"family": "minilm", "image_size": 128, "grid": 1, "autocast": "auto"}
 """The built-in MLLM of the demo: the pretrained MiniLM trunk (sugar.models.minilm), one token
 per image from 128 px features (issue 17: the from-scratch ``tiny`` trunk ignored its images
-and never learned to embed at this budget)."""
+and never learned to embed at this budget), in bfloat16 where the CPU computes it natively
+(sugar.models.precision)."""
 STRUCTURE = {"structure_reduction": "paper"}
 """L_d as the paper sums it, (1/n) sum_ij (issue 17, validation t2i R@1 after 50 Sugar steps from
 the demo's base: 8.0 % with ``paper``, 2.5 % with ``mean``, whose gradient is n = 320 times
@@ -146,11 +151,16 @@ def run_demo(
     say: Callable[[str], None] = print,
     progress: bool = True,
     through_base: bool = False,
+    workers: int = 2,
 ) -> dict[str, Any]:
     """Run every stage into ``out``; returns the report path, the timings and the results.
 
     ``through_base`` stops after the shared base (``sugar bench quality`` runs its own
-    fine-tunes): the result then holds only the timings."""
+    fine-tunes): the result then holds only the timings. ``workers``: local processes each
+    training run is spread over (data parallel, :func:`~sugar.recipes.jobs.train_on_workers`)
+    and that evaluate the two models at once (1: everything in this process)."""
+    if workers < 1:
+        raise ValueError(f"workers={workers}: must be >= 1")
     out = Path(out)
     name = size_name or ("smoke" if smoke else "demo")
     if name not in SIZES:
@@ -233,33 +243,46 @@ def run_demo(
         runs = {k: v for k, v in runs.items() if k in ("align", "base")}
     configs = {}
     for name, changes in runs.items():
-        done = stage(f"train {name}", timings, say)
         train_changes = {
             "batch_size": size["batch_size"], "eval_every": 0, "checkpoint_every": 0,
             "log_every": 10, "eval_samples": 100, **size["train"], **changes["train"],
         }  # fmt: skip
-        cfg = run_config(
+        configs[name] = run_config(
             base, out, name, size, run={"seed": seed},
             structure={**size["structure"], **changes["structure"]},
             train=train_changes, **({"model": changes["model"]} if "model" in changes else {}),
         )  # fmt: skip
-        configs[name] = cfg
+    stages: list[str] = [n for n in ("align", "base") if n in configs]
+    if not through_base:
+        stages += ["generative", "sugar"]
+    for name in stages:  # each a data-parallel run over the workers (sugar.recipes.jobs)
+        done = stage(f"train {name}", timings, say)
         if not (out / name / "model" / "model.json").is_file():
             if (out / name).exists():  # an unfinished demo run: start it again
                 remove_owned(out / name)  # only what that run wrote
-            train(cfg, progress=progress)
+            if workers == 1:
+                train(configs[name], progress=progress)
+            else:
+                train_on_workers(to_dict(configs[name]), workers)
         done()
     if through_base:
         return {"timings": timings}
 
+    # The two evaluations are independent: one worker process each.
+    tuned = ("generative", "sugar")
     done = stage("evaluate", timings, say)
-    results = {}
-    for name in ("generative", "sugar"):
-        model = load_eval_model(out / name / "model", name)
-        results[name] = run_tasks(
-            model, world, list(TASKS), limit=size["eval_limit"], progress=lambda t: say(f"  {t}")
-        )
+    jobs = {
+        name: (to_dict(configs[name]), str(world), size["eval_limit"], "test", name)
+        for name in tuned
+    }
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {name: pool.submit(train_and_evaluate, *job) for name, job in jobs.items()}
+            outcomes = {name: future.result() for name, future in futures.items()}
+    else:
+        outcomes = {name: train_and_evaluate(*job) for name, job in jobs.items()}
     done()
+    results = {name: outcome["results"] for name, outcome in outcomes.items()}
     meta = {
         "seed": seed,
         "sizes": size,

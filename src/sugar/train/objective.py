@@ -48,7 +48,9 @@ __all__ = ["ChunkedStates", "SugarObjective", "group_indices"]
 
 
 _CHUNK = 32
-"""Retrieval samples per forward pass (sorted by length within a role, so padding stays small)."""
+"""The most samples in one forward pass."""
+_PASS_COST = 64
+"""What one more forward pass costs, in characters of padded input (:func:`_length_chunks`)."""
 
 
 def _size(sample: Sample) -> int:
@@ -57,10 +59,33 @@ def _size(sample: Sample) -> int:
 
 
 def _length_chunks(rows: Sequence[int], samples: Sequence[Sample], size: int) -> list[list[int]]:
-    """``rows`` sorted by their samples' length and cut into chunks of ``size``: samples of
-    similar length share a forward pass, so padding stays small."""
+    """``rows`` sorted by their samples' length and cut into chunks of at most ``size`` that
+    minimise the padded input (each chunk pads to its longest sample) plus ``_PASS_COST`` per
+    chunk: an exact partition of the sorted rows by dynamic programming.
+
+    Measured (issue 17): the demo's generative batch of 16 mixes needles of about 150 tokens
+    with captions of 15; padded as one batch it held 3,200 token slots for about 1,000 tokens.
+
+    >>> from sugar.data.schema import Segment
+    >>> texts = ["a" * 10, "b" * 10, "c" * 400, "d" * 12]
+    >>> batch = [Sample(str(i), [Segment.text_(t)]) for i, t in enumerate(texts)]
+    >>> _length_chunks(range(4), batch, 8)
+    [[0, 1, 3], [2]]
+    """
     ordered = sorted(rows, key=lambda i: _size(samples[i]))
-    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
+    sizes = [_size(samples[i]) for i in ordered]
+    best = [0.0] + [float("inf")] * len(ordered)  # best[j]: cost of the first j rows
+    cut = [0] * (len(ordered) + 1)
+    for end in range(1, len(ordered) + 1):
+        for start in range(max(0, end - size), end):
+            cost = best[start] + (end - start) * sizes[end - 1] + _PASS_COST
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    chunks, end = [], len(ordered)
+    while end > 0:
+        chunks.append(ordered[cut[end] : end])
+        end = cut[end]
+    return chunks[::-1]
 
 
 class ChunkedStates:
@@ -230,10 +255,10 @@ class SugarObjective(nn.Module):
         self, model: MLLM, samples: Sequence[Sample], root: str | Path
     ) -> dict[str, Tensor]:
         """L_g of ``samples`` (the mean over all their supervised tokens), computed in chunks
-        of up to 16 samples of similar length."""
+        of samples of similar length (:func:`_length_chunks`)."""
         summed: Tensor | int = 0
         tokens: Tensor | int = 0
-        for rows in _length_chunks(range(len(samples)), samples, _CHUNK // 2):
+        for rows in _length_chunks(range(len(samples)), samples, _CHUNK):
             part = [samples[i] for i in rows]
             batch = model.collate(part, root, slice_text_by=self.options.slice_text_by)
             output = model(batch)
@@ -246,21 +271,17 @@ class SugarObjective(nn.Module):
     def encode_chunks(
         self, model: MLLM, samples: Sequence[Sample], root: str | Path
     ) -> ChunkedStates:
-        """Hidden states of the retrieval samples, one forward pass per role (queries,
-        documents, others) and per 32 samples of similar length: a pair's document is often
-        one image (two tokens) and its query a caption or a story, so one padded batch would
-        spend most of its work on padding (measured: 64 caption pairs 4.7 s padded together,
-        2.4 s this way; ``benchmarks/bench_minilm.py``)."""
-        by_role: dict[str, list[int]] = {}
-        for row, sample in enumerate(samples):
-            by_role.setdefault(str(sample.meta.get("retrieval_role", "")), []).append(row)
+        """Hidden states of the retrieval samples in length-sorted chunks
+        (:func:`_length_chunks`): a pair's document is often one image (two tokens) and its
+        query a caption or a story, so one padded batch would spend most of its work on
+        padding (measured: 64 caption pairs 4.7 s padded together, 2.4 s in chunks;
+        ``benchmarks/bench_minilm.py``)."""
         chunks = []
-        for role_rows in by_role.values():
-            for part in _length_chunks(role_rows, samples, _CHUNK):
-                batch = model.collate(
-                    [samples[i] for i in part], root, slice_text_by=self.options.slice_text_by
-                )
-                chunks.append((part, model(batch).hidden, batch.spans))
+        for part in _length_chunks(range(len(samples)), samples, _CHUNK):
+            batch = model.collate(
+                [samples[i] for i in part], root, slice_text_by=self.options.slice_text_by
+            )
+            chunks.append((part, model(batch).hidden, batch.spans))
         return ChunkedStates(len(samples), chunks)
 
     def contrastive_parts(

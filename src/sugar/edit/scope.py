@@ -1,0 +1,120 @@
+"""The semantic space UniKE decides an edit's scope in: a projection of the site's hidden states
+trained contrastively so that one question in other words or on another rendering of its image
+lands near it, and other questions (even with the same answer after them) land far.
+
+Shapes: R rows (slot vectors), D width, K space width.
+
+Training data is an edit set of another split (``edit/train.jsonl``; never the edits being
+evaluated): per edit, its prompt, rephrase and image rephrase, each followed by the edit's
+answer, give one row per answer position j (the site's input there, from the unedited model);
+rows of the same edit and position are positives of each other. Its two locality probes,
+followed by the **same** answer, give negatives that share every answer token, so the space
+cannot match on the answer. Loss: supervised contrastive (Khosla et al. 2020) over the rows of
+a batch of edits, cosine / ``temperature``. Chosen over fitting the threshold in the raw
+space: there, measured on validation edits, other questions of the same template are as close as
+a rephrase (README, Knowledge editing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from sugar.edit.records import EditRequest
+
+__all__ = ["ScopeSpace", "scope_rows", "train_scope"]
+
+
+class ScopeSpace(nn.Module):
+    """``W (h - centre)``: the semantic projection. # (..., D) -> (..., K)"""
+
+    def __init__(self, width: int, dim: int = 128) -> None:
+        super().__init__()
+        self.centre: Tensor
+        self.register_buffer("centre", torch.zeros(width))
+        self.linear = nn.Linear(width, dim, bias=False)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.linear(hidden.float() - self.centre)
+
+
+def scope_rows(edits: Sequence[EditRequest]) -> list[tuple[str, list]]:
+    """Per edit, the samples whose answer positions give its rows: (role, [samples])."""
+    out: list[tuple[str, list]] = []
+    for edit in edits:
+        positive = [edit.target()] + [
+            edit.target(edit.probes[name]) for name in ("text_generality", "image_generality")
+            if name in edit.probes
+        ]  # fmt: skip
+        negative = [
+            edit.target(edit.probes[name]) for name in ("text_locality", "image_locality")
+            if name in edit.probes
+        ]  # fmt: skip
+        out.append(("edit", positive))
+        out.append(("other", negative))
+    return out
+
+
+def train_scope(
+    keys: Sequence[tuple[list[Tensor], list[Tensor]]],
+    width: int,
+    *,
+    dim: int = 128,
+    steps: int = 300,
+    lr: float = 2e-3,
+    temperature: float = 0.1,
+    batch_edits: int = 64,
+    seed: int = 0,
+) -> ScopeSpace:
+    """Fit a :class:`ScopeSpace` on per-edit ``(positive keys, negative keys)``: each a list of
+    (m + 1, D) answer-position keys (module docstring). ``ValueError`` without any edit that
+    has a positive pair."""
+    usable = [(pos, neg) for pos, neg in keys if len(pos) >= 2]
+    if not usable:
+        raise ValueError("scope training needs edits with a rephrase or an image rephrase")
+    generator = torch.Generator().manual_seed(seed)
+    space = ScopeSpace(width, dim)
+    space.centre.copy_(torch.cat([k for pos, _ in usable for k in pos]).mean(0))
+    nn.init.orthogonal_(space.linear.weight, generator=generator)
+    optimiser = torch.optim.Adam(space.parameters(), lr=lr)
+    with torch.enable_grad():  # the evaluation tasks run under no_grad
+        for _ in range(steps):
+            _scope_step(space, optimiser, usable, generator, batch_edits, temperature)
+    return space.eval()
+
+
+def _scope_step(
+    space: ScopeSpace,
+    optimiser: torch.optim.Optimizer,
+    usable: Sequence[tuple[list[Tensor], list[Tensor]]],
+    generator: torch.Generator,
+    batch_edits: int,
+    temperature: float,
+) -> None:
+    """One supervised-contrastive step over a random batch of edits (module docstring)."""
+    chosen = torch.randperm(len(usable), generator=generator)[:batch_edits].tolist()
+    rows, groups = [], []
+    for n, i in enumerate(chosen):
+        positive, negative = usable[i]
+        for k in positive:
+            rows.append(k)
+            groups += [n * 1000 + j for j in range(len(k))]
+        for k in negative:
+            rows.append(k)
+            groups += [-1] * len(k)  # a negative matches nothing
+    vectors = F.normalize(space(torch.cat(rows)), dim=-1)  # (R, K)
+    group = torch.tensor(groups)
+    similarity = vectors @ vectors.T / temperature  # (R, R)
+    eye = torch.eye(len(group), dtype=torch.bool)
+    similarity = similarity.masked_fill(eye, float("-inf"))
+    same = (group[:, None] == group[None, :]) & (group[:, None] >= 0) & ~eye
+    anchors = same.any(dim=1)
+    log_all = torch.logsumexp(similarity, dim=1)
+    log_pos = torch.logsumexp(similarity.masked_fill(~same, float("-inf")), dim=1)
+    loss = (log_all - log_pos)[anchors].mean()
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()

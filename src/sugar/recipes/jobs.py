@@ -1,0 +1,128 @@
+"""Training and evaluation jobs for worker processes, as the recipes run them.
+
+- :func:`train_and_evaluate`: one run and its evaluation in one worker (``sugar bench
+  quality`` runs its variants in a pool of these; ``sugar demo`` its two evaluations);
+- :func:`train_on_workers`: one run as data-parallel training over N local processes
+  (:mod:`sugar.train.distributed`, gloo), what ``torchrun --nproc_per_node N -m sugar.cli
+  train`` does, without needing the launcher.
+
+A job takes and returns plain data (a config as a dict, results as dicts), so it crosses a
+``spawn`` process boundary; each process uses one torch thread, so N workers use N cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from multiprocessing import get_context
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from sugar.config import SugarConfig, config_from_dict
+from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
+from sugar.owned import remove_owned
+
+__all__ = ["last_validation", "train_and_evaluate", "train_on_workers"]
+
+
+def last_validation(run_dir: Path) -> dict[str, float]:
+    """The last validation record of a run's ``log.jsonl`` (``{}`` when it has none)."""
+    found: dict[str, float] = {}
+    log = run_dir / "log.jsonl"
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if any(key.startswith("val_") for key in record):
+                found = {k: v for k, v in record.items() if k.startswith("val_")}
+    return found
+
+
+def train_and_evaluate(
+    config: dict[str, Any], root: str, limit: int, split: str | None, name: str | None = None
+) -> dict[str, Any]:
+    """Train ``config`` (unless its bundle exists), then evaluate every task on ``split``
+    (``None``: no task evaluation; ``name`` labels the model in the results). Returns the
+    results, the run's last validation figures and the wall times."""
+    import torch
+
+    from sugar.train.loop import train
+
+    torch.set_num_threads(1)
+    cfg: SugarConfig = config_from_dict(config)
+    run_dir = Path(cfg.run.output_dir)
+    start = time.perf_counter()
+    if not (run_dir / "model" / "model.json").is_file():
+        if run_dir.exists():  # an unfinished run (a killed recipe): start it again
+            remove_owned(run_dir)  # only what that run wrote
+        train(cfg, progress=False)
+    trained = time.perf_counter() - start
+    results = None
+    if split is not None:
+        model = load_eval_model(run_dir / "model", name)
+        results = run_tasks(model, root, list(TASKS), split=split, limit=limit)
+    return {"results": results, "validation": last_validation(run_dir),
+            "train_s": round(trained, 1),
+            "eval_s": round(time.perf_counter() - start - trained, 1)}  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _train_rank(config: dict[str, Any], rank: int, world: int, port: int) -> None:
+    import torch
+
+    from sugar.train.loop import train
+
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    train(config_from_dict(config), progress=False)
+
+
+def train_on_workers(config: dict[str, Any], workers: int) -> None:
+    """Train ``config`` as one data-parallel run over ``workers`` local processes (1: in this
+    process). The loss and the gradients are those of one process over the same global batch
+    (:mod:`sugar.train.distributed`); rank 0 writes the run directory. When a rank fails, the
+    others are stopped (none waits in a collective forever) and ``RuntimeError`` names it."""
+    if workers < 1:
+        raise ValueError(f"workers={workers}: must be >= 1")
+    if workers == 1:
+        from sugar.train.loop import train
+
+        train(config_from_dict(config), progress=False)
+        return
+    context = get_context("spawn")
+    port = _free_port()
+    ranks = [
+        context.Process(target=_train_rank, args=(config, rank, workers, port))
+        for rank in range(workers)
+    ]
+    for process in ranks:
+        process.start()
+    try:
+        running = list(ranks)
+        while running:
+            for sentinel in wait([p.sentinel for p in running]):
+                process = next(p for p in running if p.sentinel == sentinel)
+                process.join()
+                running.remove(process)
+                if process.exitcode != 0:
+                    rank = ranks.index(process)
+                    raise RuntimeError(
+                        f"training rank {rank} of {workers} exited with status "
+                        f"{process.exitcode} (its error is printed above): "
+                        f"{config['run']['output_dir']}"
+                    )
+    finally:
+        for process in ranks:
+            if process.is_alive():
+                process.terminate()
+                process.join()
