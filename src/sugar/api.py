@@ -12,6 +12,10 @@ Usage::
     model.search("A red square.", k=5, index="runs/kb_index")   # [{"id", "score", "metadata"}]
     model.ask("Where was object 271828 made?", index="runs/kb_index")   # RagAnswer
 
+A bundle written by ``sugar train-control`` also carries a control branch (:mod:`sugar.control`):
+``encode_query(..., instruction=...)`` and ``search(..., instruction=...)`` then steer the query
+through it; everything without an instruction is the base model's, bit for bit.
+
 ``embed``, ``search`` and ``ask`` need the bundle's retrieval projector (training saves it as
 the extra module ``projector``); a bundle without one raises ``ValueError`` saying so. An index
 opened here must have been built with this bundle's embeddings (its model identity is checked).
@@ -26,6 +30,9 @@ from typing import Any, Literal, cast
 import yaml
 from torch import Tensor
 
+from sugar.control.branch import ControlBranch
+from sugar.control.bundle import control_from_extras
+from sugar.control.embed import embed_instructed
 from sugar.data.schema import Sample, Segment
 from sugar.edit.base import Editor, build_editor
 from sugar.edit.records import EditRequest, edit_from_sample, read_edits
@@ -62,6 +69,8 @@ class SugarModel:
         self.prompts = {}
         self.editor: Editor | None = load_editor(bundle)
         """The knowledge edits applied to this model (:meth:`edit`), None when unedited."""
+        self._control: ControlBranch | None = None
+        self._control_read = False
 
     @property
     def identity(self) -> str:
@@ -157,6 +166,32 @@ class SugarModel:
                 )
             self._projector, self.image_pool = projector, image_pool
         return self._projector
+
+    @property
+    def control(self) -> ControlBranch | None:
+        """The bundle's control branch (``sugar train-control``), or None."""
+        if not self._control_read:
+            self._control = control_from_extras(
+                self.bundle.extras, self.bundle.extra_specs, str(self.directory)
+            )
+            self._control_read = True
+        return self._control
+
+    def instructed_vectors(
+        self, samples: Sequence[Sample], instruction: str, root: str | Path, batch_size: int = 32
+    ) -> Tensor:
+        """Query vectors steered by ``instruction``: through the control branch when the
+        bundle has one, else with the instruction prefixed as text (off-distribution for a
+        Sugar model: measure first). # (B, P)"""
+        options = self.embed_options(batch_size)
+        if self.control is None:
+            with staged_samples(list(samples), root, instruction) as (prefixed, staged):
+                return embed_vectors(self.backbone, self.projector, prefixed, staged, **options)
+        return embed_instructed(
+            self.backbone, self.projector, self.control, samples, [instruction] * len(samples),
+            root, batch_size=batch_size, image_pool=self.image_pool,
+            slice_text_by=self.slice_text_by,
+        )  # fmt: skip
 
     def embed_options(self, batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
         """Keyword arguments of :func:`sugar.embed.embed_samples` for this bundle."""
@@ -271,8 +306,27 @@ class SugarModel:
         **options: Any,
     ) -> Any:
         """:meth:`encode` for queries: ``prompt_name="query"`` when :attr:`prompts` has one
-        (sentence-transformers' rule). ``instruction`` is a ``prompt``; off by default and
-        off-distribution (:func:`sugar.embed.encode_query`)."""
+        (sentence-transformers' rule). ``instruction``: through the bundle's control branch
+        when it has one (:mod:`sugar.control`); otherwise a ``prompt``, off-distribution for
+        a Sugar model (:func:`sugar.embed.encode_query`)."""
+        if instruction and self.control is not None:
+            single = is_single(inputs)
+            items = (
+                [cast(EncodeInput, inputs)] if single
+                else list(cast(Sequence[EncodeInput], inputs))
+            )  # fmt: skip
+            batch_size = int(options.pop("batch_size", 32))
+            convert: Literal["numpy", "tensor", "list"] = (
+                "tensor" if options.pop("convert_to_tensor", False)
+                else "numpy" if options.pop("convert_to_numpy", True) else "list"
+            )  # fmt: skip
+            with staged_samples(items, root) as (samples, staged_root):
+                vectors = self.instructed_vectors(samples, instruction, staged_root, batch_size)
+            return encoded(
+                vectors, single=single, convert_to=convert,
+                normalize_embeddings=bool(options.pop("normalize_embeddings", False)),
+                truncate_dim=options.pop("truncate_dim", None),
+            )  # fmt: skip
         if instruction is not None:
             options.setdefault("prompt", instruction)
         if "query" in self.prompts:
@@ -296,15 +350,21 @@ class SugarModel:
         index: Index | str | Path,
         image: str | None = None,
         root: str | Path = ".",
+        instruction: str | None = None,
     ) -> list[dict[str, Any]]:
         """The ``k`` best entries of ``index`` for one query: a text (with an optional image,
-        relative to ``root``, placed before it) or a sample. Returns ``[{"id", "score",
-        "metadata"}]``, best first."""
+        relative to ``root``, placed before it) or a sample, steered by ``instruction`` when
+        given (:meth:`instructed_vectors`). Returns ``[{"id", "score", "metadata"}]``, best
+        first."""
         if isinstance(query, str):
             query = question_sample(query, image)
         elif image is not None:
             raise ValueError("search: image= goes with a text query, not a sample")
-        vectors = self.embed([query], root=root)
+        vectors: Any
+        if instruction:
+            vectors = self.instructed_vectors([query], instruction, root)
+        else:
+            vectors = self.embed([query], root=root)
         return self._index(index).search(vectors, k, with_metadata=True)[0]
 
     def ask(

@@ -33,7 +33,7 @@ from sugar.index import build_index
 from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector
 
-__all__ = ["MINED_KIND", "mine_hard_negatives", "query_and_positive"]
+__all__ = ["MINED_KIND", "mine_hard_negatives", "query_and_positive", "select_negatives"]
 
 MINED_KIND = "mined"
 """The ``kind`` of a mined negative in ``meta.negatives``."""
@@ -50,6 +50,37 @@ def query_and_positive(sample: Sample) -> tuple[Sample, str]:
             "text (the positive), e.g. a caption sample [image, caption (target)]"
         )
     return Sample(sample.id, query, sample.task), " ".join(targets)
+
+
+def select_negatives(
+    hits: Sequence[dict[str, Any]],
+    positives: set[str],
+    positive_score: float,
+    k: int,
+    margin: float,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Steps 2-4 of the rule (module docstring) on one query's ranked ``hits`` (``{"id",
+    "score"}``, best first): skip ``positives``, drop hits scoring above ``positive_score -
+    margin`` (likely false negatives), keep the first ``k`` that remain. Returns the kept hits
+    and the counts ``positives_skipped`` and ``filtered_false_negatives``.
+
+    >>> hits = [{"id": "a", "score": 0.9}, {"id": "b", "score": 0.79}, {"id": "c", "score": 0.5}]
+    >>> kept, counts = select_negatives(hits, {"a"}, 0.8, k=1, margin=0.05)
+    >>> [h["id"] for h in kept], counts["filtered_false_negatives"]
+    (['c'], 1)
+    """
+    kept: list[dict[str, Any]] = []
+    counts = {"positives_skipped": 0, "filtered_false_negatives": 0}
+    for hit in hits:
+        if len(kept) == k:
+            break
+        if hit["id"] in positives:
+            counts["positives_skipped"] += 1
+        elif hit["score"] > positive_score - margin:
+            counts["filtered_false_negatives"] += 1
+        else:
+            kept.append(hit)
+    return kept, counts
 
 
 def mine_hard_negatives(
@@ -113,19 +144,19 @@ def mine_hard_negatives(
     for sample, (_, positive), row, positive_score in zip(
         samples, pairs, hits, positive_scores.tolist(), strict=True
     ):
-        mined: list[dict[str, Any]] = []
-        for hit in row:
-            if len(mined) == k:
-                break
-            if hit["id"] == positive:
-                summary["positives_skipped"] += 1
-            elif hit["score"] > positive_score - margin:
-                summary["filtered_false_negatives"] += 1
-            else:
-                mined.append({
-                    "kind": MINED_KIND, "caption": hit["id"], "score": round(hit["score"], 6),
-                    "positive_score": round(positive_score, 6), "source": texts[hit["id"]],
-                })  # fmt: skip
+        kept, counts = select_negatives(row, {positive}, positive_score, k, margin)
+        summary["positives_skipped"] += counts["positives_skipped"]
+        summary["filtered_false_negatives"] += counts["filtered_false_negatives"]
+        mined = [
+            {
+                "kind": MINED_KIND,
+                "caption": hit["id"],
+                "score": round(hit["score"], 6),
+                "positive_score": round(positive_score, 6),
+                "source": texts[hit["id"]],
+            }
+            for hit in kept
+        ]
         summary["mined"] += len(mined)
         summary["short"] += len(mined) < k
         existing = list(sample.meta.get("negatives", [])) if keep_existing else []

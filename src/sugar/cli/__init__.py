@@ -12,6 +12,7 @@ value and exit with status 2; they never print a traceback.
 # The groups register their commands on import, in this order (the order of ``sugar --help``).
 from sugar.cli import data, teachers, train, retrieval, evaluation, serve  # noqa: F401  # isort: skip
 from sugar.cli import edit  # noqa: F401  # isort: skip  (issue 23: sugar edit)
+from sugar.cli import control  # noqa: F401  # isort: skip
 from sugar.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -261,11 +261,16 @@ def search_command(
     text: Annotated[str | None, typer.Argument(help="The query text.")] = None,
     image: ImagePath = None,
     k: Annotated[int, typer.Option("--k", "-k", help="Results to return.", min=1)] = 5,
+    instruction: Annotated[
+        str | None,
+        typer.Option(help="What to search for (through the bundle's control branch, if any)."),
+    ] = None,
 ) -> None:
     """Print the K best entries for a text and/or image query, as JSON."""
     bundle = _load_model(model)
     query, root = _query_sample(text, image)
-    typer.echo(json.dumps(bundle.search(query, k, index=index, root=root), indent=2))
+    hits = bundle.search(query, k, index=index, root=root, instruction=instruction)
+    typer.echo(json.dumps(hits, indent=2))
 
 
 @app.command("ask")

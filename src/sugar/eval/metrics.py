@@ -98,6 +98,39 @@ def recall_at_k(scores: ArrayLike, relevant: ArrayLike, k: int) -> float:
     return float(np.mean(_first_relevant_rank(s, _relevance(relevant, s.shape)) <= k))
 
 
+def ndcg_at_k_items(scores: ArrayLike, relevant: ArrayLike, k: int) -> NDArray[np.float64]:
+    """Per-query binary-relevance nDCG@k (Jarvelin & Kekalainen 2002). # (Q,)
+
+    DCG = sum over the top ``k`` ranks i (1-based) of rel_i / log2(i + 1); the ideal DCG puts
+    all relevant candidates first. Ties are broken pessimistically (an irrelevant candidate
+    ranks before a relevant one of equal score). Same inputs and errors as :func:`recall_at_k`.
+
+    >>> ndcg_at_k_items([[0.9, 0.8, 0.1]], [[False, True, True]], k=2).round(4).tolist()
+    [0.3869]
+    """
+    s = _scores_2d(scores)
+    _check_k(k, s.shape[1])
+    rel = _relevance(relevant, s.shape)
+    if (~rel.any(axis=1)).any():
+        raise ValueError(f"relevant: query {int(np.argmax(~rel.any(axis=1)))} has no relevant item")
+    discount = 1.0 / np.log2(np.arange(2, k + 2))  # (k,)
+    out = np.empty(s.shape[0])
+    for q in range(s.shape[0]):
+        order = np.lexsort((rel[q].astype(int), -s[q]))[:k]  # score desc, irrelevant first
+        ideal = discount[: min(k, int(rel[q].sum()))].sum()
+        out[q] = float((rel[q][order] * discount[: len(order)]).sum() / ideal)
+    return out
+
+
+def ndcg_at_k(scores: ArrayLike, relevant: ArrayLike, k: int) -> float:
+    """Mean of :func:`ndcg_at_k_items`.
+
+    >>> ndcg_at_k([[0.9, 0.8], [0.1, 0.7]], [0, 1], k=2)
+    1.0
+    """
+    return float(ndcg_at_k_items(scores, relevant, k).mean())
+
+
 def mean_reciprocal_rank(scores: ArrayLike, relevant: ArrayLike) -> float:
     """Mean over queries of 1 / rank of the first relevant candidate (rank is 1-based).
 

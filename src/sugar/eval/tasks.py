@@ -17,7 +17,9 @@ ratio per setting on its balanced set, and their means over the settings), ``kb_
 accuracy with no context, with the retrieved fact, with the oracle fact; retrieval R@1 of the
 needed fact), ``grounding`` (caption NLL with the right vs a shuffled image, image cosine after
 the projector: does the model use its images?), ``edit`` (knowledge editing, MMEdit's metrics
-after sequential edits, every editor: :mod:`sugar.eval.editing`).
+after sequential edits, every editor: :mod:`sugar.eval.editing`), ``instructed`` (R@1 /
+nDCG@10 per intent without the instruction, with it as text and through the control branch:
+:mod:`sugar.eval.instructed`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
+from sugar.control.branch import ControlBranch
+from sugar.control.bundle import control_from_extras
 from sugar.data.jsonl import read_samples
 from sugar.data.prompt import with_references
 from sugar.data.schema import Sample, Segment
@@ -37,6 +41,7 @@ from sugar.edit.store import load_editor
 from sugar.embed import embed_vectors
 from sugar.eval.editing import edit_task
 from sugar.eval.grounding import caption_pairs, grounding
+from sugar.eval.instructed import instructed_retrieval
 from sugar.eval.metrics import (
     normalize_answer,
     pairwise_accuracy,
@@ -88,6 +93,9 @@ class EvalModel:
     image_pool: Literal["mean", "last"] = "mean"
     name: str = "model"
     batch_size: int = 32
+    control: ControlBranch | None = None
+    """The bundle's control branch (``sugar train-control``), used by the ``instructed`` task
+    only: every other task embeds without instruction, as the base model does."""
 
     def embed(self, samples: Sequence[Sample], root: str | Path) -> Tensor | None:
         """(N, P) unit vectors, or None without a projector."""
@@ -132,7 +140,8 @@ def load_eval_model(directory: str | Path, name: str | None = None) -> EvalModel
     projector, image_pool = projector_from_extras(bundle.extras, bundle.extra_specs, str(directory))
     path = Path(directory).resolve()
     default = path.parent.name if path.name in ("model", "best") else path.name
-    return EvalModel(bundle.model.eval(), projector, image_pool, name or default)
+    control = control_from_extras(bundle.extras, bundle.extra_specs, str(directory))
+    return EvalModel(bundle.model.eval(), projector, image_pool, name or default, control=control)
 
 
 def _items(out: dict[str, Any], metric: str, values: Tensor) -> None:
@@ -406,6 +415,17 @@ def image_grounding(model: Evaluable, samples: Sequence[Sample], root: Path) -> 
     return dict(grounding(model.backbone, samples, root, batch_size=model.batch_size))
 
 
+def instructed(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
+    """Instructed retrieval (:func:`sugar.eval.instructed.instructed_retrieval`); nothing for
+    a teacher alone."""
+    if not isinstance(model, EvalModel):
+        return {}
+    return instructed_retrieval(
+        model.backbone, model.projector, model.control, samples, root,
+        image_pool=model.image_pool, batch_size=model.batch_size,
+    )  # fmt: skip
+
+
 TaskFn = Callable[[Evaluable, Sequence[Sample], Path], dict[str, Value]]
 TASKS: dict[str, str] = {
     "caption_retrieval": "caption",
@@ -417,6 +437,7 @@ TASKS: dict[str, str] = {
     "pope": "pope",
     "kb_qa": "kb",
     "grounding": "caption",
+    "instructed": "instructed",
 }
 """Task name -> the world folder its split's JSONL lives in."""
 OPTIONAL_TASKS: dict[str, str] = {"edit": "edit"}
@@ -434,6 +455,7 @@ _FUNCTIONS: dict[str, TaskFn] = {
     "pope": pope,
     "grounding": image_grounding,
     "edit": edit_task,
+    "instructed": instructed,
 }
 
 

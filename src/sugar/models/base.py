@@ -181,6 +181,13 @@ class MLLM(nn.Module, abc.ABC):
         not expose them. # (N, K, D)"""
         return None
 
+    def decoder_layers(self) -> list[nn.Module]:
+        """The decoder's blocks in order, each called once per forward pass with the hidden
+        states as its output (or its output's first element): where a control branch
+        (:mod:`sugar.control`) joins. Default: ``ValueError`` (a family that supports control
+        lists its blocks)."""
+        raise ValueError(f"backbone family {self.family!r} does not list its decoder layers")
+
     def parameter_lr_scale(self, name: str) -> float:
         """The factor on the run's learning rate for parameter ``name`` (default 1: one rate
         for everything; a pretrained trunk may learn slower than new parts)."""

@@ -318,6 +318,11 @@ class HFMLLM(MLLM):
     def hidden_size(self) -> int:
         return int(self.base.get_output_embeddings().weight.shape[1])
 
+    def decoder_layers(self) -> list[torch.nn.Module]:
+        """The language model's decoder layers (``get_decoder().layers``; LoRA wraps their
+        linear layers in place, so the blocks are the adapted ones)."""
+        return list(self.base.get_decoder().layers)
+
     @property
     def identity(self) -> str:
         from peft import get_peft_model_state_dict

@@ -263,6 +263,10 @@ class MiniLMMLLM(BuiltinMLLM):
     def flush_caches(self) -> None:
         self.vision.cache.flush()
 
+    def decoder_layers(self) -> list[nn.Module]:
+        """The trunk's six ``BertLayer`` blocks."""
+        return list(self.trunk.encoder.layer)
+
     def parameter_lr_scale(self, name: str) -> float:
         """The trunk's pretrained weights learn at ``trunk_lr_scale`` times the run's lr; the
         new parts (adapter, head) at the full lr."""

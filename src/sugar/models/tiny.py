@@ -219,6 +219,10 @@ class TinyMLLM(BuiltinMLLM):
             if name.endswith("out.weight"):  # scaled by depth
                 nn.init.normal_(parameter, std=0.02 / (2 * len(self.blocks)) ** 0.5)
 
+    def decoder_layers(self) -> list[nn.Module]:
+        """The decoder blocks (each returns ``(hidden, (keys, values))``)."""
+        return list(self.blocks)
+
     @property
     def hidden_size(self) -> int:
         return int(self.spec["width"])

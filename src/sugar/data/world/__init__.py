@@ -11,6 +11,7 @@ functions tests can call (:func:`describe`, :func:`caption_fits`, :func:`answer_
 - ``language``: caption claims, text, parser;   ``questions``: question forms and answers;
 - ``captions``: captions, hard negatives, Winoground pairs;   ``probes``: VQA and POPE;
 - ``story``: five-scene stories;   ``needle``: needle probes;   ``kb``: the knowledge base;
+- ``instructed``: the caption images as queries with an instruction per intent (issue 22);
 - ``generate``: the on-disk layout, :func:`plan_counts`, :func:`generate_world`.
 """
 

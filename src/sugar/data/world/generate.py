@@ -16,6 +16,8 @@ pass ``root=out_dir``)::
     kb/<split>.jsonl                   knowledge-base questions         (kb.py)
                                        train: the fact shown before the question
     kb_items/<split>.jsonl             knowledge-base items (key, payload)
+    instructed/<split>.jsonl           caption images as queries, one per intent (instructed.py)
+    instructed_corpus/<split>.jsonl    their shared candidate corpus: the images and captions
 
 ``<split>`` is ``train``, ``val`` and ``test``. The directory is built under a temporary name
 and swapped in by :func:`sugar.io.atomic_directory` (replacing an older ``out_dir``), so an
@@ -39,6 +41,7 @@ from sugar.config import WorldConfig, config_from_dict, to_dict
 from sugar.data.schema import Sample
 from sugar.data.world.captions import NEGATIVE_KINDS, build_captions, build_winoground
 from sugar.data.world.context import ImageWriter, SplitContext
+from sugar.data.world.instructed import build_instructed
 from sugar.data.world.kb import build_kb
 from sugar.data.world.needle import build_needle
 from sugar.data.world.probes import (
@@ -58,6 +61,8 @@ __all__ = ["TASKS", "generate_world", "plan_counts", "world_options"]
 
 TASKS = ("caption", "winoground", "vqa", "pope", "story", "needle", "kb", "kb_items")
 """Task files, in the order they are built."""
+DERIVED = ("instructed", "instructed_corpus")
+"""Files derived from the caption files (no images of their own): instructed retrieval."""
 
 
 def world_options(**options: Any) -> WorldConfig:
@@ -128,7 +133,7 @@ def generate_world(
         vocab, cfg.small_size, cfg.large_size, cfg.relation_margin, cfg.cooccurrence
     )
     per = _per_split(cfg)
-    files: dict[str, dict[str, list[Sample]]] = {t: {} for t in TASKS}
+    files: dict[str, dict[str, list[Sample]]] = {t: {} for t in TASKS + DERIVED}
     with atomic_directory(out_dir, replace=replace, kind="world") as tmp:
         images = ImageWriter(tmp, cfg.image_size, cfg.small_size, cfg.large_size, cfg.noise)
         ctxs = {
@@ -138,6 +143,8 @@ def generate_world(
         bar = tqdm(total=7 * len(SPLITS), desc="world", unit="part", disable=not progress)
         for split, ctx in ctxs.items():
             files["caption"][split] = build_captions(ctx, per[split], cfg.heldout_scene_fraction)
+            queries, corpus = build_instructed(files["caption"][split], split, seed)
+            files["instructed"][split], files["instructed_corpus"][split] = queries, corpus
             bar.update()
         stats = pope_stats(ctxs["train"].pool, vocab)
         codes = random.Random(f"sugar-world/{seed}/kb-codes").sample(
@@ -163,7 +170,9 @@ def generate_world(
                 atomic_write_text(tmp / task / f"{split}.jsonl", _jsonl(samples))
         atomic_write_json(tmp / "pope" / "stats.json", stats)
         world = {
-            "tasks": {t: {s: len(v) for s, v in by.items()} for t, by in files.items()},
+            "tasks": {t: {s: len(files[t][s]) for s in SPLITS} for t in TASKS},
+            # instructed queries exist only where a relevant candidate does: counted, not planned
+            "derived": {t: {s: len(files[t][s]) for s in SPLITS} for t in DERIVED},
             "negatives": {
                 s: {
                     k: sum(n["kind"] == k for x in files["caption"][s] for n in x.meta["negatives"])

@@ -1,0 +1,83 @@
+"""Checkpoints of a control-branch run, without pickle: tensors in safetensors, the rest JSON.
+
+Layout::
+
+    run_dir/checkpoints/step-000100/tensors.safetensors   branch.*, optimizer.<i>.<key>,
+                                                          generator (the batch sampler's state)
+    run_dir/checkpoints/step-000100/state.json            step, round, mined negatives, log
+    run_dir/checkpoints/latest                            the newest complete checkpoint's name
+
+Each directory is written whole (:func:`sugar.io.atomic_directory`) before ``latest`` names it,
+so an interrupted run resumes from the last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sugar.io import atomic_directory, atomic_write_json, atomic_write_text
+
+__all__ = ["load_control_checkpoint", "save_control_checkpoint"]
+
+TENSORS = "tensors.safetensors"
+STATE = "state.json"
+
+
+def save_control_checkpoint(
+    run_dir: Path,
+    branch: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint ``state["step"]`` (``state``: JSON-serialisable) and point ``latest``
+    at it; the oldest beyond ``keep`` are removed."""
+    root = run_dir / "checkpoints"
+    name = f"step-{int(state['step']):06d}"
+    tensors = {f"branch.{k}": v.detach().contiguous() for k, v in branch.state_dict().items()}
+    for index, values in optimizer.state_dict()["state"].items():
+        for key, value in values.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).contiguous()
+    tensors["generator"] = generator.get_state()
+    with atomic_directory(root / name) as tmp:
+        save_file(tensors, str(tmp / TENSORS))
+        atomic_write_json(tmp / STATE, state)
+    atomic_write_text(root / "latest", name + "\n")
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return root / name
+
+
+def load_control_checkpoint(
+    run_dir: Path,
+    branch: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> dict[str, Any] | None:
+    """Restore the newest checkpoint into ``branch``, ``optimizer`` and ``generator``; its JSON
+    state, or None when the run has none."""
+    pointer = run_dir / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    directory = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    if not (directory / TENSORS).is_file() or not (directory / STATE).is_file():
+        raise FileNotFoundError(f"{pointer} names {directory}, which is incomplete")
+    tensors = load_file(str(directory / TENSORS))
+    branch.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("branch.")})
+    optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            optimizer_state.setdefault(int(index), {})[name] = value
+    groups = optimizer.state_dict()["param_groups"]
+    optimizer.load_state_dict({"state": optimizer_state, "param_groups": groups})
+    generator.set_state(tensors["generator"])
+    state: dict[str, Any] = json.loads((directory / STATE).read_text(encoding="utf-8"))
+    return state

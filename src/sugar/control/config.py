@@ -1,0 +1,109 @@
+"""The typed config of ``sugar train-control`` (strict YAML + ``KEY=VALUE`` overrides).
+
+A flat section of its own rather than a section of :class:`sugar.config.SugarConfig`: the
+control branch trains over a finished bundle, never inside a Sugar run.
+
+>>> load_control_config(None, ["base=runs/base/model", "rounds=1"]).rounds
+1
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sugar.strict import ConfigError, build_dataclass, check, merge_override, parse_override
+
+__all__ = ["ControlConfig", "load_control_config"]
+
+
+@dataclass
+class ControlConfig:
+    """Everything a control-branch run reads."""
+
+    base: str = ""
+    """The trained sugar bundle to steer (frozen; it must have a retrieval projector)."""
+    data_root: str = "runs/world"
+    """World root (or a root with the instructed layout, :mod:`sugar.data.instructed`)."""
+    train: str = "instructed/train.jsonl"
+    """Training queries, relative to ``data_root``."""
+    val: str = "instructed/val.jsonl"
+    """Validation queries (mean per-intent R@1 after each round), relative to ``data_root``."""
+    output_dir: str = "runs/control"
+    """Run directory: checkpoints, log.jsonl, the bundle in ``model/``."""
+    seed: int = 0
+    """Seed of the branch's initialisation and of batch sampling."""
+    torch_threads: int = 1
+    """torch intra-op threads (1 on small shared CPUs)."""
+    joins: int = 3
+    """J: the first J decoder blocks of the frozen model receive a control vector."""
+    layers: int = 2
+    """Transformer blocks of the branch."""
+    heads: int = 4
+    """Attention heads of the branch's blocks (must divide the backbone's width)."""
+    rounds: int = 2
+    """Training rounds: round 1 uses in-batch and stated negatives, each later round adds
+    negatives mined with the previous round's model."""
+    steps_per_round: int = 100
+    """Optimiser steps per round."""
+    batch_size: int = 32
+    """Queries per step."""
+    lr: float = 1e-3
+    """AdamW learning rate (constant)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    temperature: float = 0.05
+    """InfoNCE temperature over cosine scores."""
+    mined_negatives: int = 3
+    """Hard negatives mined per query for rounds after the first."""
+    mining_margin: float = 0.05
+    """False-negative margin: a candidate scoring above ``positive - margin`` is dropped
+    (:func:`sugar.mine.select_negatives`)."""
+    mining_depth: int = 50
+    """Candidates examined per query when mining, best first."""
+    checkpoint_every: int = 50
+    """Steps between checkpoints (0: only at the end of each round)."""
+
+    def __post_init__(self) -> None:
+        for name in ("joins", "layers", "heads", "rounds", "steps_per_round", "batch_size",
+                     "torch_threads", "mined_negatives", "mining_depth"):  # fmt: skip
+            check(getattr(self, name) >= 1, name, getattr(self, name))
+        check(self.batch_size >= 2, "batch_size", self.batch_size, "must be >= 2 (in-batch)")
+        check(self.lr > 0, "lr", self.lr, "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        check(self.temperature > 0, "temperature", self.temperature, "must be > 0")
+        check(self.mining_margin >= 0, "mining_margin", self.mining_margin, "must be >= 0")
+        check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, ">= 0")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(asdict(self), sort_keys=False)
+
+
+def load_control_config(path: str | Path | None, overrides: list[str]) -> ControlConfig:
+    """Defaults, then the YAML at ``path``, then overrides; ``ConfigError`` names the file and
+    key. ``base`` must be given."""
+    data: dict[str, Any] = {}
+    source = ""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data, source = loaded or {}, str(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        merge_override(data, ControlConfig, keys, value)
+    try:
+        cfg = build_dataclass(ControlConfig, data, "")
+        check(bool(cfg.base), "base", cfg.base, "name the sugar bundle to steer")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
+    return cfg

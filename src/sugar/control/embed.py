@@ -1,0 +1,105 @@
+"""Query embeddings steered by an instruction through a :class:`~sugar.control.ControlBranch`.
+
+Shapes: B queries, T tokens, D width, J joins, P projector width.
+
+One query costs two passes of the frozen model: one over ``[instruction, query...]`` whose last
+hidden states the branch reads, and one over the query alone with the branch's control vectors
+added after the first J decoder blocks (:func:`sugar.control.branch.joined`). The vector is
+read from the second pass exactly as :func:`sugar.embed.embed_samples` reads a sample's (its
+final prefix through the frozen retrieval projector), so with zero joins it *is* the base
+model's vector. Documents are never embedded here: they stay the base model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from sugar.control.branch import ControlBranch, joined
+from sugar.data.schema import Sample, Segment
+from sugar.models.base import MLLM
+from sugar.models.prefix import RetrievalProjector, embed_prefixes
+
+__all__ = ["embed_instructed", "instructed", "instructed_vectors"]
+
+
+def instructed(sample: Sample, instruction: str) -> Sample:
+    """``sample`` with ``instruction`` as a context text segment before its segments (the
+    E5 / GritLM way of giving an instruction as text, and what the branch reads)."""
+    segments = [Segment.text_(instruction), *sample.segments]
+    return Sample(sample.id, segments, sample.task, dict(sample.meta))
+
+
+def _checked(instructions: Sequence[str], count: int) -> None:
+    if len(instructions) != count:
+        raise ValueError(f"{len(instructions)} instructions for {count} queries")
+    for i, text in enumerate(instructions):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"instructions[{i}] = {text!r}: a non-empty text")
+
+
+def instructed_vectors(
+    model: MLLM,
+    projector: RetrievalProjector,
+    branch: ControlBranch,
+    samples: Sequence[Sample],
+    instructions: Sequence[str],
+    root: str | Path,
+    *,
+    image_pool: Literal["mean", "last"] = "mean",
+    slice_text_by: Literal["sentence", "segment"] = "sentence",
+) -> Tensor:
+    """Unit query vectors of one batch, differentiable with respect to the branch. # (B, P)
+
+    The caller sets modes: the frozen ``model`` should be in eval mode (no dropout)."""
+    _checked(instructions, len(samples))
+    device = next(branch.parameters()).device
+    prefixed = [instructed(s, text) for s, text in zip(samples, instructions, strict=True)]
+    with torch.no_grad():  # the frozen model's reading of the instruction: an input
+        read = model.collate(prefixed, root, slice_text_by=slice_text_by)
+        states = model(read).hidden.to(device)  # (B, T', D)
+    control = branch(states.float(), read.attention_mask.to(device))  # (J, B, D)
+    batch = model.collate(samples, root, slice_text_by=slice_text_by)
+    with joined(model.decoder_layers(), control):
+        hidden = model(batch).hidden  # (B, T, D)
+    b = torch.arange(len(samples))
+    e = torch.tensor([len(spans) - 1 for spans in batch.spans])
+    return embed_prefixes(hidden, batch.spans, b, e, projector, image_pool)
+
+
+@torch.no_grad()
+def embed_instructed(
+    model: MLLM,
+    projector: RetrievalProjector,
+    branch: ControlBranch,
+    samples: Sequence[Sample],
+    instructions: Sequence[str],
+    root: str | Path,
+    *,
+    batch_size: int = 32,
+    image_pool: Literal["mean", "last"] = "mean",
+    slice_text_by: Literal["sentence", "segment"] = "sentence",
+) -> Tensor:
+    """:func:`instructed_vectors` in batches, in eval mode, as float32 on the CPU. # (B, P)"""
+    _checked(instructions, len(samples))
+    modes = model.training, branch.training
+    model.eval()
+    branch.eval()
+    out: list[Tensor] = []
+    try:
+        for start in range(0, len(samples), batch_size):
+            stop = start + batch_size
+            out.append(
+                instructed_vectors(
+                    model, projector, branch, samples[start:stop], instructions[start:stop],
+                    root, image_pool=image_pool, slice_text_by=slice_text_by,
+                ).float().cpu()
+            )  # fmt: skip
+    finally:
+        model.train(modes[0])
+        branch.train(modes[1])
+    return torch.cat(out) if out else torch.zeros(0, projector.dim)

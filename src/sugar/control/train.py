@@ -1,0 +1,209 @@
+"""``sugar train-control``: iterative training of a control branch over a frozen sugar bundle.
+
+Shapes: B queries per step, n candidates of a step, C corpus, P projector width.
+
+1. Load the bundle; freeze the backbone and its retrieval projector (eval mode, no gradients).
+   Embed the training and validation corpora once with the base model: documents never see an
+   instruction, so their vectors are fixed for the whole run.
+2. Round 1: each step draws B queries; its candidates are one positive per query (in-batch
+   negatives for the others) and every query's stated negatives (``meta.negatives``). The loss
+   is InfoNCE over cosine / ``temperature`` with every positive of a query among the
+   candidates counted as positive (multi-positive log-sum-exp) and its excluded candidates
+   masked. Only the branch trains (AdamW).
+3. Round r+1: hard negatives are mined per query *with its instruction* by the round-r branch
+   (:func:`sugar.control.mine.mine_instructed`, ``sugar mine``'s false-negative margin) and
+   join the step's candidates; then train again for ``steps_per_round``.
+4. After each round: validation mean per-intent R@1 (over the intents of the training set,
+   and the held-out ones separately) in ``log.jsonl``. At the end the bundle ``model/``: the
+   base backbone and projector unchanged plus the extra module ``control``.
+
+Resumable like ``sugar train``: checkpoints (:mod:`sugar.control.checkpoint`) hold the branch,
+optimiser, sampler state, round, step and mined negatives; ``resume=True`` continues from the
+newest one at the same step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+
+from sugar.control.branch import ControlBranch
+from sugar.control.checkpoint import load_control_checkpoint, save_control_checkpoint
+from sugar.control.config import ControlConfig
+from sugar.control.embed import embed_instructed, instructed_vectors
+from sugar.control.mine import mine_instructed
+from sugar.data.instructed import InstructedSet, read_instructed
+from sugar.embed import embed_vectors
+from sugar.eval.metrics import recall_at_k
+from sugar.io import atomic_write_text, write_manifest
+from sugar.models.bundle import load_bundle, save_bundle
+from sugar.models.prefix import projector_from_extras
+
+__all__ = ["ControlResult", "intent_recall", "slice_text_by_of", "train_control"]
+
+
+@dataclass
+class ControlResult:
+    run_dir: Path
+    bundle: Path
+    step: int
+    validation: dict[str, float]
+    seconds: float
+
+
+def slice_text_by_of(config: str | None) -> Literal["sentence", "segment"]:
+    """A bundle run's ``structure.slice_text_by`` from its raw config YAML (default
+    ``sentence``), as :class:`sugar.api.SugarModel` reads it."""
+    data = yaml.safe_load(config) if config else None
+    structure = data.get("structure") if isinstance(data, dict) else None
+    value = structure.get("slice_text_by") if isinstance(structure, dict) else None
+    if value not in (None, "sentence", "segment"):
+        raise ValueError(f"bundle config: structure.slice_text_by={value!r}")
+    return "segment" if value == "segment" else "sentence"
+
+
+def intent_recall(
+    queries: torch.Tensor, corpus: torch.Tensor, data: InstructedSet
+) -> dict[str, float]:
+    """R@1 per intent (``r1_<intent>``) of query vectors (Q, P) against corpus vectors (C, P);
+    excluded candidates are never ranked."""
+    scores = (queries @ corpus.T).masked_fill(data.excluded, -1e9)
+    relevance = data.relevance
+    intents = [str(q.meta.get("intent", "user")) for q in data.queries]
+    out = {}
+    for intent in dict.fromkeys(intents):
+        rows = torch.tensor([i for i, name in enumerate(intents) if name == intent])
+        out[f"r1_{intent}"] = recall_at_k(scores[rows], relevance[rows], 1)
+    return out
+
+
+def _step_loss(
+    vectors: torch.Tensor, corpus: torch.Tensor, data: InstructedSet, picked: list[int],
+    mined: dict[str, list[str]], generator: torch.Generator, temperature: float,
+) -> torch.Tensor:  # fmt: skip
+    """Multi-positive InfoNCE of one step's query vectors (B, P) (module docstring)."""
+    rows: dict[int, None] = {}
+    for i in picked:
+        query = data.queries[i]
+        positives = query.meta["positives"]
+        choice = int(torch.randint(len(positives), (1,), generator=generator))
+        rows[data.row[positives[choice]]] = None
+        for cid in [*query.meta.get("negatives", []), *mined.get(query.id, [])]:
+            rows[data.row[cid]] = None
+    candidates = torch.tensor(list(rows))  # (n,)
+    logits = vectors @ corpus[candidates].T / temperature  # (B, n)
+    index = torch.tensor(picked)
+    positive = data.relevance[index][:, candidates]  # (B, n)
+    logits = logits.masked_fill(data.excluded[index][:, candidates], float("-inf"))
+    top = torch.logsumexp(logits.masked_fill(~positive, float("-inf")), dim=1)
+    return (torch.logsumexp(logits, dim=1) - top).mean()
+
+
+def train_control(
+    cfg: ControlConfig, *, resume: bool = False, say: Callable[[str], None] = print
+) -> ControlResult:
+    """Train a control branch (module docstring); returns where the bundle went."""
+    started = time.perf_counter()
+    torch.set_num_threads(cfg.torch_threads)
+    run_dir, root = Path(cfg.output_dir), Path(cfg.data_root)
+    if (run_dir / "checkpoints").exists() and not resume:
+        raise FileExistsError(f"{run_dir}: a run exists there; pass --resume or another output_dir")
+    bundle = load_bundle(cfg.base)
+    model = bundle.model.eval().requires_grad_(False)
+    projector, image_pool = projector_from_extras(bundle.extras, bundle.extra_specs, cfg.base)
+    if projector is None:
+        raise ValueError(f"{cfg.base}: no retrieval projector; the control branch steers one")
+    projector.requires_grad_(False)
+    slicing = slice_text_by_of(bundle.config)
+    options: dict[str, Any] = {"image_pool": image_pool, "slice_text_by": slicing}
+    train_set = read_instructed(root / cfg.train, root)
+    val_set = read_instructed(root / cfg.val, root)
+    trained_intents = {str(q.meta.get("intent", "user")) for q in train_set.queries}
+    corpus = embed_vectors(model, projector, train_set.corpus, root, batch_size=64, **options)
+    val_corpus = embed_vectors(model, projector, val_set.corpus, root, batch_size=64, **options)
+
+    if cfg.joins > len(model.decoder_layers()):
+        raise ValueError(f"joins={cfg.joins} > the backbone's {len(model.decoder_layers())} layers")
+    torch.manual_seed(cfg.seed)
+    branch = ControlBranch(model.hidden_size, cfg.joins, cfg.layers, cfg.heads)
+    optimizer = torch.optim.AdamW(branch.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    state: dict[str, Any] = {"step": 0, "round": 0, "round_step": 0, "mined": {}, "log": []}
+    if resume:
+        loaded = load_control_checkpoint(run_dir, branch, optimizer, generator)
+        if loaded is None:
+            raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from")
+        state = loaded
+        say(f"[control] resumed at step {state['step']} (round {state['round'] + 1})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "control.yaml", cfg.to_yaml())
+    write_manifest(run_dir, cfg.seed, inputs={"train": root / cfg.train},
+                   extra={"base": bundle.identity})  # fmt: skip
+
+    def checkpoint() -> None:
+        save_control_checkpoint(run_dir, branch, optimizer, generator, state)
+
+    def log(record: dict[str, Any]) -> None:
+        state["log"].append(record)
+        say("[control] " + json.dumps(record))
+
+    validation: dict[str, float] = {}
+    while state["round"] < cfg.rounds:
+        if state["round"] > 0 and state["round_step"] == 0 and not state["mined"]:
+            state["mined"], summary = mine_instructed(
+                model, projector, branch, train_set, corpus, root, k=cfg.mined_negatives,
+                margin=cfg.mining_margin, depth=cfg.mining_depth, **options,
+            )  # fmt: skip
+            log({"round": state["round"] + 1, "mining": summary})
+        branch.train()
+        while state["round_step"] < cfg.steps_per_round:
+            picked = torch.randperm(len(train_set.queries), generator=generator)[: cfg.batch_size]
+            indices = picked.tolist()
+            vectors = instructed_vectors(
+                model, projector, branch, [train_set.queries[i] for i in indices],
+                [train_set.instructions[i] for i in indices], root, **options,
+            )  # fmt: skip
+            loss = _step_loss(vectors, corpus, train_set, indices, state["mined"], generator,
+                              cfg.temperature)  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state["step"] += 1
+            state["round_step"] += 1
+            if state["step"] % 10 == 0:
+                log({"step": state["step"], "round": state["round"] + 1, "loss": loss.item()})
+            if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
+                checkpoint()
+        vectors = embed_instructed(
+            model, projector, branch, val_set.queries, val_set.instructions, root,
+            batch_size=64, **options,
+        )  # fmt: skip
+        validation = intent_recall(vectors, val_corpus, val_set)
+        trained = [v for k, v in validation.items() if k[3:] in trained_intents]
+        validation["mean_r1"] = sum(trained) / max(1, len(trained))
+        log({"round": state["round"] + 1, "step": state["step"], "validation": validation})
+        state.update({"round": state["round"] + 1, "round_step": 0, "mined": {}})
+        checkpoint()
+    extras = {
+        name: (bundle.extra_specs.get(name, {}), tensors)
+        for name, tensors in bundle.extras.items()
+        if name != "control"
+    }
+    extras["control"] = (dict(branch.spec), branch.state_dict())
+    card = (
+        f"# sugar bundle with a control branch\n\nBase bundle `{cfg.base}` (identity "
+        f"{bundle.identity[:12]}), frozen; extra module `control` ({branch.spec}) trained by "
+        f"`sugar train-control` for {state['step']} steps in {cfg.rounds} rounds.\n"
+    )
+    save_bundle(run_dir / "model", model, extras=extras, config_yaml=bundle.config, card=card)
+    seconds = time.perf_counter() - started
+    atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in state["log"]))
+    say(f"[control] bundle {run_dir / 'model'} in {seconds:.0f} s")
+    return ControlResult(run_dir, run_dir / "model", state["step"], validation, seconds)

@@ -1,0 +1,98 @@
+"""sugar train-control through the CLI: rounds with mined negatives, the bundle it writes (the
+base's weights untouched, the branch carried), resume at the same step with the same result,
+and the instructed task and API over that bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import sugar
+from sugar.cli import app
+from sugar.control.embed import embed_instructed
+from sugar.data.jsonl import read_samples
+from sugar.embed import embed_vectors
+from sugar.eval.tasks import load_eval_model, run_tasks
+from tests.control.conftest import ControlWorld
+
+SMOKE = Path(__file__).resolve().parents[2] / "configs" / "control" / "control_smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(control_world: ControlWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("control-run") / "run"
+    args = ["train-control", "-c", str(SMOKE), f"base={control_world.bundle}",
+            f"data_root={control_world.root}", f"output_dir={run}", "lr=0.01"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{\n") :])
+    assert summary["step"] == 4 and "mean_r1" in summary["validation"]
+    return run
+
+
+def test_rounds_mine_and_the_base_stays_frozen(trained: Path, control_world: ControlWorld) -> None:
+    log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    mining = [r["mining"] for r in log if "mining" in r]
+    assert len(mining) == 1 and mining[0]["mined"] > 0  # round 2 only
+    assert sum("validation" in r for r in log) == 2
+    base = load_file(str(control_world.bundle / "backbone.safetensors"))
+    after = load_file(str(trained / "model" / "backbone.safetensors"))
+    assert base.keys() == after.keys() and all(torch.equal(base[k], after[k]) for k in base)
+    extras = load_file(str(trained / "model" / "extras.safetensors"))
+    assert any(k.startswith("control.zero.") for k in extras)
+    assert any(extras[k].abs().sum() > 0 for k in extras if k.startswith("control.zero."))
+
+
+def test_resume_continues_at_the_same_step_with_the_same_result(
+    trained: Path, control_world: ControlWorld, tmp_path: Path
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    shutil.rmtree(copy / "model")
+    (copy / "checkpoints" / "latest").write_text("step-000003\n")  # killed after step 3
+    args = [
+        "train-control", "-c", str(SMOKE), f"base={control_world.bundle}",
+        f"data_root={control_world.root}", f"output_dir={copy}", "lr=0.01", "--resume",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "resumed at step 3 (round 2)" in result.output
+    first = load_file(str(trained / "model" / "extras.safetensors"))
+    second = load_file(str(copy / "model" / "extras.safetensors"))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    again = CliRunner().invoke(app, args[:-1])
+    assert again.exit_code == 2 and "pass --resume" in again.output
+
+
+def test_instructed_task_and_api_use_the_branch(trained: Path, control_world: ControlWorld) -> None:
+    root = control_world.root
+    plain = run_tasks(load_eval_model(control_world.bundle), root, ["instructed"])["instructed"]
+    assert plain["control_mean_r1"] == "n/a" and isinstance(plain["text_mean_r1"], float)
+    evaluated = load_eval_model(trained / "model")
+    results = run_tasks(evaluated, root, ["instructed", "caption_retrieval"])
+    steered = results["instructed"]
+    for key in ("base_mean_r1", "text_mean_r1", "base_heldout_ndcg10"):
+        assert steered[key] == plain[key]  # the same frozen model without the branch
+    assert isinstance(steered["control_mean_r1"], float)
+    assert "control_vs_text_mean_r1_ci_low" in steered
+    base_results = run_tasks(load_eval_model(control_world.bundle), root, ["caption_retrieval"])
+    assert base_results["caption_retrieval"] == results["caption_retrieval"]
+
+    model = sugar.load(trained / "model")
+    base = sugar.load(control_world.bundle)
+    queries = read_samples(root / "instructed" / "test.jsonl", root)[:3]
+    text = "Find images with the same shapes as this one."
+    vectors = model.encode_query(queries, root=root, instruction=text, convert_to_tensor=True)
+    assert evaluated.control is not None
+    expected = embed_instructed(evaluated.backbone, model.projector, evaluated.control,
+                                queries, [text] * 3, root)  # fmt: skip
+    assert torch.equal(vectors, expected)
+    plain_vectors = model.encode_query(queries, root=root, convert_to_tensor=True)
+    assert torch.equal(plain_vectors, base.encode_query(queries, root=root, convert_to_tensor=True))
+    assert torch.equal(plain_vectors, embed_vectors(base.backbone, base.projector, queries, root))
