@@ -5,9 +5,13 @@
 #   SUGAR_EXTRAS=dev,teachers bash scripts/setup.sh
 # torch: the CPU build 2.13.0 is installed only when no torch is importable, so a user's own
 # (CUDA) torch is left alone. Plain pip on purpose: uv and poetry ignore the local CPU wheel.
+# Python: $PYTHON, else the active virtual environment, else the project's .venv, else python3;
+# a python3 that is externally managed (PEP 668: Debian/Ubuntu's own) gets a project .venv
+# instead, and `sugar` is linked onto the PATH (scripts/python_env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/python_env.sh
+PY=$(sugar_python create)
 extras=${SUGAR_EXTRAS:-dev,teachers,index,report,hf,serve}
 
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
@@ -19,4 +23,5 @@ fi
 # (about a minute on 2 cores) rather than in the first test or training step
 "$PY" -c "from sugar.align._compiled import compile_kernels; compile_kernels()" \
   || echo "[setup] could not compile sugar.align's kernels: the torch implementation will run"
+sugar_link_command "$PY"
 echo "[setup] sugar $("$PY" -c 'import sugar; print(sugar.__version__)') with torch $("$PY" -c 'import torch; print(torch.__version__)')"

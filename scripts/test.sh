@@ -3,7 +3,8 @@
 # (slow lane included) on 2 workers with one torch thread each. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/python_env.sh  # the Python setup.sh installed into (a .venv under PEP 668)
+PY=$(sugar_python)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 SUGAR_TORCH_THREADS=1
 export NUMBA_THREADING_LAYER=workqueue HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 

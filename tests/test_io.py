@@ -80,11 +80,11 @@ def test_atomic_directory_swaps_whole_directories(tmp_path: Path) -> None:
         (tmp / "a.bin").write_bytes(b"1")
     with atomic_directory(target) as tmp:
         (tmp / "b.bin").write_bytes(b"2")
-    assert sorted(p.name for p in target.iterdir()) == ["b.bin"]
+    assert sorted(p.name for p in target.iterdir()) == [".sugar-owned", "b.bin"]
     with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
         (tmp / "c.bin").write_bytes(b"3")
         raise RuntimeError("crash")
-    assert sorted(p.name for p in target.iterdir()) == ["b.bin"]
+    assert sorted(p.name for p in target.iterdir()) == [".sugar-owned", "b.bin"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
 
 

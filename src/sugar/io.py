@@ -32,6 +32,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+from sugar.owned import check_replaceable, write_marker
+
 __all__ = [
     "ChecksumError",
     "atomic_directory",
@@ -149,8 +151,15 @@ def _restore_interrupted_swap(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
+def atomic_directory(
+    path: str | Path, *, replace: bool = True, kind: str = "output"
+) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``path`` when the block exits cleanly.
+
+    An existing ``path`` is replaced only when it is empty, or when ``replace`` is true and it is
+    a directory sugar wrote with nothing foreign in it (:mod:`sugar.owned`; checked before the
+    block runs and again before the swap); the new directory gets the ``.sugar-owned`` marker
+    (``kind``, and every top-level name written in the block).
 
     Readers see the old directory or the new one. The swap is two renames (old -> backup,
     new -> path); a crash between them leaves the old directory under a backup name, which the
@@ -160,16 +169,19 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target)
     _restore_interrupted_swap(target)
+    check_replaceable(target, replace)
     tmp = Path(
         tempfile.mkdtemp(prefix=f".{target.name}{_TMP_TAG}{os.getpid()}-", dir=target.parent)
     )
     try:
         yield tmp
+        write_marker(tmp, kind, (p.name for p in tmp.iterdir()))
         for file in tmp.rglob("*"):
             if file.is_file():
                 with open(file, "rb") as handle:
                     os.fsync(handle.fileno())
         os.chmod(tmp, 0o755)
+        check_replaceable(target, replace)  # the block may have run for a long time
         if target.exists():
             backup = Path(
                 tempfile.mkdtemp(

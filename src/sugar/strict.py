@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -80,10 +81,16 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
-            return float(value)
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}={value!r}: expected a number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):  # a NaN or infinite rate trains a NaN model silently
+            raise ConfigError(f"{where}={value!r:.40}: must be a finite number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}={value!r}: expected a string")

@@ -120,7 +120,7 @@ def test_the_old_index_survives_a_failed_write(
 def test_save_refuses_to_replace_a_directory_that_is_not_an_index(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("keep me")
     index = build_index("exact", 4, "model-a")
-    with pytest.raises(ValueError, match="is not a sugar index; refusing to replace it"):
+    with pytest.raises(FileExistsError, match="not written by sugar"):
         index.save(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 

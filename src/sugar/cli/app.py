@@ -50,17 +50,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(func: F) -> F:
-    """Turn errors a user can fix into one clear line on stderr and exit status 2."""
+    """Turn errors a user can fix into one clear line on stderr and exit status 2: sugar's own
+    (``ValueError`` and its subclasses: config, data, checksum, non-finite), and what the
+    operating system says about a path the user gave (``OSError``: a directory where a file is
+    expected, a name too long, no permission, a lock held by another process)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
-            typer.echo(f"sugar: error: {exc}", err=True)
+        except (ConfigError, ValueError, OSError, RecursionError) as exc:
+            typer.echo(f"sugar: error: {error_line(exc)}", err=True)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for ``exc``: an ``OSError`` as ``FILE: what the system said``, anything else
+    its message, newlines folded."""
+    if isinstance(exc, RecursionError):
+        text = "the input is nested too deeply to process"
+    elif isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        name = str(exc.filename)
+        text = f"{name[:200]}{'...' if len(name) > 200 else ''}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 ConfigPath = Annotated[

@@ -89,7 +89,10 @@ def data_convert(
 @data_app.command("world")
 @user_errors
 def data_world(
-    out: Annotated[Path, typer.Option("--out", help="Output directory (replaced atomically).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output directory (written atomically; see --force)."),
+    ],
     size: Annotated[
         int | None,
         typer.Option(
@@ -101,8 +104,12 @@ def data_world(
     seed: Annotated[int | None, typer.Option(help="World seed (default: run.seed).")] = None,
     config: ConfigPath = None,
     overrides: Overrides = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace OUT when it holds a world sugar wrote.")
+    ] = False,
 ) -> None:
-    """Generate the built-in world: images, one JSONL per task and split, and a manifest."""
+    """Generate the built-in world: images, one JSONL per task and split, and a manifest. A
+    non-empty OUT that sugar did not write is refused, even with --force."""
     import math
 
     from sugar.config import to_dict
@@ -117,7 +124,7 @@ def data_world(
             test_per_task=math.ceil(2 * size / 5),
         )
     manifest = generate_world(
-        out, seed=cfg.run.seed if seed is None else seed, progress=True, **options
+        out, seed=cfg.run.seed if seed is None else seed, progress=True, replace=force, **options
     )
     world = manifest["world"]
     typer.echo(f"wrote {world['samples']} samples and {world['images']} images to {out}")

@@ -30,11 +30,20 @@ def _load_model(directory: Path) -> Any:
     return load(directory)
 
 
+def _load_embedder(directory: Path) -> Any:
+    """A bundle that embeds: one without a retrieval projector is refused before any data is
+    read."""
+    model = _load_model(directory)
+    model.projector  # noqa: B018 (raises ValueError naming the bundle when it has none)
+    return model
+
+
 def _read_data(data: Path, root: Path | None) -> tuple[list[Any], Path]:
     from sugar.data.jsonl import read_samples
 
     root = data.parent if root is None else root
-    return read_samples(data, root, check_images=False), root
+    # images verified while reading: a missing, corrupt or oversized one is named by file:line
+    return read_samples(data, root, check_images=True), root
 
 
 def _entries(
@@ -90,9 +99,9 @@ def export_command(
 
     from sugar.io import atomic_directory, atomic_write_json
     from sugar.models.bundle import EXTRAS, load_bundle, read_manifest
+    from sugar.owned import check_replaceable
 
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists: pass --force to replace it")
+    check_replaceable(out, replace=force)  # never a directory sugar did not write
     bundle = load_bundle(model)
     export = getattr(bundle.model, "export_merged", None)
     if export is None:
@@ -100,7 +109,7 @@ def export_command(
             f"{model}: family {bundle.model.family!r} has no merged export (its bundle already "
             "holds every weight)"
         )
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, replace=force, kind="export") as tmp:
         export(tmp)
         if (model / EXTRAS).is_file():
             shutil.copyfile(model / EXTRAS, tmp / "sugar_extras.safetensors")
@@ -132,7 +141,7 @@ def embed_command(
 
     if (data is None) == (text is None):
         raise ValueError("give exactly one of --data FILE or --text TEXT")
-    bundle = _load_model(model)
+    bundle = _load_embedder(model)
     if data is not None:
         samples, root = _read_data(data, root)
     else:
@@ -162,22 +171,37 @@ def index_build(
     ] = None,
     prefixes: Prefixes = False,
     batch_size: BatchSize = 32,
+    force: Annotated[
+        bool, typer.Option(help="Replace DIRECTORY when it already holds a sugar index.")
+    ] = False,
 ) -> None:
-    """Embed DATA and write a new index bound to the model's identity."""
+    """Embed DATA and write a new index bound to the model's identity (an existing index is
+    replaced only with --force; a directory sugar did not write, never)."""
     from sugar.config import parse_override
     from sugar.index import build_index
+    from sugar.owned import check_replaceable
 
     params: dict[str, Any] = {}
     for text in option or []:
         keys, value = parse_override(text)
         params[".".join(keys)] = value
-    bundle = _load_model(model)
+    check_replaceable(directory, replace=force)  # before the embedding work
+    bundle = _load_embedder(model)
     samples, root = _read_data(data, root)
     ids, vectors, metadata = _entries(bundle, samples, root, prefixes, batch_size)
     index = build_index(backend, bundle.projector.dim, bundle.identity, **params)  # type: ignore[arg-type]
     index.add(ids, vectors, metadata)
-    index.save(directory)
+    with _index_lock(directory):
+        index.save(directory, replace=force)
     typer.echo(json.dumps(index.info()))
+
+
+def _index_lock(directory: Path) -> Any:
+    """The index's mutation lock (:mod:`sugar.locks`), shared with ``sugar serve``."""
+    from sugar.index.lock import INDEX_LOCK_TIMEOUT
+    from sugar.locks import holding
+
+    return holding(directory, INDEX_LOCK_TIMEOUT, "index")
 
 
 @index_app.command("add")
@@ -190,13 +214,17 @@ def index_add(
     prefixes: Prefixes = False,
     batch_size: BatchSize = 32,
 ) -> None:
-    """Embed DATA and add it to the index (ids must be new); save atomically."""
-    bundle = _load_model(model)
-    index = bundle.open_index(directory)
+    """Embed DATA and add it to the index (ids must be new); save atomically. Concurrent
+    writers take turns (the index's lock): the index is re-read under the lock, so nothing
+    another writer added is lost."""
+    bundle = _load_embedder(model)
+    bundle.open_index(directory)  # refuse a wrong index before the embedding work
     samples, root = _read_data(data, root)
     ids, vectors, metadata = _entries(bundle, samples, root, prefixes, batch_size)
-    index.add(ids, vectors, metadata)
-    index.save(directory)
+    with _index_lock(directory):
+        index = bundle.open_index(directory)
+        index.add(ids, vectors, metadata)
+        index.save(directory)
     typer.echo(json.dumps(index.info()))
 
 
@@ -209,9 +237,10 @@ def index_delete(
     """Remove entries by id (an unknown id is an error and nothing is removed); save atomically."""
     from sugar.index import Index
 
-    index = Index.load(directory)
-    index.delete(ids)
-    index.save(directory)
+    with _index_lock(directory):
+        index = Index.load(directory)
+        index.delete(ids)
+        index.save(directory)
     typer.echo(json.dumps(index.info()))
 
 
@@ -306,7 +335,7 @@ def mine_command(
     from sugar.data.jsonl import write_samples
     from sugar.mine import mine_hard_negatives
 
-    bundle = _load_model(model)
+    bundle = _load_embedder(model)
     samples, root = _read_data(data, root)
     pool = _read_data(candidates, root)[0] if candidates is not None else None
     mined, summary = mine_hard_negatives(

@@ -42,12 +42,21 @@ def train_command(
     resume: Annotated[
         bool, typer.Option(help="Continue the run in run.output_dir from its last checkpoint.")
     ] = False,
+    allow_changes: Annotated[
+        bool,
+        typer.Option(
+            help="With --resume: apply changed hyper-parameters (train.lr, train.steps, ...) "
+            "from the resumed step, logged there; architecture or data changes stay refused."
+        ),
+    ] = False,
 ) -> None:
     """Train with L = L_g + alpha * L_d (structure.alpha = 0: generative only)."""
     from sugar.train.loop import train
 
+    if allow_changes and not resume:
+        raise ValueError("--allow-changes applies to --resume only")
     cfg = load_config(config, overrides or [])
-    result = train(cfg, resume=resume, progress=True)
+    result = train(cfg, resume=resume, progress=True, allow_changes=allow_changes)
     summary = {
         "run_dir": str(result.run_dir),
         "step": result.step,

@@ -136,6 +136,21 @@ def _object(build: _Builder, where: Where, record: Any) -> dict[str, Any]:
     return record
 
 
+def _csv_rows(build: _Builder, reader: csv.DictReader) -> Iterator[tuple[dict, int]]:
+    """(row, its last line) of ``reader``; a malformed row (an unterminated quote) is a
+    :class:`DataError` naming the line."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            detail = f"malformed CSV in the row starting here: {exc} (an unterminated quote?)"
+            raise build.error({"line": start}, detail) from None
+        yield row, reader.line_num
+
+
 def image_caption_csv(
     src: str | Path,
     *,
@@ -154,15 +169,19 @@ def image_caption_csv(
     """
     build = _Builder(Path(src), root, image_dir)
     with open(build.src, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        header = reader.fieldnames
+        # strict: an unterminated quote is an error, not a field that swallows the next rows
+        reader = csv.DictReader(handle, delimiter=delimiter, strict=True)
+        try:
+            header = reader.fieldnames
+        except csv.Error as exc:
+            raise build.error({"line": 1}, f"malformed CSV: {exc}") from None
         if not header:
             raise build.error({"line": 1}, "empty file: a header row is required")
         for column in (image_column, caption_column):
             if column not in header:
                 raise build.error({"line": 1}, f"header {header}: no column {column!r}")
-        for index, row in enumerate(reader):
-            where = {"line": reader.line_num}
+        for index, (row, line) in enumerate(_csv_rows(build, reader)):
+            where = {"line": line}
             if None in row:
                 raise build.error(where, f"{len(row[None])} more field(s) than the header")
             missing = [key for key, value in row.items() if value is None]

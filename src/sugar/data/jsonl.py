@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -111,6 +112,9 @@ def resolve_image(root: str | Path, rel: str, field: str = "image") -> Path:
     """
     if not isinstance(rel, str) or not rel:
         raise DataError(f"{field}={rel!r}: must be a non-empty relative path")
+    bad = _path_problem(rel)
+    if bad:
+        raise DataError(f"{field}={rel[:80]!r}{'...' if len(rel) > 80 else ''}: {bad}")
     if Path(rel).is_absolute():
         raise DataError(
             f"{field}={rel!r}: absolute paths are refused; give it relative to the root"
@@ -122,12 +126,85 @@ def resolve_image(root: str | Path, rel: str, field: str = "image") -> Path:
     return resolved
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of lists and objects a sample line may hold (``meta`` included)."""
+
+
+def _path_problem(rel: str) -> str | None:
+    """Why ``rel`` can never name a file (checked before the file system is asked)."""
+    if "\x00" in rel:
+        return "contains a null byte"
+    try:
+        encoded = rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not valid Unicode text)"
+    if len(encoded) > 4096 or any(len(part) > 255 for part in encoded.split(b"/")):
+        return "too long for a file name (a part over 255 bytes or the path over 4096)"
+    return None
+
+
+def _plain_data_problem(data: Any) -> str | None:
+    """Why a parsed line cannot be a sample's plain data: nesting deeper than
+    :data:`MAX_DEPTH`, or a string that is not valid Unicode (a lone surrogate escape);
+    iterative, so a hostile depth cannot exhaust the stack."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"{where or 'the line'}: nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{where or 'the line'}: a lone surrogate (not valid Unicode text)"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((key, f"{where}{'.' if where else ''}<key>", depth + 1))
+                stack.append((item, f"{where}{'.' if where else ''}{key}", depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+    return None
+
+
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+"""Largest image (width x height) sugar decodes unless ``SUGAR_MAX_IMAGE_PIXELS`` says
+otherwise: 16.8 megapixels, about 50 MB decoded, far below Pillow's own bomb limit (89 million,
+an error only at twice that). A 97 KB PNG can declare 100 megapixels (1 GB to decode)."""
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in force: ``SUGAR_MAX_IMAGE_PIXELS`` (a positive integer) or
+    :data:`DEFAULT_MAX_IMAGE_PIXELS`."""
+    text = os.environ.get("SUGAR_MAX_IMAGE_PIXELS", "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"SUGAR_MAX_IMAGE_PIXELS={text!r}: must be a positive integer")
+    return int(text)
+
+
+def pixel_problem(image: Image.Image) -> str | None:
+    """Why an opened (not yet decoded) image is too large to decode, or ``None``."""
+    width, height = image.size
+    limit = max_image_pixels()
+    if width * height > limit:
+        return (
+            f"{width}x{height} = {width * height:,} pixels is over the limit of {limit:,} "
+            "(SUGAR_MAX_IMAGE_PIXELS)"
+        )
+    return None
+
+
 def _image_problem(path: Path) -> str | None:
-    """Why the image file at ``path`` cannot be used, or ``None`` when Pillow verifies it."""
+    """Why the image file at ``path`` cannot be used, or ``None`` when Pillow verifies it
+    (the pixel limit is read from its header, before anything is decoded)."""
     if not path.is_file():
         return f"image file not found: {path}"
     try:
         with Image.open(path) as image:
+            too_large = pixel_problem(image)
+            if too_large is not None:
+                return f"{path}: {too_large}"
             image.verify()
     # Pillow raises many types for corrupt data (OSError, SyntaxError, struct.error, ...).
     except Exception as exc:
@@ -146,9 +223,12 @@ def load_image(root: str | Path, rel: str) -> Image.Image:
         raise DataError(f"image={rel!r}: file not found: {path}")
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            too_large = pixel_problem(image)
+            if too_large is None:
+                return image.convert("RGB")
     except Exception as exc:
         raise DataError(f"image={rel!r}: unreadable {path}: {type(exc).__name__}: {exc}") from exc
+    raise DataError(f"image={rel!r}: {path}: {too_large}")
 
 
 _SEGMENT_FIELD = re.compile(r"^(segments\[\d+\]): (\w+)=")
@@ -179,6 +259,8 @@ def iter_samples(
     path = Path(path)
     root = path.parent if root is None else Path(root)
     report = ReadReport() if report is None else report
+    if path.is_dir():
+        raise DataError("is a directory, not a JSONL file", path)
     first_line: dict[str, int] = {}
     verified: dict[Path, str | None] = {}
     with open(path, "rb") as handle:
@@ -197,6 +279,11 @@ def iter_samples(
                 raise DataError(
                     f"malformed JSON at column {exc.colno}: {exc.msg}", path, lineno
                 ) from None
+            except RecursionError:
+                raise DataError(f"nested deeper than {MAX_DEPTH} levels", path, lineno) from None
+            problem = _plain_data_problem(data)
+            if problem is not None:
+                raise DataError(problem, path, lineno)
             try:
                 sample = Sample.from_dict(data)
             except SchemaError as exc:

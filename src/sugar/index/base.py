@@ -323,17 +323,16 @@ class Index(abc.ABC):
 
     # ---- persistence -------------------------------------------------------------------------
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, replace: bool = True) -> Path:
         """Write the index to ``directory`` atomically (compacting first); returns the path.
 
-        An existing ``directory`` is replaced only if it is empty or a sugar index, so a wrong
-        path cannot wipe unrelated files.
+        An existing ``directory`` is replaced only if it is empty or a directory sugar wrote
+        with nothing else in it (:mod:`sugar.owned`), and only when ``replace`` is true, so a
+        wrong path cannot wipe unrelated files.
         """
         target = Path(directory)
-        if target.exists() and any(target.iterdir()) and not (target / "manifest.json").is_file():
-            raise ValueError(f"{target}: exists and is not a sugar index; refusing to replace it")
         self.compact()
-        with atomic_directory(target) as tmp:
+        with atomic_directory(target, replace=replace, kind="index") as tmp:
             entries = tmp / "entries.jsonl"
             with open(entries, "w", encoding="utf-8") as handle:
                 for id, label in self._label_of.items():
@@ -361,7 +360,7 @@ class Index(abc.ABC):
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{directory}: not a sugar index (no manifest.json)")
         verify_checksum(manifest_path)
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = _read_manifest(manifest_path)
         if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
             raise IndexFormatError(
                 f"{manifest_path}: format {manifest.get('format')!r} version "
@@ -403,6 +402,34 @@ class Index(abc.ABC):
         index._metadata = dict(zip(ids, metadata, strict=True))
         index._next_label = labels[-1] + 1 if labels else 0
         return index
+
+
+_MANIFEST_SHAPE: dict[str, type | tuple[type, ...]] = {
+    "model_identity": str, "backend": str, "files": dict, "dim": int, "normalize": bool,
+    "params": dict, "count": int,
+}  # fmt: skip
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """An index's ``manifest.json``, its shape checked (:class:`IndexFormatError` naming the
+    field)."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise IndexFormatError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise IndexFormatError(f"{path}: holds a JSON {type(manifest).__name__}, not an object")
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        return manifest  # the caller names the format
+    for key, kind in _MANIFEST_SHAPE.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise IndexFormatError(f"{path}: {key}: {value!r:.80} is not of the expected type")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
+        raise IndexFormatError(f"{path}: files: expected file name -> SHA-256 strings")
+    if not all(isinstance(k, str) for k in manifest["params"]):
+        raise IndexFormatError(f"{path}: params: keys must be strings")
+    return manifest
 
 
 def _json_object(id: str, metadata: Mapping[str, Any] | None) -> dict[str, Any]:

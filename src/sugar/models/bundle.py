@@ -19,10 +19,12 @@ against model.json, and refuses unlisted extras or config files, naming the file
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save
 from torch import Tensor
 
@@ -82,7 +84,15 @@ def save_bundle(
     for name in extras:
         if not name or "." in name:
             raise ValueError(f"extra module name {name!r}: non-empty, without dots")
-    with atomic_directory(directory) as tmp:
+    bad = non_finite(model.state_dict()) + [
+        f"{name}.{key}" for name, (_, state) in extras.items() for key in non_finite(state)
+    ]
+    if bad:
+        raise ValueError(
+            f"{directory}: refusing to write a bundle with non-finite weights ({len(bad)} "
+            f"tensors, e.g. {', '.join(bad[:3])}); the training diverged"
+        )
+    with atomic_directory(directory, kind="bundle") as tmp:
         spec = model.save_pretrained(tmp)
         if extras:
             flat = {
@@ -133,6 +143,8 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: holds a JSON {type(manifest).__name__}, not an object")
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:
@@ -140,7 +152,31 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
             f"{path}: bundle version {manifest.get('version')}, this sugar reads {VERSION} "
             "(retrain or re-save it with this version)"
         )
+    for key, kind in _MANIFEST_SHAPE.items():
+        if not isinstance(manifest.get(key), kind):
+            raise ValueError(
+                f"{path}: {key}: expected a {kind.__name__}, got {manifest.get(key)!r:.80}"
+            )
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
+        raise ValueError(f"{path}: files: expected file name -> SHA-256 strings")
+    for name in manifest["files"]:
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise ValueError(f"{path}: files: {name!r} is not a file name in the bundle")
     return manifest
+
+
+_MANIFEST_SHAPE: dict[str, type] = {
+    "family": str, "spec": dict, "extras": dict, "identity": str, "files": dict,
+}  # fmt: skip
+
+
+def non_finite(tensors: Mapping[str, Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [
+        name
+        for name, tensor in tensors.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
 
 
 def bundle_identity(directory: str | Path) -> str:
@@ -178,6 +214,14 @@ def load_bundle(directory: str | Path) -> LoadedBundle:
         for key, tensor in load_file(str(directory / EXTRAS)).items():
             name, _, rest = key.partition(".")
             extras.setdefault(name, {})[rest] = tensor
+    bad = non_finite(model.state_dict()) + [
+        f"{name}.{key}" for name, state in extras.items() for key in non_finite(state)
+    ]
+    if bad:
+        raise ValueError(
+            f"{directory}: the bundle holds non-finite weights ({len(bad)} tensors, e.g. "
+            f"{', '.join(bad[:3])}); refusing to load it"
+        )
     config = directory / "config.yaml"
     return LoadedBundle(
         model=model,

@@ -117,15 +117,18 @@ class EfficientNetGrid(nn.Module):
 def open_image(path: str) -> Image.Image:
     """The image at ``path`` in RGB; ``DataError`` naming the file when it is missing or
     unreadable."""
-    from sugar.data.jsonl import DataError
+    from sugar.data.jsonl import DataError, pixel_problem
 
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            too_large = pixel_problem(image)
+            if too_large is None:
+                return image.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise DataError(f"unreadable image {path}: {type(exc).__name__}: {exc}") from exc
+    raise DataError(f"image {path}: {too_large}")
 
 
 def _quietly(build: Any) -> Any:

@@ -30,6 +30,7 @@ from sugar.config import SugarConfig, load_config, to_dict
 from sugar.data.world import generate_world
 from sugar.eval.report import headline_table, write_report
 from sugar.io import atomic_write_json, sha256_file
+from sugar.owned import claim_directory, remove_owned
 from sugar.recipes.jobs import train_and_evaluate, train_on_workers
 from sugar.teachers.training import train_teacher
 from sugar.train.loop import train
@@ -133,6 +134,13 @@ def run_config(
     return cfg
 
 
+DEMO_ENTRIES = (
+    "demo.json", "world", "teacher", "cache", "align", "base", "generative", "sugar", "report",
+    "bench",
+)  # fmt: skip
+"""What ``sugar demo`` (and ``sugar bench quality``, in ``bench/``) write in their ``--out``."""
+
+
 def run_demo(
     out: str | Path,
     *,
@@ -166,8 +174,8 @@ def run_demo(
             raise ValueError(
                 f"{out} holds a demo run with {found}, not {stamp}: pass another --out or delete it"
             )
-    else:
-        out.mkdir(parents=True, exist_ok=True)
+    else:  # a new or empty directory, or one a demo wrote: never a user's
+        claim_directory(out, "demo", DEMO_ENTRIES)
         atomic_write_json(stamp_path, stamp)
     base = config or load_config(None)
     timings: dict[str, float] = {}
@@ -250,10 +258,8 @@ def run_demo(
     for name in stages:  # each a data-parallel run over the workers (sugar.recipes.jobs)
         done = stage(f"train {name}", timings, say)
         if not (out / name / "model" / "model.json").is_file():
-            if (out / name).exists():
-                import shutil
-
-                shutil.rmtree(out / name)  # an unfinished demo run: start it again
+            if (out / name).exists():  # an unfinished demo run: start it again
+                remove_owned(out / name)  # only what that run wrote
             if workers == 1:
                 train(configs[name], progress=progress)
             else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import time
 from multiprocessing import get_context
@@ -24,6 +23,7 @@ from typing import Any
 
 from sugar.config import SugarConfig, config_from_dict
 from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
+from sugar.owned import remove_owned
 
 __all__ = ["last_validation", "train_and_evaluate", "train_on_workers"]
 
@@ -56,7 +56,7 @@ def train_and_evaluate(
     start = time.perf_counter()
     if not (run_dir / "model" / "model.json").is_file():
         if run_dir.exists():  # an unfinished run (a killed recipe): start it again
-            shutil.rmtree(run_dir)
+            remove_owned(run_dir)  # only what that run wrote
         train(cfg, progress=False)
     trained = time.perf_counter() - start
     results = None

@@ -471,7 +471,7 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
         try:
             change(index)
             await asyncio.to_thread(index.save, path)
-        except ValueError as exc:
+        except (ValueError, FileExistsError) as exc:  # FileExistsError: not sugar's directory
             raise RequestError(str(exc)) from None
         finally:
             lock.release()

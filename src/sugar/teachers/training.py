@@ -26,6 +26,7 @@ from tqdm import tqdm
 from sugar.data.jsonl import iter_samples, load_image
 from sugar.io import write_manifest
 from sugar.losses.contrastive import clip_contrastive_loss
+from sugar.owned import claim_directory
 from sugar.teachers import ImageFeatures, TextFeatures
 from sugar.teachers.heads import CrossModalHead, save_head
 
@@ -50,6 +51,12 @@ def read_pairs(data: str | Path, root: str | Path | None = None) -> tuple[list[s
     if len(images) < 2:
         raise ValueError(f"{data}: needs at least 2 image-text pairs, found {len(images)}")
     return images, texts
+
+
+HEAD_ENTRIES = (
+    "head.safetensors", "head.safetensors.sha256", "head.json", "manifest.json", "sensitivity.json",
+)  # fmt: skip
+"""What a teacher head directory holds (``sugar train-teacher``, ``sugar teachers report``)."""
 
 
 def train_teacher(
@@ -83,6 +90,7 @@ def train_teacher(
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if value < 1:
             raise ValueError(f"{name}={value}: must be >= 1")
+    claim_directory(out_dir, "teacher head", HEAD_ENTRIES, create=False)  # before the work
     data = Path(data)
     root = data.parent if root is None else Path(root)
     paths, texts = read_pairs(data, root)
@@ -140,7 +148,7 @@ def train_teacher(
         "train_seconds": round(time.perf_counter() - started, 3),
         "data": str(data),
     }
-    out_dir = Path(out_dir)
+    out_dir = claim_directory(out_dir, "teacher head", HEAD_ENTRIES)
     save_head(
         head,
         out_dir,

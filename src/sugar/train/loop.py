@@ -54,6 +54,7 @@ from sugar.train.checkpoint import (
     set_rng_state,
 )
 from sugar.train.distributed import Shard, init_from_environment, sum_gradients
+from sugar.train.guard import check_finite, compare_configs, environment_main, run_directory
 from sugar.train.objective import SugarObjective
 from sugar.train.retrieval import check_pool, is_retrieval_source, retrieval_batch, split_pool
 from sugar.train.run import (
@@ -61,6 +62,7 @@ from sugar.train.run import (
     batch_indices,
     better,
     build_model,
+    check_state_keys,
     lr_multiplier,
     parameter_groups,
     read_files,
@@ -113,17 +115,33 @@ def train(
     progress: bool = True,
     teacher: SliceLookup | None = None,
     stop_after: int | None = None,
+    allow_changes: bool = False,
 ) -> TrainResult:
     """Train per ``cfg``; see the module docstring for what the run directory holds.
 
     ``teacher``: the slice-embedding lookup L_d needs (built from ``cfg.teacher`` when None
     and alpha > 0). ``stop_after``: return after that many steps, as an interrupted run would
-    (tests use it for resume).
+    (tests use it for resume). ``allow_changes``: a resume may change the hyper-parameters in
+    :data:`sugar.train.guard.ADJUSTABLE` (logged at the resumed step). The run directory is
+    claimed and locked for the whole run (:func:`sugar.train.guard.run_directory`).
     """
-    run = build(cfg, resume=resume, teacher=teacher)
+    with run_directory(Path(cfg.run.output_dir), environment_main()):
+        return _train(cfg, resume, progress, teacher, stop_after, allow_changes)
+
+
+def _train(
+    cfg: SugarConfig,
+    resume: bool,
+    progress: bool,
+    teacher: SliceLookup | None,
+    stop_after: int | None,
+    allow_changes: bool,
+) -> TrainResult:
+    run = build(cfg, resume=resume, teacher=teacher, allow_changes=allow_changes)
     t = run.cfg.train
     run.model.train()
-    log = open(os.devnull if not run.main else run.run_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+    mode = "a" if resume else "w"  # a fresh run never appends to a killed run's log
+    log = open(os.devnull if not run.main else run.run_dir / "log.jsonl", mode, encoding="utf-8")  # noqa: SIM115
     writer = tensorboard(run.run_dir) if run.main else None
     bar = tqdm(
         total=t.steps, initial=run.step, desc="train", disable=not (progress and run.main),
@@ -163,15 +181,16 @@ def train(
     )
 
 
-def build(cfg: SugarConfig, *, resume: bool, teacher: SliceLookup | None) -> Run:
+def build(
+    cfg: SugarConfig, *, resume: bool, teacher: SliceLookup | None, allow_changes: bool = False
+) -> Run:
     """Read the files, build the model, resolve L_d's targets, build the objective and the
-    optimiser, and restore a checkpoint when resuming; the run directory gets its config and
-    manifest."""
+    optimiser, and restore a checkpoint when resuming (its config compared with ``cfg``:
+    :func:`sugar.train.guard.compare_configs`); the run directory gets its config and manifest
+    only after the state has loaded."""
     run_dir = Path(cfg.run.output_dir)
     shard = init_from_environment()
     main = shard.rank == 0  # only rank 0 writes files
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
     root = cfg.data.root
@@ -207,11 +226,10 @@ def build(cfg: SugarConfig, *, resume: bool, teacher: SliceLookup | None) -> Run
         medians=medians, hard_negatives=cfg.contrastive.hard_negatives,
     )  # fmt: skip
     objective.to(device)
-    if main:
-        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-        write_manifest(
-            run_dir, cfg.run.seed, extra={"config": to_dict(cfg), "world_size": shard.world}
-        )
+    changes = {}
+    if state is not None:
+        where = str(checkpoint)
+        changes = compare_configs(state["config"], to_dict(cfg), allow_changes, where)
 
     t = cfg.train
     optimiser = torch.optim.AdamW(
@@ -226,6 +244,7 @@ def build(cfg: SugarConfig, *, resume: bool, teacher: SliceLookup | None) -> Run
         scheduler, [], delta, medians,
     )  # fmt: skip
     if state is not None:
+        check_state_keys(model, state["model"], str(checkpoint))
         model.load_state_dict(state["model"], strict=False)
         objective.load_state_dict(state["objective"])
         optimiser.load_state_dict(state["optimiser"])
@@ -234,6 +253,14 @@ def build(cfg: SugarConfig, *, resume: bool, teacher: SliceLookup | None) -> Run
         run.step, run.best_metric = state["step"], state["best_metric"]
         if main:
             truncate_log(run_dir / "log.jsonl", run.step)
+            if changes:
+                with open(run_dir / "log.jsonl", "a", encoding="utf-8") as log:
+                    log.write(json.dumps({"step": run.step, "config_changes": changes}) + "\n")
+    if main:  # only now: a failed resume leaves the run's record as it was
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        write_manifest(
+            run_dir, cfg.run.seed, extra={"config": to_dict(cfg), "world_size": shard.world}
+        )
     run.trainable = [p for group in optimiser.param_groups for p in group["params"]]
     run.generative, run.pools = _retrieval_sources(cfg, train_samples)
     return run
@@ -295,6 +322,7 @@ def step(run: Run) -> dict[str, float]:
             sums[name] = sums.get(name, 0.0) + float(value.detach()) / t.grad_accum
     sum_gradients(run.trainable, run.shard)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, t.clip_norm or float("inf"))
+    check_finite(run.step + 1, {**sums, "grad_norm": float(grad_norm)})  # before it is applied
     step_lr = float(run.scheduler.get_last_lr()[0])  # the rate this step uses
     run.optimiser.step()
     run.scheduler.step()

@@ -36,6 +36,7 @@ __all__ = [
     "batch_indices",
     "better",
     "build_model",
+    "check_state_keys",
     "lr_multiplier",
     "parameter_groups",
     "read_files",
@@ -156,6 +157,24 @@ def build_model(cfg: SugarConfig, train_samples: Sequence[Sample]) -> MLLM:
     return model
 
 
+def check_state_keys(model: MLLM, saved: Mapping[str, Tensor], where: str) -> None:
+    """A checkpoint's model tensors are exactly the model's trainable ones (the frozen rest is
+    rebuilt), with the same shapes; ``ValueError`` naming ``where`` and the first differences."""
+    expected = model.trainable_state_dict()
+    missing = sorted(expected.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - expected.keys())
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in sorted(expected.keys() & saved.keys())
+        if saved[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{where}: its model tensors do not match this model (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, shapes {shapes[:3]}); it is another architecture"
+        )
+
+
 def resolve_targets(
     cfg: SugarConfig, lookup: SliceLookup, samples: Sequence[Sample], root: str | Path
 ) -> tuple[float, TypeMedians | None, dict[str, Any]]:
@@ -207,11 +226,29 @@ def save_run_bundle(
 
 
 def truncate_log(path: Path, step: int) -> None:
-    """Keep the log lines up to ``step`` (a resumed run rewrites what came after)."""
+    """Keep the log lines up to ``step`` (a resumed run rewrites what came after). A torn
+    last line (the run was killed while writing it) is dropped; a malformed line elsewhere is
+    a ``ValueError`` naming the file and line."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in kept if json.loads(line).get("step", 0) <= step]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    torn = not text.endswith("\n")  # then the last element is a partly written line
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            logged = int(record.get("step", 0))
+        except (ValueError, TypeError, RecursionError) as exc:
+            if torn and number == len(lines):
+                break  # the torn last line of a killed run
+            raise ValueError(f"{path}:{number}: not a log record ({exc})") from None
+        if logged <= step:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 

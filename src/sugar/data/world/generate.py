@@ -108,11 +108,18 @@ def _jsonl(samples: list[Sample]) -> str:
 
 
 def generate_world(
-    out_dir: str | Path, seed: int = 0, *, progress: bool = False, **options: Any
+    out_dir: str | Path,
+    seed: int = 0,
+    *,
+    progress: bool = False,
+    replace: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
     """Write the world to ``out_dir`` (layout in the module doc); returns the manifest.
 
-    ``progress`` shows a bar over the (split, task family) parts on stderr.
+    ``progress`` shows a bar over the (split, task family) parts on stderr. ``replace``: an
+    existing world sugar wrote may be replaced (a directory sugar did not write never is,
+    :mod:`sugar.owned`).
 
     ``options`` are :class:`sugar.config.WorldConfig` fields (``ConfigError`` names a bad one;
     ``ValueError`` an unknown colour or shape). Same options and seed -> byte-identical files
@@ -127,7 +134,7 @@ def generate_world(
     )
     per = _per_split(cfg)
     files: dict[str, dict[str, list[Sample]]] = {t: {} for t in TASKS + DERIVED}
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, replace=replace, kind="world") as tmp:
         images = ImageWriter(tmp, cfg.image_size, cfg.small_size, cfg.large_size, cfg.noise)
         ctxs = {
             s: SplitContext(s, seed, vocab, sampler, images, cfg.min_objects, cfg.max_objects)

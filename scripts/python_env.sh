@@ -1,0 +1,66 @@
+# Sourced by scripts/setup.sh and scripts/test.sh: which Python sugar is installed into and run
+# with, so that both README commands work as written on a stock Debian/Ubuntu machine, whose
+# python3 refuses `pip install` (PEP 668, "externally-managed-environment").
+#   1. $PYTHON, when set;
+#   2. the active virtual environment ($VIRTUAL_ENV), when one is active;
+#   3. the project's .venv, when it exists (setup.sh made it earlier);
+#   4. python3 itself, unless it is externally managed: then the project's .venv (created by
+#      `sugar_python create`, which setup.sh calls).
+# Prints the interpreter's path. `sugar_python create` may create .venv; plain `sugar_python`
+# never writes anything.
+
+SUGAR_ROOT=${SUGAR_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+SUGAR_VENV=${SUGAR_VENV:-$SUGAR_ROOT/.venv}
+
+sugar_externally_managed() {  # is "$1" a Python outside any venv whose stdlib is marked (PEP 668)?
+  "$1" - <<'PY' 2>/dev/null
+import os, sys, sysconfig
+marked = os.path.isfile(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+sys.exit(0 if marked and sys.prefix == sys.base_prefix else 1)
+PY
+}
+
+sugar_python() {
+  if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"; return; fi
+  if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
+    echo "$VIRTUAL_ENV/bin/python"; return
+  fi
+  if [[ -x "$SUGAR_VENV/bin/python" ]]; then echo "$SUGAR_VENV/bin/python"; return; fi
+  local system
+  system=$(command -v python3) || { echo "[sugar] no python3 on PATH" >&2; return 1; }
+  if ! sugar_externally_managed "$system"; then echo "$system"; return; fi
+  if [[ "${1:-}" != create ]]; then echo "$SUGAR_VENV/bin/python"; return; fi
+  echo "[sugar] $system is externally managed (PEP 668): creating the virtual environment $SUGAR_VENV" >&2
+  if ! "$system" -m venv "$SUGAR_VENV" >&2; then
+    rm -rf "$SUGAR_VENV"
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+      local version
+      version=$("$system" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+      echo "[sugar] installing python${version}-venv" >&2
+      { apt-get update -q && apt-get install -y -q "python${version}-venv"; } >&2 || return 1
+      "$system" -m venv "$SUGAR_VENV" >&2 || return 1
+    else
+      echo "[sugar] could not create $SUGAR_VENV: install your distribution's python3-venv package (or activate a virtual environment) and run setup again" >&2
+      return 1
+    fi
+  fi
+  echo "$SUGAR_VENV/bin/python"
+}
+
+sugar_link_command() {  # make `sugar` from the project's venv callable as the README writes it
+  local python=$1 target
+  [[ "$python" == "$SUGAR_VENV/bin/python" ]] || return 0
+  target="$SUGAR_VENV/bin/sugar"
+  [[ -x "$target" ]] || return 0
+  local dir
+  for dir in "$HOME/.local/bin" /usr/local/bin; do
+    case ":$PATH:" in *":$dir:"*) ;; *) continue ;; esac
+    if [[ -e "$dir/sugar" && ! -L "$dir/sugar" ]]; then
+      echo "[sugar] $dir/sugar exists and is not sugar's link: left alone" >&2; continue
+    fi
+    if { mkdir -p "$dir" && ln -sfn "$target" "$dir/sugar"; } 2>/dev/null; then
+      echo "[sugar] linked $dir/sugar -> $target" >&2; return 0
+    fi
+  done
+  echo "[sugar] run 'source $SUGAR_VENV/bin/activate' to put sugar on your PATH" >&2
+}
