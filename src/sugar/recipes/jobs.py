@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from multiprocessing import get_context
 from multiprocessing.connection import wait
@@ -24,6 +23,7 @@ from typing import Any
 from sugar.config import SugarConfig, config_from_dict
 from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
 from sugar.owned import remove_owned
+from sugar.serve.load import free_port
 
 __all__ = ["last_validation", "train_and_evaluate", "train_on_workers"]
 
@@ -68,12 +68,6 @@ def train_and_evaluate(
             "eval_s": round(time.perf_counter() - start - trained, 1)}  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _train_rank(config: dict[str, Any], rank: int, world: int, port: int) -> None:
     import torch
 
@@ -100,7 +94,7 @@ def train_on_workers(config: dict[str, Any], workers: int) -> None:
         train(config_from_dict(config), progress=False)
         return
     context = get_context("spawn")
-    port = _free_port()
+    port = free_port()
     ranks = [
         context.Process(target=_train_rank, args=(config, rank, workers, port))
         for rank in range(workers)
