@@ -6,6 +6,10 @@ Prints figures; it is not a test. Needs a world and a trained offline teacher he
     sugar data world --out runs/world --size 1000
     sugar train-teacher --data runs/world/caption/train.jsonl --root runs/world --out runs/teacher
     python benchmarks/bench_ld_share.py [--world runs/world --teacher runs/teacher --steps 6]
+        [--config configs/base.yaml] [key=value ...]
+
+The step's CPU time alone also prices a recipe change (``model.autocast=none``, another
+config; config overrides follow the options).
 
 Times real optimiser steps (``sugar.train.loop.step``) of a fresh model (no ``init_from``), 1
 thread, after one untimed warm-up step (numba, caches). Within each step it times the L_d
@@ -61,6 +65,7 @@ def main() -> None:
     parser.add_argument("--world", default="runs/world")
     parser.add_argument("--teacher", default="runs/teacher")
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides.")
     args = parser.parse_args()
     out = tempfile.mkdtemp(prefix="bench_ld_share_")
     cfg = load_config(
@@ -71,20 +76,22 @@ def main() -> None:
             "train.init_from=null",
             f"run.output_dir={out}",
             "run.torch_threads=1",
+            *args.overrides,
         ],
     )
     run = build(cfg, resume=False, teacher=None)
     run.model.train()
     t = run.cfg.train
-    # the teacher's cache warm for every timed step's retrieval batch (as after an epoch)
-    for micro_step in range((args.steps + 1) * t.grad_accum):
-        sizes = (t.retrieval_batch, t.retrieval_interleaved)
-        run.objective.teacher(retrieval_batch(run.pools, sizes, run.cfg.run.seed, micro_step),
-                              run.root)  # fmt: skip
     ld, targets, lookup = _Timer(), _Timer(), _Timer()
-    run.objective.structure_parts = ld.wrap(run.objective.structure_parts)  # type: ignore[method-assign]
-    objective_module.structure_targets = targets.wrap(objective_module.structure_targets)  # type: ignore[attr-defined]
-    run.objective.teacher = lookup.wrap(run.objective.teacher)  # type: ignore[assignment]
+    if run.objective.teacher is not None:  # alpha > 0 (a generative recipe has no L_d)
+        # the teacher's cache warm for every timed step's retrieval batch (as after an epoch)
+        for micro_step in range((args.steps + 1) * t.grad_accum):
+            sizes = (t.retrieval_batch, t.retrieval_interleaved)
+            run.objective.teacher(retrieval_batch(run.pools, sizes, run.cfg.run.seed, micro_step),
+                                  run.root)  # fmt: skip
+        run.objective.structure_parts = ld.wrap(run.objective.structure_parts)  # type: ignore[method-assign]
+        objective_module.structure_targets = targets.wrap(objective_module.structure_targets)  # type: ignore[attr-defined]
+        run.objective.teacher = lookup.wrap(run.objective.teacher)  # type: ignore[assignment]
     step(run)  # warm-up
     rows: list[tuple[float, ...]] = []
     for _ in range(args.steps):
@@ -97,7 +104,8 @@ def main() -> None:
         statistics.median(r[k] for r in rows) for k in range(5)
     )
     print(
-        f"recipe {args.config}: model {run.cfg.model.family}, generative batch {t.batch_size}, "
+        f"recipe {args.config} {' '.join(args.overrides)}: model {run.cfg.model.family}, "
+        f"generative batch {t.batch_size}, "
         f"retrieval batch {t.retrieval_batch} pairs, alpha {run.cfg.structure.alpha}; "
         f"median of {args.steps} steps, 1 thread"
     )
