@@ -85,7 +85,7 @@ class StructureOptions:
     sigma_mode: SigmaMode = "fixed"
     gak_normalisation: Normalisation = "length_pair_standardised"
     tk_standardise: TkStandardise = "none"
-    triple_kernel: bool = True
+    triple_kernel: bool = False
     use_gak: bool = True
     predicted_kernel: PredictedKernel = "local"
     same_sample_target: SameSampleTarget = "one"

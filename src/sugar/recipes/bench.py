@@ -61,7 +61,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "cafe": {"structure": {"alpha": 0.0}, "contrastive": {"weight": 1.0}},
     "sugar": {"structure": {"alpha": 1.0}},
     "sugar_no_gak": {"structure": {"alpha": 1.0, "use_gak": False}},
-    "sugar_no_tk": {"structure": {"alpha": 1.0, "triple_kernel": False}},
+    "sugar_tk": {"structure": {"alpha": 1.0, "triple_kernel": True}},
     "sugar_no_avgpool": {"structure": {"alpha": 1.0, "image_pool": "last"}},
     "contrastive": {
         "structure": {"alpha": 0.0},
@@ -77,7 +77,7 @@ WEIGHTS: dict[str, tuple[str, str]] = {
     "cafe": ("contrastive", "weight"),
     "sugar": ("structure", "alpha"),
     "sugar_no_gak": ("structure", "alpha"),
-    "sugar_no_tk": ("structure", "alpha"),
+    "sugar_tk": ("structure", "alpha"),
     "sugar_no_avgpool": ("structure", "alpha"),
 }
 """Variant -> the (section, field) of its own loss weight, tuned after the lr."""
