@@ -243,10 +243,13 @@ def test_demo_smoke_through_the_cli(tmp_path: Path) -> None:
         "teacher",
         "train align",
         "train base",
+        "train and evaluate generative and sugar, side by side",
         "train generative",
         "train sugar",
-        "evaluate",
-    }  # fmt: skip  (the smoke size runs the optional alignment stage, so it is tested)
+        "evaluate generative",
+        "evaluate sugar",
+    }  # fmt: skip  (the smoke size runs the optional alignment stage, so it is tested; with
+    # the default 2 workers the two fine-tunes run side by side, each evaluated when trained)
     assert report["results"]["generative"]["caption_retrieval"]["t2i_r1"] == "n/a"
 
 

@@ -71,7 +71,12 @@ def demo_command(
     smoke: Smoke = False,
     seed: Annotated[int, typer.Option(help="Seed of the world and every run.")] = 0,
     workers: Annotated[
-        int, typer.Option(help="One-thread processes: each run data-parallel over them.", min=1)
+        int,
+        typer.Option(
+            help="One-thread processes: the base data-parallel over them; with 2-3 the two "
+            "fine-tunes side by side, with 4+ each data-parallel over them.",
+            min=1,
+        ),
     ] = 2,
     config: ConfigPath = None,
     overrides: Overrides = None,

@@ -3,9 +3,12 @@
 world -> teacher head -> shared generative base -> Sugar and generative-only fine-tunes from it
 (same data, steps, lr, seed) -> evaluation on the test split -> report. Each stage prints its
 wall time; stages whose output already exists in ``out`` (a world, a teacher, a finished run)
-are reused, so a second ``sugar demo`` goes straight to what is missing. Each training run is
-data-parallel over ``workers`` one-thread processes (default 2, one per core of the reference
-machine) and the two evaluations run side by side.
+are reused, so a second ``sugar demo`` goes straight to what is missing. ``workers`` one-thread
+processes (default 2, one per core of the reference machine) share the work: the base is
+data-parallel over all of them; with 2 or 3 workers the two fine-tunes then run side by side,
+one process each, each evaluating its model as soon as it is trained (no gradient exchange, and
+the shorter generative run's evaluation overlaps Sugar's training); with 4 or more, each
+fine-tune is data-parallel over all workers in turn and the two evaluations run side by side.
 
 Sizes (``SIZES``): ``demo`` is the main job (its wall time is in the README); ``long``
 (``sugar bench quality --size long``) trains 3x longer on 2.5x the data; ``smoke``
@@ -156,9 +159,9 @@ def run_demo(
     """Run every stage into ``out``; returns the report path, the timings and the results.
 
     ``through_base`` stops after the shared base (``sugar bench quality`` runs its own
-    fine-tunes): the result then holds only the timings. ``workers``: local processes each
-    training run is spread over (data parallel, :func:`~sugar.recipes.jobs.train_on_workers`)
-    and that evaluate the two models at once (1: everything in this process)."""
+    fine-tunes): the result then holds only the timings. ``workers``: local one-thread
+    processes (data parallel, :func:`~sugar.recipes.jobs.train_on_workers`; how the fine-tunes
+    use them is in the module docstring; 1: everything in this process)."""
     if workers < 1:
         raise ValueError(f"workers={workers}: must be >= 1")
     out = Path(out)
@@ -253,8 +256,10 @@ def run_demo(
             train=train_changes, **({"model": changes["model"]} if "model" in changes else {}),
         )  # fmt: skip
     stages: list[str] = [n for n in ("align", "base") if n in configs]
-    if not through_base:
-        stages += ["generative", "sugar"]
+    tuned = ("generative", "sugar")
+    side_by_side = not through_base and 2 <= workers < 4
+    if not through_base and not side_by_side:
+        stages += list(tuned)
     for name in stages:  # each a data-parallel run over the workers (sugar.recipes.jobs)
         done = stage(f"train {name}", timings, say)
         if not (out / name / "model" / "model.json").is_file():
@@ -268,20 +273,28 @@ def run_demo(
     if through_base:
         return {"timings": timings}
 
-    # The two evaluations are independent: one worker process each.
-    tuned = ("generative", "sugar")
-    done = stage("evaluate", timings, say)
     jobs = {
         name: (to_dict(configs[name]), str(world), size["eval_limit"], "test", name)
         for name in tuned
     }
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    if side_by_side:  # one process per fine-tune, each evaluating its model when trained
+        done = stage("train and evaluate generative and sugar, side by side", timings, say)
+        with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
             futures = {name: pool.submit(train_and_evaluate, *job) for name, job in jobs.items()}
             outcomes = {name: future.result() for name, future in futures.items()}
-    else:
-        outcomes = {name: train_and_evaluate(*job) for name, job in jobs.items()}
-    done()
+        done()
+        for name in tuned:
+            timings[f"train {name}"] = outcomes[name]["train_s"]
+            timings[f"evaluate {name}"] = outcomes[name]["eval_s"]
+    else:  # the models are trained above: the two evaluations, side by side when possible
+        done = stage("evaluate", timings, say)
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
+                futures = {n: pool.submit(train_and_evaluate, *job) for n, job in jobs.items()}
+                outcomes = {name: future.result() for name, future in futures.items()}
+        else:
+            outcomes = {name: train_and_evaluate(*job) for name, job in jobs.items()}
+        done()
     results = {name: outcome["results"] for name, outcome in outcomes.items()}
     meta = {
         "seed": seed,
