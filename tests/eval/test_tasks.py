@@ -237,7 +237,7 @@ def test_demo_smoke_through_the_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "[demo] report:" in result.output
     report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
-    assert set(report["results"]) == {"generative", "sugar"}
+    assert set(report["results"]) == {"generative", "sugar", "teacher"}
     assert set(report["meta"]["timings_s"]) == {
         "world",
         "teacher",
@@ -248,9 +248,12 @@ def test_demo_smoke_through_the_cli(tmp_path: Path) -> None:
         "train sugar",
         "evaluate generative",
         "evaluate sugar",
+        "evaluate the teacher alone",
     }  # fmt: skip  (the smoke size runs the optional alignment stage, so it is tested; with
     # the default 2 workers the two fine-tunes run side by side, each evaluated when trained)
     assert report["results"]["generative"]["caption_retrieval"]["t2i_r1"] == "n/a"
+    assert isinstance(report["results"]["teacher"]["caption_retrieval"]["t2i_r1"], float)
+    assert report["results"]["teacher"]["vqa"] == {}  # no language model: every metric n/a
 
 
 def test_demo_refuses_to_mix_sizes_or_seeds_in_one_directory(tmp_path: Path) -> None:

@@ -307,7 +307,6 @@ def run_quality_bench(
     figure). ``variants``: a subset of :data:`VARIANTS` (generative-only is always run: the
     difficulty step needs it)."""
     from sugar.recipes.demo import run_demo
-    from sugar.teachers import OfflineTeacher, teacher_cache
     from sugar.teachers.sensitivity import TeacherEvalModel
 
     unknown = sorted(set(variants or []) - set(VARIANTS))
@@ -429,9 +428,7 @@ def run_quality_bench(
 
         # 2. difficulty: the teacher alone and generative-only on validation, nothing else yet
         done = stage("difficulty: teacher alone and generative-only on validation", {}, say)
-        cache_dir = out / "cache" / "teachers"
-        teacher = OfflineTeacher.from_dir(out / "teacher", cache_dir)
-        teacher_model = TeacherEvalModel(teacher, teacher_cache(cache_dir, teacher))
+        teacher_model = TeacherEvalModel.offline(out / "teacher", out / "cache" / "teachers")
         teacher_val = run_tasks(teacher_model, world, list(TASKS), split="val", limit=limit)
         chosen: dict[str, dict[str, Any]] = {}
         chosen.update(tune(["generative"], weights=False))

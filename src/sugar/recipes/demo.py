@@ -1,7 +1,8 @@
 """``sugar demo``: the whole method on the built-in world, end to end, on a CPU.
 
 world -> teacher head -> shared generative base -> Sugar and generative-only fine-tunes from it
-(same data, steps, lr, seed) -> evaluation on the test split -> report. Each stage prints its
+(same data, steps, lr, seed) -> evaluation on the test split, with the frozen teacher alone as
+the reference row of the embedding tasks -> report. Each stage prints its
 wall time; stages whose output already exists in ``out`` (a world, a teacher, a finished run)
 are reused, so a second ``sugar demo`` goes straight to what is missing. ``workers`` one-thread
 processes (default 2, one per core of the reference machine) share the work: the base is
@@ -32,9 +33,11 @@ from typing import Any
 from sugar.config import SugarConfig, load_config, to_dict
 from sugar.data.world import generate_world
 from sugar.eval.report import headline_table, write_report
+from sugar.eval.tasks import TASKS, run_tasks
 from sugar.io import atomic_write_json, sha256_file
 from sugar.owned import claim_directory, remove_owned
 from sugar.recipes.jobs import train_and_evaluate, train_on_workers
+from sugar.teachers.sensitivity import TeacherEvalModel
 from sugar.teachers.training import train_teacher
 from sugar.train.loop import train
 
@@ -296,6 +299,13 @@ def run_demo(
             outcomes = {name: train_and_evaluate(*job) for name, job in jobs.items()}
         done()
     results = {name: outcome["results"] for name, outcome in outcomes.items()}
+    # The frozen teacher alone on the same items: the reference for the embedding tasks
+    done = stage("evaluate the teacher alone", timings, say)
+    teacher_model = TeacherEvalModel.offline(teacher_dir, out / "cache" / "teachers")
+    results["teacher"] = run_tasks(
+        teacher_model, world, list(TASKS), split="test", limit=size["eval_limit"]
+    )
+    done()
     meta = {
         "seed": seed,
         "sizes": size,
@@ -308,7 +318,7 @@ def run_demo(
         results,
         meta,
         logs={n: out / n / "log.jsonl" for n in runs},
-        compare=("sugar", ["generative"]),
+        compare=("sugar", ["generative", "teacher"]),
     )
     say(headline_table(results))
     say(f"[demo] report: {report}")

@@ -41,7 +41,13 @@ from sugar.data.jsonl import load_image
 from sugar.data.schema import Sample
 from sugar.eval.metrics import pairwise_accuracy, recall_at_k
 from sugar.models.feature_cache import FeatureCache
-from sugar.teachers import Teacher, embed_slices, sample_slice_contents
+from sugar.teachers import (
+    OfflineTeacher,
+    Teacher,
+    embed_slices,
+    sample_slice_contents,
+    teacher_cache,
+)
 
 __all__ = [
     "TeacherEvalModel",
@@ -131,6 +137,13 @@ class TeacherEvalModel:
         self.teacher = teacher
         self.cache = cache
         self.name = name
+
+    @classmethod
+    def offline(cls, head_dir: str | Path, cache_dir: str | Path) -> TeacherEvalModel:
+        """The offline teacher whose trained head is in ``head_dir`` (``sugar train-teacher``),
+        its features cached under ``cache_dir`` (the directory the head was trained with)."""
+        teacher = OfflineTeacher.from_dir(head_dir, cache_dir)
+        return cls(teacher, teacher_cache(cache_dir, teacher))
 
     def embed(self, samples: Sequence[Sample], root: str | Path) -> Tensor:
         """(N, Dc) unit vectors: the mean of each sample's slice cross-modal vectors."""
