@@ -80,9 +80,13 @@ def error_line(exc: BaseException) -> str:
 
 
 ConfigPath = Annotated[
-    Path | None,
+    list[Path] | None,
     typer.Option(
-        "--config", "-c", help="YAML config file; omit for the defaults.", show_default=False
+        "--config",
+        "-c",
+        help="YAML config file; omit for the defaults. Repeat it to merge overlays in order, "
+        "e.g. -c configs/sugar.yaml -c configs/smoke.yaml (the config at toy size).",
+        show_default=False,
     ),
 ]
 Overrides = Annotated[
