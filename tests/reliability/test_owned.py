@@ -98,7 +98,7 @@ def test_teachers_embed_claims_its_cache_and_refuses_a_foreign_one(tmp_path: Pat
     claim_cache(filled)
     assert len(marker_entries(filled)[1]) == 2  # type: ignore[index]
     (filled / "notes.txt").write_text("a user's file beside sugar's")
-    with pytest.raises(ForeignDirectoryError, match="notes.txt, which sugar did not write"):
+    with pytest.raises(ForeignDirectoryError, match=r"notes\.txt, which sugar did not write"):
         claim_cache(filled)
     fresh = claim_cache(tmp_path / "new")
     assert marker_entries(fresh) == ("feature cache", set())

@@ -53,9 +53,11 @@ def _subdirectory(identity: str) -> str:
 def _is_cache_folder(path: Path) -> bool:
     """A folder :class:`FeatureCache` wrote: a 16-hex-digit name holding ``identity.txt``."""
     name = path.name
-    return len(name) == 16 and all(c in "0123456789abcdef" for c in name) and (
-        path / "identity.txt"
-    ).is_file()
+    return (
+        len(name) == 16
+        and all(c in "0123456789abcdef" for c in name)
+        and (path / "identity.txt").is_file()
+    )
 
 
 def claim_cache(root: str | Path) -> Path:
