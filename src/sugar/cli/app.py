@@ -97,6 +97,20 @@ Overrides = Annotated[
 ]
 
 
+Resume = Annotated[
+    bool,
+    typer.Option(
+        help="Continue the run in the config's output directory from its last checkpoint."
+    ),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        help="One-thread worker processes; each training run is data-parallel over them.", min=1
+    ),
+]
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"sugar {__version__}")
@@ -116,7 +130,8 @@ def _root(
 
 
 DataRoot = Annotated[
-    Path | None, typer.Option(help="Dataset root for image paths (default: DATA's folder).")
+    Path | None,
+    typer.Option(help="Dataset root for image paths (default: the data file's folder)."),
 ]
 
 
