@@ -132,6 +132,10 @@ def test_the_run_directory_is_claimed_and_locked_like_sugar_trains(
 
     copy = tmp_path / "run"
     shutil.copytree(trained, copy)
+    (copy / "checkpoints" / "latest").write_text("../../../elsewhere\n")
+    escaped = run(copy, "--resume")
+    assert escaped.exit_code == 2 and "may only name a step-NNNNNN" in escaped.output  # type: ignore[attr-defined]
+    (copy / "checkpoints" / "latest").write_text("step-000004\n")
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(copy)], stdout=subprocess.PIPE, text=True
     )
