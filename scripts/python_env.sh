@@ -7,7 +7,8 @@
 #   4. python3 itself, unless it is externally managed: then the project's .venv (created by
 #      `sugar_python create`, which setup.sh calls).
 # Prints the interpreter's path. `sugar_python create` may create .venv; plain `sugar_python`
-# never writes anything.
+# never writes anything. A .venv that exists without bin/python is refused, never filled or
+# deleted: after a failed creation only what that creation wrote is removed.
 
 SUGAR_ROOT=${SUGAR_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 SUGAR_VENV=${SUGAR_VENV:-$SUGAR_ROOT/.venv}
@@ -20,6 +21,12 @@ sys.exit(0 if marked and sys.prefix == sys.base_prefix else 1)
 PY
 }
 
+sugar_create_venv() {  # python -m venv into the absent $SUGAR_VENV; on failure remove only that
+  "$1" -m venv "$SUGAR_VENV" >&2 && return 0
+  rm -rf -- "$SUGAR_VENV"  # this call created it: sugar_python refuses a $SUGAR_VENV that exists
+  return 1
+}
+
 sugar_python() {
   if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"; return; fi
   if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
@@ -30,15 +37,18 @@ sugar_python() {
   system=$(command -v python3) || { echo "[sugar] no python3 on PATH" >&2; return 1; }
   if ! sugar_externally_managed "$system"; then echo "$system"; return; fi
   if [[ "${1:-}" != create ]]; then echo "$SUGAR_VENV/bin/python"; return; fi
+  if [[ -e "$SUGAR_VENV" || -L "$SUGAR_VENV" ]]; then  # not ours to fill or delete
+    echo "[sugar] $SUGAR_VENV exists but has no bin/python: not a virtual environment setup made; move it away (or set SUGAR_VENV, or activate a virtual environment) and run setup again" >&2
+    return 1
+  fi
   echo "[sugar] $system is externally managed (PEP 668): creating the virtual environment $SUGAR_VENV" >&2
-  if ! "$system" -m venv "$SUGAR_VENV" >&2; then
-    rm -rf "$SUGAR_VENV"
+  if ! sugar_create_venv "$system"; then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
       local version
       version=$("$system" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
       echo "[sugar] installing python${version}-venv" >&2
       { apt-get update -q && apt-get install -y -q "python${version}-venv"; } >&2 || return 1
-      "$system" -m venv "$SUGAR_VENV" >&2 || return 1
+      sugar_create_venv "$system" || return 1
     else
       echo "[sugar] could not create $SUGAR_VENV: install your distribution's python3-venv package (or activate a virtual environment) and run setup again" >&2
       return 1

@@ -3,6 +3,7 @@
 A run's configuration is a tree of dataclasses rooted at :class:`SugarConfig`. It is built once::
 
     cfg = load_config("configs/x.yaml", ["structure.alpha=0.5", "run.seed=3"])
+    cfg = load_config(["configs/x.yaml", "configs/smoke.yaml"])  # an overlay: x at toy size
 
 and then never read by library modules: builders turn sections into keyword arguments. Rules:
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -32,6 +34,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from sugar.align.gak import Normalisation
+from sugar.config_files import load_tree
 from sugar.losses.structure import (
     ImagePool,
     PredictedKernel,
@@ -47,7 +50,6 @@ from sugar.model_config import LoraConfig, ModelConfig
 from sugar.strict import (
     ConfigError,
     build_dataclass,
-    merge_override,
     parse_override,
 )
 from sugar.strict import (
@@ -431,34 +433,16 @@ def to_yaml(cfg: Any) -> str:
 
 
 def load_config(
-    path: str | Path | None = None,
+    path: str | Path | Sequence[str | Path] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> SugarConfig:
-    """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides; validated.
+    """Defaults, then the YAML file at ``path`` (if any; a list: each file merged over the one
+    before, e.g. ``[configs/sugar.yaml, configs/smoke.yaml]``, :mod:`sugar.config_files`), then
+    ``key=value`` overrides; validated.
 
     Raises :class:`ConfigError` (naming the file, key or value) or ``FileNotFoundError``.
     """
-    data: dict[str, Any] = {}
-    source = ""
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        data = loaded or {}
-        source = str(path)
-    for text in overrides:
-        keys, value = parse_override(text)
-        merge_override(data, SugarConfig, keys, value)
-    try:
-        return config_from_dict(data, SugarConfig)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
+    return load_tree(SugarConfig, path, overrides)
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:

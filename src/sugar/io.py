@@ -41,6 +41,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "read_json_object",
     "sha256_bytes",
     "sha256_file",
     "verify_checksum",
@@ -136,6 +137,27 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
     """Write ``obj`` as JSON (keys in insertion order, UTF-8) atomically; returns the path."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def read_json_object(path: str | Path, error: type[ValueError] = ValueError) -> dict[str, Any]:
+    """The JSON object in ``path`` (a manifest, a state); ``error`` naming the file when it is
+    not valid UTF-8 JSON, nested too deeply, or not an object.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = atomic_write_json(Path(d) / "m.json", [1])
+    ...     read_json_object(Path(d) / "m.json")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: .../m.json: holds a JSON list, not an object
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: holds a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def _restore_interrupted_swap(target: Path) -> None:

@@ -1,4 +1,5 @@
-"""`sugar validate` and `sugar train` through the real CLI on the smoke configs."""
+"""`sugar validate` and `sugar train` through the real CLI on the base config at smoke size
+(``-c configs/base.yaml -c configs/smoke.yaml``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typer.testing import CliRunner
 from sugar.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
-BASE_SMOKE = REPO / "configs" / "base_smoke.yaml"
+SMOKE = REPO / "configs" / "smoke.yaml"
+BASE_SMOKE = ["-c", str(REPO / "configs" / "base.yaml"), "-c", str(SMOKE)]
 
 
 @pytest.fixture(scope="module")
@@ -23,25 +25,33 @@ def smoke_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_every_shipped_config_resolves() -> None:
-    configs = sorted((REPO / "configs").glob("*.yaml"))
-    assert len(configs) >= 12
-    names = {p.stem for p in configs}
-    for path in configs:  # every config has a smoke sibling, and every smoke config a parent
-        partner = (
-            path.stem[: -len("_smoke")] if path.stem.endswith("_smoke") else path.stem + "_smoke"
-        )
-        assert partner in names, path.name
+def test_every_shipped_config_resolves_alone_and_at_smoke_size() -> None:
+    from sugar.config import load_config
+
+    configs = sorted(p for p in (REPO / "configs").glob("*.yaml") if p != SMOKE)
+    assert len(configs) >= 6
+    for path in configs:
         result = CliRunner().invoke(app, ["config", "show", "-c", str(path)])
         assert result.exit_code == 0, (path.name, result.output)
+        full, smoke = load_config(path), load_config([path, SMOKE])
+        # the overlay keeps the variant and changes the size and the place of every run path
+        assert smoke.loss_weights() == full.loss_weights(), path.name
+        assert smoke.structure == full.structure and smoke.data.train == full.data.train
+        assert (smoke.model.family, smoke.model.width, smoke.train.steps) == ("tiny", 32, 4)
+        assert smoke.run.output_dir == full.run.output_dir.replace("runs/", "runs/smoke/", 1)
+        assert smoke.run.output_dir.startswith("runs/smoke/"), path.name
+        assert smoke.data.root == "runs/smoke/world"
+        assert smoke.teacher.head_dir == "runs/smoke/teacher"
+        assert smoke.train.init_from in (None, "runs/smoke/base/model"), path.name
+        assert (full.train.init_from is None) == (smoke.train.init_from is None)
 
 
 def test_validate_passes_and_unknown_keys_fail(smoke_world: Path) -> None:
     runner = CliRunner()
-    ok = runner.invoke(app, ["validate", "-c", str(BASE_SMOKE), f"data.root={smoke_world}"])
+    ok = runner.invoke(app, ["validate", *BASE_SMOKE, f"data.root={smoke_world}"])
     assert ok.exit_code == 0, ok.output
     assert "config valid" in ok.output
-    bad = runner.invoke(app, ["validate", "-c", str(BASE_SMOKE), "train.stpes=3"])
+    bad = runner.invoke(app, ["validate", *BASE_SMOKE, "train.stpes=3"])
     assert bad.exit_code == 2
     assert "train.stpes" in bad.output and "steps" in bad.output
 
@@ -49,7 +59,7 @@ def test_validate_passes_and_unknown_keys_fail(smoke_world: Path) -> None:
 def test_train_cli_lowers_the_loss_and_resumes(smoke_world: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = [
-        "train", "-c", str(BASE_SMOKE), f"data.root={smoke_world}", f"run.output_dir={run}",
+        "train", *BASE_SMOKE, f"data.root={smoke_world}", f"run.output_dir={run}",
         "train.steps=30", "train.batch_size=8", "train.lr=0.003", "train.eval_every=15",
         "train.checkpoint_every=15", "model.feature_cache=null",
     ]  # fmt: skip

@@ -96,3 +96,54 @@ def test_instructed_task_and_api_use_the_branch(trained: Path, control_world: Co
     plain_vectors = model.encode_query(queries, root=root, convert_to_tensor=True)
     assert torch.equal(plain_vectors, base.encode_query(queries, root=root, convert_to_tensor=True))
     assert torch.equal(plain_vectors, embed_vectors(base.backbone, base.projector, queries, root))
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from sugar.locks import holding
+directory = Path(sys.argv[1])
+with holding(directory, 0, "run directory", lock_file=directory / ".sugar-lock"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_the_run_directory_is_claimed_and_locked_like_sugar_trains(
+    trained: Path, control_world: ControlWorld, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    def run(output_dir: Path, *extra: str) -> object:
+        args = ["train-control", "-c", str(SMOKE), f"base={control_world.bundle}",
+                f"data_root={control_world.root}", f"output_dir={output_dir}", *extra]  # fmt: skip
+        return CliRunner().invoke(app, args)
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("a user's file")
+    refused = run(foreign)
+    assert refused.exit_code == 2 and "not written by sugar" in refused.output  # type: ignore[attr-defined]
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+    failed = run(tmp_path / "new", "base=" + str(tmp_path / "no-bundle"))
+    assert failed.exit_code == 2 and not (tmp_path / "new").exists()  # type: ignore[attr-defined]
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    (copy / "checkpoints" / "latest").write_text("../../../elsewhere\n")
+    escaped = run(copy, "--resume")
+    assert escaped.exit_code == 2 and "may only name a step-NNNNNN" in escaped.output  # type: ignore[attr-defined]
+    (copy / "checkpoints" / "latest").write_text("step-000004\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(copy)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        busy = run(copy, "--resume")
+        assert busy.exit_code == 2  # type: ignore[attr-defined]
+        assert "another sugar process is writing this run directory" in busy.output  # type: ignore[attr-defined]
+    finally:
+        holder.kill()
+        holder.wait()

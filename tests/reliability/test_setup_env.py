@@ -95,3 +95,39 @@ def test_sugar_is_linked_onto_the_path_without_clobbering(tmp_path: Path) -> Non
     (local / "sugar").write_text("#!/bin/sh\necho theirs\n")
     run = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
     assert "left alone" in run.stderr and (local / "sugar").read_text().endswith("theirs\n")
+
+
+FAKE_PYTHON = """#!/bin/bash
+case "$1" in
+  -) exit 0 ;;  # the PEP 668 check: externally managed
+  -m) mkdir -p "$3/lib" && echo half > "$3/lib/written-by-venv"; exit 1 ;;  # venv fails half-way
+  -c) echo 3.11 ;;
+esac
+"""
+
+
+def _fake_system(tmp_path: Path) -> str:
+    """A PATH whose python3 is externally managed and cannot make a venv, and whose apt-get
+    fails (nothing is installed)."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    for name, text in (("python3", FAKE_PYTHON), ("apt-get", "#!/bin/sh\nexit 1\n")):
+        (fake / name).write_text(text)
+        (fake / name).chmod(0o755)
+    return f"{fake}:/usr/bin:/bin"
+
+
+def test_a_venv_folder_sugar_did_not_make_is_never_filled_or_deleted(tmp_path: Path) -> None:
+    theirs = tmp_path / ".venv"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine\n")
+    chosen = _choose(tmp_path, "create", PATH=_fake_system(tmp_path))
+    assert chosen.returncode != 0 and "exists but has no bin/python" in chosen.stderr
+    assert sorted(p.name for p in theirs.iterdir()) == ["notes.txt"]  # untouched
+
+
+def test_a_failed_venv_creation_removes_only_what_it_wrote(tmp_path: Path) -> None:
+    chosen = _choose(tmp_path, "create", PATH=_fake_system(tmp_path))
+    assert chosen.returncode != 0 and "creating the virtual environment" in chosen.stderr
+    assert not (tmp_path / ".venv").exists()  # the half-made venv of this call is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fakebin"]

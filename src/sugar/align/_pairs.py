@@ -64,9 +64,14 @@ def prepare_sets(
         yd, ly = xd, lx
     else:
         yd, ly = prepare_set("Y", y, lengths_y)
+    return xd, lx, yd, ly, _resolve_both(xd, yd, metric), same
+
+
+def _resolve_both(xd: Data, yd: Data, metric: str | None) -> GroundMetric:
+    """:func:`resolve_metric` for ``xd``, checked against ``yd`` too."""
     metric_ = resolve_metric(xd, metric)
     resolve_metric(yd, metric_)
-    return xd, lx, yd, ly, metric_, same
+    return metric_
 
 
 def flatten_pairs(cost: Tensor, lx: Tensor, ly: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -98,28 +103,33 @@ def prepare_pair(
     y: SequenceSet | SliceEmbeddings,
     lengths_x: Any,
     lengths_y: Any,
-) -> tuple[Data, Tensor, Data, Tensor, bool]:
+    metric: str | None,
+) -> tuple[Data, Tensor, Data, Tensor, GroundMetric, bool]:
     """Two sequences, or two equally long batches of sequences paired row by row.
 
-    Returns (x, lengths_x, y, lengths_y, single) with batch dimensions; ``single`` says the
-    inputs were one (n, D) and one (m, D) sequence.
+    Returns (x, lengths_x, y, lengths_y, metric, single) with batch dimensions, the metric
+    resolved for both inputs (as :func:`prepare_sets`); ``single`` says the inputs were one
+    (n, D) and one (m, D) sequence.
     """
     single = not isinstance(x, SliceEmbeddings | list | tuple) and _ndim(x) <= 2
+    xd: Data
+    yd: Data
     if single:
         if lengths_x is not None or lengths_y is not None:
             raise ValueError("lengths_x / lengths_y are for batches of sequences, not single ones")
         xs, ys = as_sequence("x", x), as_sequence("y", y)
         check_same_dim("x", xs, "y", ys)
-        return xs[None], _lengths(xs), ys[None], _lengths(ys), True
-    xd, lx = prepare_set("x", x, lengths_x)
-    yd, ly = prepare_set("y", y, lengths_y)
-    if lx.shape != ly.shape:
-        raise ValueError(
-            f"x and y must hold as many sequences, got {lx.shape[0]} and {ly.shape[0]}"
-        )
-    if isinstance(xd, Tensor) and isinstance(yd, Tensor):
-        check_same_dim("x", xd, "y", yd)
-    return xd, lx, yd, ly, False
+        xd, lx, yd, ly = xs[None], _lengths(xs), ys[None], _lengths(ys)
+    else:
+        xd, lx = prepare_set("x", x, lengths_x)
+        yd, ly = prepare_set("y", y, lengths_y)
+        if lx.shape != ly.shape:
+            raise ValueError(
+                f"x and y must hold as many sequences, got {lx.shape[0]} and {ly.shape[0]}"
+            )
+        if isinstance(xd, Tensor) and isinstance(yd, Tensor):
+            check_same_dim("x", xd, "y", yd)
+    return xd, lx, yd, ly, _resolve_both(xd, yd, metric), single
 
 
 def _ndim(x: Any) -> int:
@@ -130,30 +140,20 @@ def _lengths(seq: Tensor) -> Tensor:
     return torch.tensor([seq.shape[0]], device=seq.device)
 
 
-def cost_all_pairs(
+def ground_cost(
     x: Data,
     y: Data,
     metric: str,
     triple_kernel: bool = True,
     medians: TypeMedians | None = None,
+    paired: bool = False,
 ) -> Tensor:
-    """(Bx, By, Sx, Sy) ground cost of every step pair of every sequence pair."""
+    """Ground cost of every step pair: (Bx, By, Sx, Sy) for every sequence pair, or with
+    ``paired`` (B, Sx, Sy) for the b-th pair (``triple_kernel_cost``'s convention)."""
     if isinstance(x, SliceEmbeddings) and isinstance(y, SliceEmbeddings):
-        return triple_kernel_cost(x, y, triple_kernel, medians)
+        return triple_kernel_cost(x, y, triple_kernel, medians, paired=paired)
     assert isinstance(x, Tensor) and isinstance(y, Tensor)
+    if paired:
+        return paired_cost(x, y, metric)  # type: ignore[arg-type]
     check_same_dim("X", x, "Y", y)
     return cdist_cost(x, y, metric)  # type: ignore[arg-type]
-
-
-def cost_paired(
-    x: Data,
-    y: Data,
-    metric: str,
-    triple_kernel: bool = True,
-    medians: TypeMedians | None = None,
-) -> Tensor:
-    """(B, Sx, Sy) ground cost of every step pair of the b-th sequence pair."""
-    if isinstance(x, SliceEmbeddings) and isinstance(y, SliceEmbeddings):
-        return triple_kernel_cost(x, y, triple_kernel, medians, paired=True)
-    assert isinstance(x, Tensor) and isinstance(y, Tensor)
-    return paired_cost(x, y, metric)  # type: ignore[arg-type]

@@ -25,13 +25,11 @@ from sugar.align._dp import hard_alignment_table
 from sugar.align._inputs import SequenceSet
 from sugar.align._pairs import (
     GroundMetric,
-    cost_all_pairs,
-    cost_paired,
     flatten_pairs,
+    ground_cost,
     prepare_cost,
     prepare_pair,
     prepare_sets,
-    resolve_metric,
 )
 
 __all__ = ["cdist_dtw", "dtw", "dtw_from_cost", "dtw_path_mask"]
@@ -102,8 +100,8 @@ def dtw(
     >>> float(value), path
     (0.0, [(0, 0), (1, 1), (2, 1)])
     """
-    xd, lx, yd, ly, single = prepare_pair(x, y, lengths_x, lengths_y)
-    cost = cost_paired(xd, yd, resolve_metric(xd, metric))
+    xd, lx, yd, ly, metric_, single = prepare_pair(x, y, lengths_x, lengths_y, metric)
+    cost = ground_cost(xd, yd, metric_, paired=True)
     values, mask = dtw_from_cost(cost, lx, ly)
     if not return_path:
         return values[0] if single else values
@@ -121,6 +119,6 @@ def cdist_dtw(
 ) -> Tensor:
     """(Bx, By) DTW of every pair of sequences of X and Y (Y defaults to X)."""
     xd, lx, yd, ly, metric_, _ = prepare_sets(X, Y, lengths_x, lengths_y, metric)
-    cost = cost_all_pairs(xd, yd, metric_)
+    cost = ground_cost(xd, yd, metric_)
     values, _ = dtw_from_cost(*flatten_pairs(cost, lx, ly))
     return values.reshape(cost.shape[:2])

@@ -38,13 +38,11 @@ from sugar.align._inputs import SequenceSet, check_positive, raise_if_not_finite
 from sugar.align._pairs import (
     Data,
     GroundMetric,
-    cost_all_pairs,
-    cost_paired,
     flatten_pairs,
+    ground_cost,
     prepare_cost,
     prepare_pair,
     prepare_sets,
-    resolve_metric,
 )
 from sugar.align._symmetric import symmetric_all_pairs
 from sugar.align.kernels import SliceEmbeddings, TypeMedians, _nan_beyond
@@ -133,9 +131,8 @@ def log_gak(
     >>> round(float(log_gak(x, x, sigma=1.0)), 4)
     0.6262
     """
-    xd, lx, yd, ly, single = prepare_pair(x, y, lengths_x, lengths_y)
-    metric_ = resolve_metric(xd, metric)
-    phi = cost_paired(xd, yd, metric_, triple_kernel, medians)
+    xd, lx, yd, ly, metric_, single = prepare_pair(x, y, lengths_x, lengths_y, metric)
+    phi = ground_cost(xd, yd, metric_, triple_kernel, medians, paired=True)
     out = _log_ends(phi, _sigma(sigma, sigma_mode, lx, ly), lx, ly)
     return out[0] if single else out
 
@@ -150,7 +147,7 @@ def _self_log_gak(
     med: TypeMedians | None,
 ) -> Tensor:
     """(B,) log-GAK of each sequence with itself (the normalisers)."""
-    phi = cost_paired(data, data, metric, tk, med)
+    phi = ground_cost(data, data, metric, tk, med, paired=True)
     return _log_ends(phi, _sigma(sigma, sigma_mode, lengths, lengths), lengths, lengths)
 
 
@@ -237,14 +234,13 @@ def gak(
     >>> round(float(gak(torch.tensor([1.0, 2, 3]), torch.tensor([1.0, 2, 2, 3]), sigma=2.0)), 3)
     0.839
     """
-    xd, lx, yd, ly, single = prepare_pair(x, y, lengths_x, lengths_y)
+    xd, lx, yd, ly, metric_, single = prepare_pair(x, y, lengths_x, lengths_y, metric)
     if single and normalisation == "length_pair_standardised":
         raise ValueError(
             "normalisation='length_pair_standardised' standardises a set of pairs; got one pair"
         )
-    metric_ = resolve_metric(xd, metric)
     log_xy = _log_ends(
-        cost_paired(xd, yd, metric_, triple_kernel, medians),
+        ground_cost(xd, yd, metric_, triple_kernel, medians, paired=True),
         _sigma(sigma, sigma_mode, lx, ly),
         lx,
         ly,
@@ -271,7 +267,7 @@ def cdist_log_gak(
     xd, lx, yd, ly, metric_, same = prepare_sets(X, Y, lengths_x, lengths_y, metric)
 
     def pairs(xd: Data, lx: Tensor, yd: Data, ly: Tensor) -> Tensor:
-        phi = cost_all_pairs(xd, yd, metric_, triple_kernel, medians)
+        phi = ground_cost(xd, yd, metric_, triple_kernel, medians)
         cells, px, py = flatten_pairs(phi, lx, ly)
         return _log_ends(cells, _sigma(sigma, sigma_mode, px, py), px, py).reshape(phi.shape[:2])
 
@@ -342,7 +338,7 @@ def _prefix_tables(
     tk: bool,
     med: TypeMedians | None,
 ) -> Tensor:
-    phi = cost_all_pairs(xd, yd, metric, tk, med)
+    phi = ground_cost(xd, yd, metric, tk, med)
     cells, px, py = flatten_pairs(phi, lx, ly)
     return _log_table(cells, _sigma(sigma, "fixed", px, py), px, py).reshape(phi.shape)
 
@@ -351,7 +347,7 @@ def _self_prefix_diagonals(
     data: Data, lengths: Tensor, sigma: float, metric: str, tk: bool, med: TypeMedians | None
 ) -> Tensor:
     """(B, S): log-GAK of each prefix x_1..i with itself (meaningless beyond the length)."""
-    phi = cost_paired(data, data, metric, tk, med)
+    phi = ground_cost(data, data, metric, tk, med, paired=True)
     table = _log_table(phi, _sigma(sigma, "fixed", lengths, lengths), lengths, lengths)
     return table.diagonal(dim1=-2, dim2=-1)
 

@@ -29,13 +29,11 @@ from sugar.align._inputs import SequenceSet, check_positive, raise_if_not_finite
 from sugar.align._pairs import (
     Data,
     GroundMetric,
-    cost_all_pairs,
-    cost_paired,
     flatten_pairs,
+    ground_cost,
     prepare_cost,
     prepare_pair,
     prepare_sets,
-    resolve_metric,
 )
 from sugar.align._symmetric import symmetric_all_pairs
 
@@ -83,8 +81,8 @@ def soft_dtw(
     -0.0
     """
     gamma = check_positive("gamma", gamma)
-    xd, lx, yd, ly, single = prepare_pair(x, y, lengths_x, lengths_y)
-    cost = cost_paired(xd, yd, resolve_metric(xd, metric))
+    xd, lx, yd, ly, metric_, single = prepare_pair(x, y, lengths_x, lengths_y, metric)
+    cost = ground_cost(xd, yd, metric_, paired=True)
     out = _ends(cost, gamma, lx, ly)
     return out[0] if single else out
 
@@ -105,11 +103,10 @@ def soft_dtw_divergence(
     0.0
     """
     gamma = check_positive("gamma", gamma)
-    xd, lx, yd, ly, single = prepare_pair(x, y, lengths_x, lengths_y)
-    metric_ = resolve_metric(xd, metric)
-    xy = _ends(cost_paired(xd, yd, metric_), gamma, lx, ly)
-    xx = _ends(cost_paired(xd, xd, metric_), gamma, lx, lx)
-    yy = _ends(cost_paired(yd, yd, metric_), gamma, ly, ly)
+    xd, lx, yd, ly, metric_, single = prepare_pair(x, y, lengths_x, lengths_y, metric)
+    xy = _ends(ground_cost(xd, yd, metric_, paired=True), gamma, lx, ly)
+    xx = _ends(ground_cost(xd, xd, metric_, paired=True), gamma, lx, lx)
+    yy = _ends(ground_cost(yd, yd, metric_, paired=True), gamma, ly, ly)
     out = xy - (xx + yy) / 2
     return out[0] if single else out
 
@@ -134,7 +131,7 @@ def cdist_soft_dtw(
     xd, lx, yd, ly, metric_, same = prepare_sets(X, Y, lengths_x, lengths_y, metric)
 
     def pairs(xd: Data, lx: Tensor, yd: Data, ly: Tensor) -> Tensor:
-        cost = cost_all_pairs(xd, yd, metric_)
+        cost = ground_cost(xd, yd, metric_)
         cells, px, py = flatten_pairs(cost, lx, ly)
         return _ends(cells, gamma, px, py).reshape(cost.shape[:2])
 

@@ -80,15 +80,35 @@ def error_line(exc: BaseException) -> str:
 
 
 ConfigPath = Annotated[
-    Path | None,
+    list[Path] | None,
     typer.Option(
-        "--config", "-c", help="YAML config file; omit for the defaults.", show_default=False
+        "--config",
+        "-c",
+        help="YAML config file; omit for the defaults. Repeat it to merge overlays in order, "
+        "e.g. -c configs/sugar.yaml -c configs/smoke.yaml (the config at toy size).",
+        show_default=False,
     ),
 ]
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(
         help="Dotted overrides, e.g. structure.alpha=0.5 run.seed=1.", metavar="KEY=VALUE"
+    ),
+]
+
+
+Resume = Annotated[
+    bool,
+    typer.Option(
+        help="Continue the run in the config's output directory from its last checkpoint."
+    ),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        help="One-thread worker processes the recipe spreads its runs over (data parallel, or "
+        "runs side by side: the recipe's docs say which).",
+        min=1,
     ),
 ]
 
@@ -112,7 +132,8 @@ def _root(
 
 
 DataRoot = Annotated[
-    Path | None, typer.Option(help="Dataset root for image paths (default: DATA's folder).")
+    Path | None,
+    typer.Option(help="Dataset root for image paths (default: the data file's folder)."),
 ]
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
 import typer
 
-from sugar.cli.app import ConfigPath, Overrides, app, user_errors
+from sugar.cli.app import ConfigPath, Overrides, Resume, app, user_errors
 
 
 @app.command("train-control")
@@ -15,9 +14,7 @@ from sugar.cli.app import ConfigPath, Overrides, app, user_errors
 def train_control_command(
     config: ConfigPath = None,
     overrides: Overrides = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue the run in output_dir from its last checkpoint.")
-    ] = False,
+    resume: Resume = False,
 ) -> None:
     """Train a ControlRetriever-style branch that steers a frozen bundle's query embeddings
     with instructions (rounds with mined hard negatives); writes OUTPUT_DIR/model."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sugar.cli.app import ConfigPath, Overrides, config_app, data_app, user_errors
+from sugar.cli.app import ConfigPath, DataRoot, Overrides, config_app, data_app, user_errors
 from sugar.config import load_config, save_config, to_yaml
 
 
@@ -37,9 +37,7 @@ def config_save(
 @user_errors
 def data_validate(
     file: Annotated[Path, typer.Argument(help="A sugar JSONL file.")],
-    root: Annotated[
-        Path | None, typer.Option(help="Dataset root for image paths (default: FILE's folder).")
-    ] = None,
+    root: DataRoot = None,
 ) -> None:
     """Check every sample and image of FILE; print counts, or the first problem (file:line)."""
     from sugar.data.jsonl import validate_file

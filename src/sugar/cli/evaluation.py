@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sugar.cli.app import ConfigPath, Overrides, app, bench_app, user_errors
+from sugar.cli.app import ConfigPath, Overrides, Workers, app, bench_app, user_errors
 from sugar.config import load_config
 
 Smoke = Annotated[bool, typer.Option(help="Toy sizes: seconds, figures meaningless.")]
@@ -70,14 +70,7 @@ def demo_command(
     ),
     smoke: Smoke = False,
     seed: Annotated[int, typer.Option(help="Seed of the world and every run.")] = 0,
-    workers: Annotated[
-        int,
-        typer.Option(
-            help="One-thread processes: the base data-parallel over them; with 2-3 the two "
-            "fine-tunes side by side, with 4+ each data-parallel over them.",
-            min=1,
-        ),
-    ] = 2,
+    workers: Workers = 2,
     config: ConfigPath = None,
     overrides: Overrides = None,
 ) -> None:
@@ -101,7 +94,7 @@ def bench_quality(
         typer.Option(help="demo (default), long (3x steps, defaults untuned) or smoke."),
     ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds of the headline variants.", min=1)] = 3,
-    workers: Annotated[int, typer.Option(help="One-thread worker processes.", min=1)] = 2,
+    workers: Workers = 2,
     variant: Annotated[
         list[str] | None,
         typer.Option(help="Run only these variants (repeatable; generative is always run)."),

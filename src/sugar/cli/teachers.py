@@ -65,13 +65,22 @@ def _teacher(teacher: Path | None, option: list[str] | None, cfg: Any) -> Any:
 
 
 def _teacher_corpus(
-    data: Path, root: Path | None, teacher: Path | None, option: list[str] | None, cfg: Any
+    data: Path,
+    root: Path | None,
+    teacher: Path | None,
+    option: list[str] | None,
+    cfg: Any,
+    claim: bool = False,
 ) -> tuple[Any, Any, Path, list[Any]]:
     """The configured teacher, its cache, the dataset root and DATA's samples (images are
-    checked when encoded, not while reading)."""
+    checked when encoded, not while reading). ``claim``: the cache is the command's output:
+    its directory is claimed first (:func:`~sugar.models.feature_cache.claim_cache`)."""
     from sugar.data.jsonl import read_samples
+    from sugar.models.feature_cache import claim_cache
     from sugar.teachers import teacher_cache
 
+    if claim and cfg.teacher.cache_dir:
+        claim_cache(cfg.teacher.cache_dir)
     model = _teacher(teacher, option, cfg)
     cache = teacher_cache(cfg.teacher.cache_dir or None, model)
     root = data.parent if root is None else root
@@ -99,13 +108,15 @@ def teachers_embed(
     config: ConfigPath = None,
     overrides: Overrides = None,
 ) -> None:
-    """Precompute every slice of DATA into the teacher cache (resumable); print the hit rate."""
+    """Precompute every slice of DATA into the teacher cache (resumable); print the hit rate.
+    The cache directory (teacher.cache_dir) must be new, empty or sugar's: anything else in it
+    is refused."""
     from tqdm import tqdm
 
     from sugar.teachers import embed_slices, sample_slice_contents
 
     cfg = load_config(config, overrides or [])
-    model, cache, root, samples = _teacher_corpus(data, root, teacher, option, cfg)
+    model, cache, root, samples = _teacher_corpus(data, root, teacher, option, cfg, claim=True)
     slices = 0
     for start in tqdm(range(0, len(samples), chunk), desc="teachers embed", unit="chunk"):
         items = [

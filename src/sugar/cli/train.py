@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sugar.cli.app import ConfigPath, Overrides, app, targets_app, user_errors
+from sugar.cli.app import ConfigPath, Overrides, Resume, app, targets_app, user_errors
 from sugar.config import load_config
 
 
@@ -39,9 +39,7 @@ def validate_command(config: ConfigPath = None, overrides: Overrides = None) -> 
 def train_command(
     config: ConfigPath = None,
     overrides: Overrides = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue the run in run.output_dir from its last checkpoint.")
-    ] = False,
+    resume: Resume = False,
     allow_changes: Annotated[
         bool,
         typer.Option(

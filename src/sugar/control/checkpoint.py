@@ -14,6 +14,7 @@ so an interrupted run resumes from the last complete checkpoint.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,13 @@ def load_control_checkpoint(
     pointer = run_dir / "checkpoints" / "latest"
     if not pointer.is_file():
         return None
-    directory = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+    if not re.fullmatch(r"step-\d{6}", name):  # as sugar train's: never a path outside the run
+        raise ValueError(
+            f"{pointer}:1: names {name[:80]!r}; it may only name a step-NNNNNN checkpoint of "
+            "this run"
+        )
+    directory = pointer.parent / name
     if not (directory / TENSORS).is_file() or not (directory / STATE).is_file():
         raise FileNotFoundError(f"{pointer} names {directory}, which is incomplete")
     tensors = load_file(str(directory / TENSORS))

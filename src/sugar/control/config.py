@@ -9,13 +9,14 @@ control branch trains over a finished bundle, never inside a Sugar run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from sugar.strict import ConfigError, build_dataclass, check, merge_override, parse_override
+from sugar.config_files import load_tree
+from sugar.strict import check
 
 __all__ = ["ControlConfig", "load_control_config"]
 
@@ -82,28 +83,12 @@ class ControlConfig:
         return yaml.safe_dump(asdict(self), sort_keys=False)
 
 
-def load_control_config(path: str | Path | None, overrides: list[str]) -> ControlConfig:
-    """Defaults, then the YAML at ``path``, then overrides; ``ConfigError`` names the file and
-    key. ``base`` must be given."""
-    data: dict[str, Any] = {}
-    source = ""
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        data, source = loaded or {}, str(path)
-    for text in overrides:
-        keys, value = parse_override(text)
-        merge_override(data, ControlConfig, keys, value)
-    try:
-        cfg = build_dataclass(ControlConfig, data, "")
-        check(bool(cfg.base), "base", cfg.base, "name the sugar bundle to steer")
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
+def load_control_config(
+    path: str | Path | Sequence[str | Path] | None, overrides: list[str]
+) -> ControlConfig:
+    """Defaults, then the YAML at ``path`` (a list: each file merged over the one before,
+    :mod:`sugar.config_files`), then overrides; ``ConfigError`` names the file and key.
+    ``base`` must be given."""
+    cfg = load_tree(ControlConfig, path, overrides)
+    check(bool(cfg.base), "base", cfg.base, "name the sugar bundle to steer")
     return cfg

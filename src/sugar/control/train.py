@@ -45,6 +45,7 @@ from sugar.eval.metrics import recall_at_k
 from sugar.io import atomic_write_text, write_manifest
 from sugar.models.bundle import load_bundle, save_bundle
 from sugar.models.prefix import projector_from_extras
+from sugar.train.guard import run_directory
 
 __all__ = ["ControlResult", "intent_recall", "slice_text_by_of", "train_control"]
 
@@ -106,15 +107,30 @@ def _step_loss(
     return (torch.logsumexp(logits, dim=1) - top).mean()
 
 
+RUN_ENTRIES = ("control.yaml", "manifest.json", "checkpoints", "model", "log.jsonl")
+"""What a control run writes in its directory (nothing else may be there)."""
+
+
 def train_control(
     cfg: ControlConfig, *, resume: bool = False, say: Callable[[str], None] = print
 ) -> ControlResult:
-    """Train a control branch (module docstring); returns where the bundle went."""
+    """Train a control branch (module docstring); returns where the bundle went.
+
+    The run directory follows ``sugar train``'s rules (:func:`sugar.train.guard.run_directory`):
+    claimed (a non-empty directory sugar did not write is refused, untouched), locked for the
+    whole run (a second writer is refused at once), and removed again when the run fails
+    before writing anything in it."""
+    run_dir = Path(cfg.output_dir)
+    if (run_dir / "checkpoints").exists() and not resume:
+        raise FileExistsError(f"{run_dir}: a run exists there; pass --resume or another output_dir")
+    with run_directory(run_dir, True, kind="control run", entries=RUN_ENTRIES):
+        return _train_control(cfg, resume, say)
+
+
+def _train_control(cfg: ControlConfig, resume: bool, say: Callable[[str], None]) -> ControlResult:
     started = time.perf_counter()
     torch.set_num_threads(cfg.torch_threads)
     run_dir, root = Path(cfg.output_dir), Path(cfg.data_root)
-    if (run_dir / "checkpoints").exists() and not resume:
-        raise FileExistsError(f"{run_dir}: a run exists there; pass --resume or another output_dir")
     bundle = load_bundle(cfg.base)
     model = bundle.model.eval().requires_grad_(False)
     projector, image_pool = projector_from_extras(bundle.extras, bundle.extra_specs, cfg.base)

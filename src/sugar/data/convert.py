@@ -151,6 +151,26 @@ def _csv_rows(build: _Builder, reader: csv.DictReader) -> Iterator[tuple[dict, i
         yield row, reader.line_num
 
 
+def _add_caption_pair(
+    build: _Builder,
+    where: Where,
+    index: int,
+    record: dict[str, Any],
+    keys: tuple[str, str, str],
+    task: str,
+) -> None:
+    """Add the sample [image, caption (target)] of one CSV row or JSON record; ``keys``: its
+    image, caption and id fields; the other fields go to ``meta``."""
+    image_key, caption_key, id_key = keys
+    segments = [
+        build.image(where, image_key, record.get(image_key)),
+        Segment.text_(build.text(where, caption_key, record.get(caption_key)), "target"),
+    ]
+    sample_id = build.sample_id(where, id_key, record.get(id_key), index)
+    meta = {key: value for key, value in record.items() if key not in keys}
+    build.add(where, sample_id, segments, task, meta)
+
+
 def image_caption_csv(
     src: str | Path,
     *,
@@ -187,14 +207,9 @@ def image_caption_csv(
             missing = [key for key, value in row.items() if value is None]
             if missing:
                 raise build.error(where, f"missing field(s) {missing}: fewer than the header")
-            segments = [
-                build.image(where, image_column, row[image_column]),
-                Segment.text_(build.text(where, caption_column, row[caption_column]), "target"),
-            ]
-            sample_id = build.sample_id(where, id_column, row.get(id_column), index)
-            used = (image_column, caption_column, id_column)
-            meta = {key: value for key, value in row.items() if key not in used}
-            build.add(where, sample_id, segments, task, meta)
+            _add_caption_pair(
+                build, where, index, row, (image_column, caption_column, id_column), task
+            )
     return build.samples
 
 
@@ -212,14 +227,7 @@ def image_caption_jsonl(
     build = _Builder(Path(src), root, image_dir)
     for where, index, record in _json_records(build.src):
         record = _object(build, where, record)
-        segments = [
-            build.image(where, image_key, record.get(image_key)),
-            Segment.text_(build.text(where, caption_key, record.get(caption_key)), "target"),
-        ]
-        sample_id = build.sample_id(where, id_key, record.get(id_key), index)
-        used = (image_key, caption_key, id_key)
-        meta = {key: value for key, value in record.items() if key not in used}
-        build.add(where, sample_id, segments, task, meta)
+        _add_caption_pair(build, where, index, record, (image_key, caption_key, id_key), task)
     return build.samples
 
 

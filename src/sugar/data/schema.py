@@ -34,6 +34,15 @@ class SchemaError(ValueError):
     """A sample or segment does not follow the schema; the message names the field."""
 
 
+def _check_fields(data: Any, what: str, fields: tuple[str, ...]) -> None:
+    """``SchemaError`` unless ``data`` is a JSON object whose keys are all among ``fields``."""
+    if not isinstance(data, dict):
+        raise SchemaError(f"a {what} must be a JSON object, got {type(data).__name__}")
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise SchemaError(f"unknown {what} field(s) {sorted(unknown)}")
+
+
 @dataclass(frozen=True)
 class Segment:
     """One image or one text, with its role."""
@@ -85,11 +94,7 @@ class Segment:
 
     @classmethod
     def from_dict(cls, data: Any) -> Segment:
-        if not isinstance(data, dict):
-            raise SchemaError(f"a segment must be an object, got {data!r}")
-        unknown = set(data) - {"kind", "role", "text", "image"}
-        if unknown:
-            raise SchemaError(f"unknown segment field(s) {sorted(unknown)}")
+        _check_fields(data, "segment", ("kind", "role", "text", "image"))
         if "kind" not in data:
             raise SchemaError("a segment needs a 'kind' ('image' or 'text')")
         return cls(
@@ -138,11 +143,7 @@ class Sample:
 
     @classmethod
     def from_dict(cls, data: Any) -> Sample:
-        if not isinstance(data, dict):
-            raise SchemaError(f"a sample must be a JSON object, got {type(data).__name__}")
-        unknown = set(data) - {"id", "task", "segments", "meta"}
-        if unknown:
-            raise SchemaError(f"unknown sample field(s) {sorted(unknown)}")
+        _check_fields(data, "sample", ("id", "task", "segments", "meta"))
         for key in ("id", "segments"):
             if key not in data:
                 raise SchemaError(f"a sample needs {key!r}")

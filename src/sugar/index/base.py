@@ -39,6 +39,7 @@ from sugar.io import (
     ChecksumError,
     atomic_directory,
     atomic_write_json,
+    read_json_object,
     verify_checksum,
     write_checksum,
 )
@@ -413,12 +414,7 @@ _MANIFEST_SHAPE: dict[str, type | tuple[type, ...]] = {
 def _read_manifest(path: Path) -> dict[str, Any]:
     """An index's ``manifest.json``, its shape checked (:class:`IndexFormatError` naming the
     field)."""
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise IndexFormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise IndexFormatError(f"{path}: holds a JSON {type(manifest).__name__}, not an object")
+    manifest = read_json_object(path, IndexFormatError)
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         return manifest  # the caller names the format
     for key, kind in _MANIFEST_SHAPE.items():

@@ -42,6 +42,28 @@ def import_faiss() -> Any:
     return faiss
 
 
+def _positive(name: str, value: Any) -> int:
+    """``value`` when it is a positive int, else ``ValueError`` naming the parameter."""
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}: must be a positive int")
+    return value
+
+
+class _SearchParameter:
+    """A search-time parameter kept in ``params[key]`` that may change after building (HNSW's
+    ``efSearch``, IVF's ``nprobe``): read as an int, set only to a positive int."""
+
+    def __init__(self, key: str, doc: str) -> None:
+        self.key = key
+        self.__doc__ = f"{doc} (``{key}``)"
+
+    def __get__(self, index: Any, owner: Any = None) -> Any:
+        return self if index is None else int(index.params[self.key])
+
+    def __set__(self, index: Any, value: int) -> None:
+        index.params[self.key] = _positive(self.key, value)
+
+
 class _FaissIndex(Index):
     """A FAISS index with ids: add_with_ids, remove_ids, write_index / read_index."""
 
@@ -50,7 +72,11 @@ class _FaissIndex(Index):
     def __init__(
         self, dim: int, model_identity: str, *, normalize: bool = False, **params: Any
     ) -> None:
+        """``params``: the backend's parameters (its ``defaults`` for those not given), each a
+        positive int."""
         super().__init__(dim, model_identity, normalize=normalize, **params)
+        for name, value in self.params.items():
+            _positive(name, value)
         self._faiss = import_faiss()
         self._index = self._new_index()
 
@@ -102,9 +128,6 @@ class FlatIndex(_FaissIndex):
 
     backend: ClassVar[str] = "flat"
 
-    def __init__(self, dim: int, model_identity: str, *, normalize: bool = False) -> None:
-        super().__init__(dim, model_identity, normalize=normalize)
-
     def _new_index(self) -> Any:
         return self._faiss.IndexIDMap2(self._faiss.IndexFlatIP(self.dim))
 
@@ -126,39 +149,13 @@ class HNSWIndex(_FaissIndex):
     defaults: ClassVar[dict[str, Any]] = {"M": 32, "efConstruction": 200, "efSearch": 128}
 
     def __init__(
-        self,
-        dim: int,
-        model_identity: str,
-        *,
-        normalize: bool = False,
-        M: int = 32,
-        efConstruction: int = 200,
-        efSearch: int = 128,
+        self, dim: int, model_identity: str, *, normalize: bool = False, **params: int
     ) -> None:
-        for name, value in (("M", M), ("efConstruction", efConstruction), ("efSearch", efSearch)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}: must be a positive int")
         self._tombstones: set[int] = set()
         self._selector: Any = None
-        super().__init__(
-            dim,
-            model_identity,
-            normalize=normalize,
-            M=M,
-            efConstruction=efConstruction,
-            efSearch=efSearch,
-        )
+        super().__init__(dim, model_identity, normalize=normalize, **params)
 
-    @property
-    def ef_search(self) -> int:
-        """The search-time candidate list size (``efSearch``)."""
-        return int(self.params["efSearch"])
-
-    @ef_search.setter
-    def ef_search(self, value: int) -> None:
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"efSearch={value!r}: must be a positive int")
-        self.params["efSearch"] = value
+    ef_search = _SearchParameter("efSearch", "The search-time candidate list size.")
 
     def _new_index(self) -> Any:
         graph = self._faiss.IndexHNSWFlat(
@@ -225,30 +222,7 @@ class IVFIndex(_FaissIndex):
     backend: ClassVar[str] = "ivf"
     defaults: ClassVar[dict[str, Any]] = {"nlist": 100, "nprobe": 10}
 
-    def __init__(
-        self,
-        dim: int,
-        model_identity: str,
-        *,
-        normalize: bool = False,
-        nlist: int = 100,
-        nprobe: int = 10,
-    ) -> None:
-        for name, value in (("nlist", nlist), ("nprobe", nprobe)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}: must be a positive int")
-        super().__init__(dim, model_identity, normalize=normalize, nlist=nlist, nprobe=nprobe)
-
-    @property
-    def nprobe(self) -> int:
-        """Lists visited per query."""
-        return int(self.params["nprobe"])
-
-    @nprobe.setter
-    def nprobe(self, value: int) -> None:
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"nprobe={value!r}: must be a positive int")
-        self.params["nprobe"] = value
+    nprobe = _SearchParameter("nprobe", "Lists visited per query.")
 
     def _new_index(self) -> Any:
         self._quantizer = self._faiss.IndexFlatIP(self.dim)  # referenced: the IVF borrows it

@@ -105,7 +105,6 @@ class MLLM(nn.Module, abc.ABC):
     def identity(self) -> str:
         """A hash naming the backbone's current weights and tokenizer (bundles and indexes)."""
 
-    @abc.abstractmethod
     def collate(
         self,
         samples: Sequence[Sample],
@@ -117,8 +116,19 @@ class MLLM(nn.Module, abc.ABC):
         """Model inputs for ``samples`` whose image paths are relative to ``root``.
 
         ``batch.spans[b]`` lists, 1:1 with ``slices(samples[b])``, each slice's token span:
-        a text slice's tokens, an image slice's image tokens.
+        a text slice's tokens, an image slice's image tokens. Checks ``slice_text_by``, then
+        calls the family's :meth:`_collate`.
         """
+        if slice_text_by not in ("sentence", "segment"):
+            raise ValueError(f"slice_text_by={slice_text_by!r}: 'sentence' or 'segment'")
+        return self._collate(samples, root, slice_text_by, add_eos_to_targets)
+
+    @abc.abstractmethod
+    def _collate(
+        self, samples: Sequence[Sample], root: str | Path, slice_text_by: str, add_eos: bool
+    ) -> Batch:
+        """:meth:`collate` of the family (``slice_text_by`` already checked; ``add_eos``: end
+        each target text with the end-of-sequence token)."""
 
     @abc.abstractmethod
     def forward(self, batch: Batch) -> ModelOutput:

@@ -33,6 +33,7 @@ from sugar.io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    read_json_object,
     sha256_bytes,
     sha256_file,
 )
@@ -139,12 +140,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     path = directory / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"not a sugar model bundle (no {MANIFEST}): {directory}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: holds a JSON {type(manifest).__name__}, not an object")
+    manifest = read_json_object(path)
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:

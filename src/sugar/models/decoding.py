@@ -149,22 +149,15 @@ class BuiltinMLLM(MLLM):
     frozen_prefix = "vision.encoder."
     """State-dict names that come from an installed package and are never saved."""
 
-    def collate(
-        self,
-        samples: Sequence[Sample],
-        root: str | Path,
-        *,
-        slice_text_by: str = "sentence",
-        add_eos_to_targets: bool = True,
+    def _collate(
+        self, samples: Sequence[Sample], root: str | Path, slice_text_by: str, add_eos: bool
     ) -> Batch:
         """See :meth:`MLLM.collate`: image paths resolved under ``root``, samples longer than
         ``max_positions`` refused, labels passed through :meth:`_labels`."""
-        if slice_text_by not in ("sentence", "segment"):
-            raise ValueError(f"slice_text_by={slice_text_by!r}: 'sentence' or 'segment'")
         batch = collate(
             samples, self.tokenizer, self.image_tokens,
             slice_text_by="sentence" if slice_text_by == "sentence" else "segment",
-            add_eos_to_targets=add_eos_to_targets, max_tokens=self.max_positions,
+            add_eos_to_targets=add_eos, max_tokens=self.max_positions,
         )  # fmt: skip
         batch.images = [str(resolve_image(root, path)) for path in batch.images]
         batch.labels = self._labels(batch.labels, batch.sample_ids)

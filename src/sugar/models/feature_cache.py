@@ -31,15 +31,49 @@ from sugar.io import (
     sha256_bytes,
     verify_checksum,
 )
+from sugar.owned import claim_directory, marker_entries, write_marker
 
-__all__ = ["FeatureCache", "content_key"]
+__all__ = ["FeatureCache", "claim_cache", "content_key"]
 
 log = logging.getLogger(__name__)
+KIND = "feature cache"
+"""The :mod:`sugar.owned` kind of a claimed cache root."""
 
 
 def content_key(data: bytes) -> str:
     """The cache key of an input: hex SHA-256 of its bytes (a file's content, a UTF-8 text)."""
     return sha256_bytes(data)
+
+
+def _subdirectory(identity: str) -> str:
+    """The folder of ``identity``'s features under a cache root."""
+    return sha256_bytes(identity.encode("utf-8"))[:16]
+
+
+def _is_cache_folder(path: Path) -> bool:
+    """A folder :class:`FeatureCache` wrote: a 16-hex-digit name holding ``identity.txt``."""
+    name = path.name
+    return (
+        len(name) == 16
+        and all(c in "0123456789abcdef" for c in name)
+        and (path / "identity.txt").is_file()
+    )
+
+
+def claim_cache(root: str | Path) -> Path:
+    """Claim ``root`` as sugar's feature cache (:mod:`sugar.owned`) before anything is written
+    there, as a command whose output is the cache does (``sugar teachers embed``).
+
+    Accepted: a new or empty ``root``, one sugar marked, or one that holds only folders this
+    class wrote (a cache filled by training before it was claimed: adopted); anything else in
+    it is refused (:class:`~sugar.owned.ForeignDirectoryError`), and nothing is written. Every
+    folder this class writes there later is accepted by the next claim."""
+    root = Path(root)
+    names = list(root.iterdir()) if root.is_dir() else []
+    written = [p.name for p in names if p.is_dir() and _is_cache_folder(p)]
+    if written and len(written) == len(names) and marker_entries(root) is None:
+        write_marker(root, KIND, written)  # recognisably sugar's: adopted
+    return claim_directory(root, KIND, written)
 
 
 class FeatureCache:
@@ -63,7 +97,7 @@ class FeatureCache:
         self._pending: dict[str, Tensor] = {}
         self.directory: Path | None = None
         if root is not None:
-            self.directory = Path(root) / sha256_bytes(identity.encode("utf-8"))[:16]
+            self.directory = Path(root) / _subdirectory(identity)
             self.directory.mkdir(parents=True, exist_ok=True)
             self._check_identity()
             self._load_shards()

@@ -339,27 +339,16 @@ class HFMLLM(MLLM):
     def device(self) -> torch.device:
         return self.base.get_output_embeddings().weight.device
 
-    def collate(
-        self,
-        samples: Sequence[Sample],
-        root: str | Path,
-        *,
-        slice_text_by: str = "sentence",
-        add_eos_to_targets: bool = True,
-    ) -> Batch:
-        """The interface's batch, right padded; ``model_inputs`` holds the pixel inputs."""
-        return self._collate(samples, root, slice_text_by, add_eos_to_targets, False)
-
     def _collate(
         self,
         samples: Sequence[Sample],
         root: str | Path,
         slice_text_by: str,
-        add_eos_to_targets: bool,
-        generation_prompt: bool,
+        add_eos: bool,
+        generation_prompt: bool = False,
     ) -> Batch:
-        if slice_text_by not in ("sentence", "segment"):
-            raise ValueError(f"slice_text_by={slice_text_by!r}: 'sentence' or 'segment'")
+        """The interface's batch, right padded; ``model_inputs`` holds the pixel inputs
+        (``generation_prompt``: the chat template's prompt for an answer, for generation)."""
         if not samples:
             raise ValueError("collate needs at least one sample")
         paths = [str(resolve_image(root, path)) for sample in samples for path in sample.images]
@@ -379,7 +368,7 @@ class HFMLLM(MLLM):
             item = encode_chat_sample(
                 sample, self.layout, mine,
                 slice_text_by="sentence" if slice_text_by == "sentence" else "segment",
-                add_eos_to_targets=add_eos_to_targets, generation_prompt=generation_prompt,
+                add_eos_to_targets=add_eos, generation_prompt=generation_prompt,
             )  # fmt: skip
             found = item.input_ids.count(self.layout.image_token_id)
             if found != sum(mine):

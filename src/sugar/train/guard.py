@@ -21,7 +21,7 @@ import contextlib
 import math
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +60,17 @@ class NonFiniteError(ValueError):
 
 
 @contextlib.contextmanager
-def run_directory(directory: Path, main: bool) -> Iterator[None]:
+def run_directory(
+    directory: Path, main: bool, kind: str = "run", entries: Iterable[str] = RUN_ENTRIES
+) -> Iterator[None]:
     """Claim and lock the run ``directory`` for the block (rank 0 only: other ranks write
-    nothing); on an exception, remove the directory if the run wrote nothing in it."""
+    nothing); on an exception, remove the directory if the run wrote nothing in it. ``kind``
+    and ``entries``: another program's runs (``sugar train-control``: :mod:`sugar.control`)."""
     if not main:
         yield
         return
     existed = directory.exists()
-    claim_directory(directory, "run", RUN_ENTRIES, ignore=(LOCK,))
+    claim_directory(directory, kind, [*entries, LOCK], ignore=(LOCK,))
     try:
         with holding(directory, 0, "run directory", lock_file=directory / LOCK):
             yield

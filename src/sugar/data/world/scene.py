@@ -260,17 +260,3 @@ class SceneSampler:
             if clear and self.inside(cand) and self._fits(cand, others, strict=False):
                 return cand
         return None
-        for _ in range(self.tries // 8):
-            d = rng.uniform(self.margin, reach)
-            span = d - self.margin
-            c_lo, c_hi = max(lo, cross - span), min(hi, cross + span)
-            if c_lo > c_hi:
-                continue
-            m, c = round(main + sign * d, 3), round(rng.uniform(c_lo, c_hi), 3)
-            x, y = (m, c) if horizontal else (c, m)
-            cand = SceneObject(obj.shape, obj.colour, obj.size, x, y)
-            dx, dy = abs(x - target.x), abs(y - target.y)
-            clear = relation(cand, target) == rel and abs(dx - dy) >= self.margin
-            if clear and self.inside(cand) and self._fits(cand, others, strict=False):
-                return cand
-        return None
