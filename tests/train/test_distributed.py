@@ -18,7 +18,7 @@ from sugar.data.views import apply_views
 from sugar.losses import LossWeights, StructureOptions
 from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
-from sugar.train.distributed import Shard, sum_gradients
+from sugar.train.distributed import DataParallel, Shard
 from sugar.train.objective import SugarObjective
 from sugar.train.retrieval import retrieval_pair
 
@@ -71,10 +71,11 @@ def _worker(rank: int, world_root: str, init_file: str, out: str, separate: bool
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     model, objective, samples, retrieval = _setup(Path(world_root), separate)
     generator = torch.Generator().manual_seed(5)
-    parts = objective(model, samples, world_root, generator, Shard(rank, 2), retrieval)
-    parts["loss"].backward()
-    trainable = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
-    sum_gradients(trainable, Shard(rank, 2))
+    shard = Shard(rank, 2)
+    parallel = DataParallel(model, objective, shard)
+    parts = parallel.forward_backward(
+        lambda model, objective: objective(model, samples, world_root, generator, shard, retrieval)
+    )
     if rank == 0:
         torch.save(
             {
