@@ -172,6 +172,7 @@ class DataParallel:
                 device_ids=[device] if device.type == "cuda" else None,
                 broadcast_buffers=False,
                 find_unused_parameters=True,
+                gradient_as_bucket_view=True,
             )
 
     def forward_backward(
