@@ -115,6 +115,12 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, out: Any) 
         phases = {name: timers[name].seconds for name in PHASES}
         rows.append({"cpu": cpu_s, "wall": wall_s, **phases, "rest": cpu_s - sum(phases.values())})
     row = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+    if args.profile and rank == 0:  # one more step under torch.profiler: its costliest ops
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            step(run)
+        row["profile"] = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     # what the gradient all-reduce alone costs: one all-reduce of as many floats as the step
     # reduces (every trainable parameter), timed the same way
     count = sum(p.numel() for p in run.trainable)
@@ -139,6 +145,7 @@ def main() -> None:
     parser.add_argument("--teacher", default="runs/teacher")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="rank 0's top ops of one step")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides.")
     args = parser.parse_args()
     from sugar.serve.load import free_port
@@ -167,6 +174,8 @@ def main() -> None:
             f"{row['backward']:.2f} + hand-written sum {row['sum_gradients']:.2f} + AdamW "
             f"{row['optimiser']:.2f} + other {row['rest']:.2f}"
         )
+        if "profile" in row:
+            print(row["profile"])
         if "all_reduce_cpu" in row:
             print(
                 f"          one all-reduce of the {row['parameters'] / 1e6:.1f} M trainable "
