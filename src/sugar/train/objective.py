@@ -313,21 +313,6 @@ class SugarObjective(nn.Module):
         )  # fmt: skip
         return r.view(len(captions), self.hard_negatives, -1)
 
-    def structure_parts(
-        self,
-        states: ChunkedStates,
-        samples: Sequence[Sample],
-        root: str | Path,
-        generator: torch.Generator | None,
-        shard: Shard | None = None,
-    ) -> dict[str, Tensor]:
-        """L_d of the global batch ``samples`` from this rank's hidden states and slice spans
-        (``states``); every rank computes the same value."""
-        plan = self.prefix_plan(samples, generator, shard or Shard())
-        r_prefixes, _ = self.embed_plan(states, plan)
-        assert r_prefixes is not None, "structure_parts needs alpha > 0"
-        return self.structure_from(r_prefixes, plan, samples, root)
-
     def structure_from(
         self, r_local: Tensor, plan: PrefixPlan, samples: Sequence[Sample], root: str | Path
     ) -> dict[str, Tensor]:
