@@ -32,6 +32,7 @@ WORLD_SIZE from the environment; gloo on the CPU, NCCL when ``run.device`` is CU
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -167,12 +168,18 @@ class DataParallel:
         self.wrapped: nn.Module = self.modules
         if shard.active:
             device = next(model.parameters()).device
+            # torch 2.13 renamed broadcast_buffers (deprecated there) to forward_sync_buffers
+            options = inspect.signature(DistributedDataParallel.__init__).parameters
+            renamed = "forward_sync_buffers" in options
+            buffers: dict[str, Any] = {
+                "forward_sync_buffers" if renamed else "broadcast_buffers": False
+            }
             self.wrapped = DistributedDataParallel(
                 self.modules,
                 device_ids=[device] if device.type == "cuda" else None,
-                broadcast_buffers=False,
                 find_unused_parameters=True,
                 gradient_as_bucket_view=True,
+                **buffers,
             )
 
     def forward_backward(
