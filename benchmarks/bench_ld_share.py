@@ -13,8 +13,9 @@ config; config overrides follow the options).
 
 Times real optimiser steps (``sugar.train.loop.step``) of a fresh model (no ``init_from``), 1
 thread, after one untimed warm-up step (numba, caches). Within each step it times the L_d
-computation (``SugarObjective.structure_parts``: teacher lookup, the Triple-Kernel GAK target
-matrix, the prefix embeddings, the predicted matrix and the loss), the target matrix alone
+computation (``SugarObjective.structure_from``: teacher lookup, the Triple-Kernel GAK target
+matrix, the predicted matrix and the loss; the prefix embeddings are made beside InfoNCE's in
+``embed_plan`` since issue 20, a projector over n rows), the target matrix alone
 (``structure_targets``, the alignment kernels' part) and the teacher lookup. The teacher's cache
 is filled beforehand for every timed step's retrieval batch (as after the first epoch: a cold
 lookup encodes slices with the teacher, which is not L_d's steady cost). The backward of L_d's
@@ -89,7 +90,7 @@ def main() -> None:
             sizes = (t.retrieval_batch, t.retrieval_interleaved)
             run.objective.teacher(retrieval_batch(run.pools, sizes, run.cfg.run.seed, micro_step),
                                   run.root)  # fmt: skip
-        run.objective.structure_parts = ld.wrap(run.objective.structure_parts)  # type: ignore[method-assign]
+        run.objective.structure_from = ld.wrap(run.objective.structure_from)  # type: ignore[method-assign]
         objective_module.structure_targets = targets.wrap(objective_module.structure_targets)  # type: ignore[attr-defined]
         run.objective.teacher = lookup.wrap(run.objective.teacher)  # type: ignore[assignment]
     step(run)  # warm-up

@@ -318,6 +318,12 @@ class TrainConfig:
     retrieval_interleaved: int = 0
     """Other query/document pairs per step in the retrieval micro-batch (stories -> their
     next image, questions -> their knowledge key), when the retrieval files hold any."""
+    embedding_chunk: int = 0
+    """GradCache (Gao et al., 2021; sugar.train.grad_cache): embed the retrieval micro-batch in
+    chunks of at most this many samples without a graph, compute L_d and InfoNCE on the cached
+    vectors, then re-run each chunk with its vectors' gradients. The same gradients as one pass,
+    with memory growing with the chunk instead of the batch, for one more forward pass. 0: off
+    (one pass with graph). Needs a retrieval micro-batch."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_samples"):
@@ -329,6 +335,12 @@ class TrainConfig:
         _check(self.lm_weight >= 0, "lm_weight", self.lm_weight, "must be >= 0")
         for name in ("eval_every", "checkpoint_every", "retrieval_batch", "retrieval_interleaved"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        _check(self.embedding_chunk >= 0, "embedding_chunk", self.embedding_chunk, "must be >= 0")
+        _check(
+            not self.embedding_chunk or self.retrieval_batch + self.retrieval_interleaved > 0,
+            "embedding_chunk", self.embedding_chunk,
+            "needs a retrieval micro-batch (train.retrieval_batch or train.retrieval_interleaved)",
+        )  # fmt: skip
 
 
 @dataclass

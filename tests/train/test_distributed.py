@@ -1,6 +1,7 @@
-"""Two gloo processes give the same L_d and the same parameter gradients as one process over
-the same global batch (METHOD.md section 5), including the parameters used after the gather
-(a learned bandwidth, the InfoNCE temperature)."""
+"""Two gloo processes under DistributedDataParallel give the same losses and the same parameter
+gradients as one process over the same global batch (METHOD.md section 5), including the
+parameters used after the gather (a learned bandwidth, the InfoNCE temperature): for Sugar
+(with and without InfoNCE), CAFe-style (InfoNCE alone), generative-only, and GradCache."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from sugar.data.views import apply_views
 from sugar.losses import LossWeights, StructureOptions
 from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
-from sugar.train.distributed import Shard, sum_gradients
+from sugar.train.distributed import DataParallel, Shard
+from sugar.train.grad_cache import cached_forward_backward
 from sugar.train.objective import SugarObjective
 from sugar.train.retrieval import retrieval_pair
 
@@ -32,7 +34,20 @@ SETTINGS = {
 }
 
 
-def _setup(world_root: Path, separate: bool) -> tuple[TinyMLLM, SugarObjective, list, list | None]:
+CASES = {
+    # name: (L_d weight alpha, InfoNCE weight, a separate retrieval batch, GradCache chunk)
+    "sugar-infonce-one-batch": (1.0, 1.0, False, 0),
+    "sugar-infonce-retrieval-batch": (1.0, 1.0, True, 0),
+    "sugar": (1.0, 0.0, True, 0),
+    "cafe-style": (0.0, 1.0, True, 0),
+    "generative-only": (0.0, 0.0, False, 0),
+    "sugar-infonce-grad-cache": (1.0, 1.0, True, 2),
+}
+
+
+def _setup(
+    world_root: Path, separate: bool, alpha: float = 1.0, contrastive: float = 1.0
+) -> tuple[TinyMLLM, SugarObjective, list, list | None]:
     """The model, the objective, the generative micro-batch and (``separate``) a retrieval
     micro-batch of 4 caption pairs and 2 story pairs (sugar.train.retrieval)."""
     from tests.train.fake_teacher import FakeTeacher
@@ -54,7 +69,7 @@ def _setup(world_root: Path, separate: bool) -> tuple[TinyMLLM, SugarObjective, 
         same_sample_target="kernel", predicted_kernel="learned",
     )  # fmt: skip
     objective = SugarObjective(
-        model.hidden_size, LossWeights(alpha=1.0, contrastive=1.0), options, delta=0.9,
+        model.hidden_size, LossWeights(alpha=alpha, contrastive=contrastive), options, delta=0.9,
         teacher=FakeTeacher(),
     )  # fmt: skip
     return model, objective, samples, retrieval
@@ -65,54 +80,73 @@ def _gradients(model: TinyMLLM, objective: SugarObjective) -> dict[str, torch.Te
     return {n: p.grad.clone() for n, p in named if p.requires_grad and p.grad is not None}
 
 
-def _worker(rank: int, world_root: str, init_file: str, out: str, separate: bool) -> None:
+def _run(
+    world_root: Path, case: str, shard: Shard | None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(the losses, the parameter gradients) of ``case`` on ``shard`` (None: one process, the
+    objective's own forward and backward)."""
+    alpha, contrastive, separate, chunk = CASES[case]
+    model, objective, samples, retrieval = _setup(world_root, separate, alpha, contrastive)
+    generator = torch.Generator().manual_seed(5)
+    if shard is None:
+        parts = objective(model, samples, world_root, generator, None, retrieval)
+        parts["loss"].backward()
+    elif chunk:
+        parallel = DataParallel(model, objective, shard)
+        parts = cached_forward_backward(
+            parallel, samples, retrieval or [], world_root, generator, shard, chunk
+        )
+    else:
+        parallel = DataParallel(model, objective, shard)
+        parts = parallel.forward_backward(
+            lambda model, objective: objective(
+                model, samples, world_root, generator, shard, retrieval
+            )
+        )
+    names = ("loss", "lm_loss", "structure_loss", "contrastive_loss")
+    losses = {name: parts[name].detach() for name in names if name in parts}
+    return losses, _gradients(model, objective)
+
+
+def _worker(rank: int, world_root: str, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    model, objective, samples, retrieval = _setup(Path(world_root), separate)
-    generator = torch.Generator().manual_seed(5)
-    parts = objective(model, samples, world_root, generator, Shard(rank, 2), retrieval)
-    parts["loss"].backward()
-    trainable = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
-    sum_gradients(trainable, Shard(rank, 2))
+    results = {case: _run(Path(world_root), case, Shard(rank, 2)) for case in CASES}
     if rank == 0:
-        torch.save(
-            {
-                "structure_loss": parts["structure_loss"].detach(),
-                "lm_loss": parts["lm_loss"].detach(),
-                "contrastive_loss": parts["contrastive_loss"].detach(),
-                "grads": _gradients(model, objective),
-            },
-            out,
-        )
+        torch.save(results, out)
     dist.destroy_process_group()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("separate", [False, True], ids=["one-batch", "retrieval-batch"])
-def test_two_gloo_processes_equal_one_process(
-    loop_world: Path, tmp_path: Path, separate: bool
-) -> None:
-    model, objective, samples, retrieval = _setup(loop_world, separate)
-    parts = objective(model, samples, loop_world, torch.Generator().manual_seed(5), None, retrieval)
-    parts["loss"].backward()
-    single = _gradients(model, objective)
+def test_two_gloo_processes_equal_one_process(loop_world: Path, tmp_path: Path) -> None:
     out = tmp_path / "rank0.pt"
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    spawned = (str(loop_world), str(tmp_path / "init"), str(out), separate)
-    mp.spawn(_worker, args=spawned, nprocs=2, join=True)
+    mp.spawn(_worker, args=(str(loop_world), str(tmp_path / "init"), str(out)), nprocs=2)
     double = torch.load(out)
-    torch.testing.assert_close(double["structure_loss"], parts["structure_loss"].detach())
-    torch.testing.assert_close(double["lm_loss"], parts["lm_loss"].detach())
-    torch.testing.assert_close(double["contrastive_loss"], parts["contrastive_loss"].detach())
-    assert double["grads"].keys() == single.keys()
-    for name, grad in single.items():
-        # float32 sums over two ranks run in another order: allow last-bit differences at the
-        # gradient's own scale (a wrong row or a doubled gradient is off by O(1) of it)
-        scale = float(grad.abs().max())
-        torch.testing.assert_close(
-            double["grads"][name], grad, atol=1e-5 * scale + 1e-8, rtol=1e-5,
-            msg=lambda m, name=name: f"{name}: {m}",
-        )  # fmt: skip
-    assert any(g.abs().sum() > 0 for n, g in single.items() if n.startswith("objective"))
-    assert {"objective.log_bandwidth", "objective.logit_scale"} <= single.keys()
+    for case in CASES:
+        losses, grads = double[case]
+        single_losses, single = _run(loop_world, case, None)
+        assert losses.keys() == single_losses.keys(), case
+        for name, value in single_losses.items():
+            label = f"{case} {name}"
+            torch.testing.assert_close(
+                losses[name], value, msg=lambda m, label=label: f"{label}: {m}"
+            )
+        assert grads.keys() == single.keys(), case
+        for name, grad in single.items():
+            # float32 sums over two ranks run in another order: allow last-bit differences at
+            # the gradient's own scale (a wrong row or a doubled gradient is off by O(1) of it)
+            scale = float(grad.abs().max())
+            torch.testing.assert_close(
+                grads[name], grad, atol=1e-5 * scale + 1e-8, rtol=1e-5,
+                msg=lambda m, label=f"{case} {name}": f"{label}: {m}",
+            )  # fmt: skip
+        alpha, contrastive, _, _ = CASES[case]
+        after_gather = {"objective.log_bandwidth"} if alpha else set()
+        after_gather |= {"objective.logit_scale"} if contrastive else set()
+        assert after_gather <= single.keys(), case
+        if alpha or contrastive:
+            assert any(n.startswith("objective.projector") for n in single), case
+        else:
+            assert not any(n.startswith("objective") for n in single), case

@@ -15,7 +15,7 @@ from sugar.losses.structure import StructureOptions
 from sugar.losses.weights import LossWeights
 from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
-from sugar.train import objective as objective_module
+from sugar.train import states as states_module
 from sugar.train.loop import train
 from sugar.train.objective import ChunkedStates, SugarObjective
 from sugar.train.retrieval import (
@@ -97,7 +97,7 @@ def test_chunked_encoding_gives_the_single_pass_vectors(loop_world: Path) -> Non
 
 
 def _padded_cost(chunks: list[list[int]], sizes: list[int]) -> int:
-    return sum(len(c) * max(sizes[i] for i in c) + objective_module._PASS_COST for c in chunks)
+    return sum(len(c) * max(sizes[i] for i in c) + states_module._PASS_COST for c in chunks)
 
 
 def _best_cost(sizes: list[int], limit: int) -> int:
@@ -125,7 +125,7 @@ def test_length_chunks_are_an_optimal_partition(seed: int) -> None:
     count = int(torch.randint(1, 10, (1,), generator=generator))
     sizes = [int(x) for x in torch.randint(1, 400, (count,), generator=generator)]
     samples = [Sample(str(i), [Segment.text_("x" * n)]) for i, n in enumerate(sizes)]
-    chunks = objective_module._length_chunks(range(count), samples, 4)
+    chunks = states_module._length_chunks(range(count), samples, 4)
     assert sorted(i for c in chunks for i in c) == list(range(count))  # every row, once
     assert max(len(c) for c in chunks) <= 4
     assert _padded_cost(chunks, sizes) == _best_cost(sizes, 4)

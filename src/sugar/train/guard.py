@@ -47,12 +47,14 @@ RUN_ENTRIES = (
 ADJUSTABLE = (
     "train.lr", "train.steps", "train.warmup_ratio", "train.weight_decay", "train.clip_norm",
     "train.log_every", "train.eval_every", "train.checkpoint_every", "train.eval_samples",
-    "train.select_metric", "run.device", "run.torch_threads", "run.output_dir",
+    "train.select_metric", "train.embedding_chunk", "run.device", "run.torch_threads",
+    "run.output_dir",
 )  # fmt: skip
 """Config fields ``--resume --allow-changes`` may change (hyper-parameters of the schedule and
-the bookkeeping); ``run.output_dir`` and ``run.device``/``run.torch_threads`` always may."""
+the bookkeeping); ``run.output_dir``, ``run.device``/``run.torch_threads`` and
+``train.embedding_chunk`` (GradCache changes memory, not the gradients) always may."""
 
-_ALWAYS = ("run.output_dir", "run.device", "run.torch_threads")
+_ALWAYS = ("run.output_dir", "run.device", "run.torch_threads", "train.embedding_chunk")
 
 
 class NonFiniteError(ValueError):

@@ -53,7 +53,8 @@ from sugar.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sugar.train.distributed import Shard, init_from_environment, sum_gradients
+from sugar.train.distributed import DataParallel, Shard, init_from_environment, local_device
+from sugar.train.grad_cache import cached_forward_backward
 from sugar.train.guard import check_finite, compare_configs, environment_main, run_directory
 from sugar.train.objective import SugarObjective
 from sugar.train.retrieval import check_pool, is_retrieval_source, retrieval_batch, split_pool
@@ -93,6 +94,8 @@ class Run:
     optimiser: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     trainable: list[nn.Parameter]
+    parallel: DataParallel
+    """The forward-backward passes, gradients summed over ranks (DistributedDataParallel)."""
     delta: float | None
     medians: TypeMedians | None
     step: int = 0
@@ -189,7 +192,9 @@ def build(
     :func:`sugar.train.guard.compare_configs`); the run directory gets its config and manifest
     only after the state has loaded."""
     run_dir = Path(cfg.run.output_dir)
-    shard = init_from_environment()
+    device = resolve_device(cfg.run.device)
+    shard = init_from_environment(device)
+    device = local_device(device, shard)
     main = shard.rank == 0  # only rank 0 writes files
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
@@ -206,7 +211,6 @@ def build(
     state = load_checkpoint(checkpoint) if checkpoint is not None else None
 
     torch.manual_seed(cfg.run.seed)
-    device = resolve_device(cfg.run.device)
     model = build_model(cfg, train_samples).to(device)
     s = cfg.structure
     delta: float | None = None
@@ -226,6 +230,11 @@ def build(
         medians=medians, hard_negatives=cfg.contrastive.hard_negatives,
     )  # fmt: skip
     objective.to(device)
+    if cfg.train.embedding_chunk and cfg.contrastive.hard_negatives:
+        raise ValueError(
+            f"train.embedding_chunk={cfg.train.embedding_chunk} (GradCache) does not support "
+            f"contrastive.hard_negatives={cfg.contrastive.hard_negatives}: set one of them to 0"
+        )
     changes = {}
     if state is not None:
         where = str(checkpoint)
@@ -241,7 +250,7 @@ def build(
     )
     run = Run(
         cfg, run_dir, shard, main, root, train_samples, val_samples, model, objective, optimiser,
-        scheduler, [], delta, medians,
+        scheduler, [], DataParallel(model, objective, shard), delta, medians,
     )  # fmt: skip
     if state is not None:
         check_state_keys(model, state["model"], str(checkpoint))
@@ -315,12 +324,20 @@ def step(run: Run) -> dict[str, float]:
         elif not (t.retrieval_batch or t.retrieval_interleaved):  # one mixed batch, with views
             samples = apply_views(samples, cfg.data.view_weights, cfg.run.seed, micro_step)
         generator = seeded(cfg.run.seed, run.step, micro)
-        parts = run.objective(run.model, samples, run.root, generator, run.shard, retrieval)
+        sync = micro == t.grad_accum - 1  # gradients all-reduced once per step
+        if t.embedding_chunk and retrieval is not None:  # GradCache (sugar.train.grad_cache)
+            parts = cached_forward_backward(
+                run.parallel, samples, retrieval, run.root, generator, run.shard,
+                t.embedding_chunk, scale=1 / t.grad_accum, sync=sync,
+            )  # fmt: skip
+        else:
+            parts = run.parallel.forward_backward(
+                _objective, samples, run.root, generator, run.shard, retrieval,
+                scale=1 / t.grad_accum, sync=sync,
+            )  # fmt: skip
         _count_losses(run, parts)
-        (parts["loss"] / t.grad_accum).backward()
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach()) / t.grad_accum
-    sum_gradients(run.trainable, run.shard)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, t.clip_norm or float("inf"))
     check_finite(run.step + 1, {**sums, "grad_norm": float(grad_norm)})  # before it is applied
     step_lr = float(run.scheduler.get_last_lr()[0])  # the rate this step uses
@@ -329,6 +346,12 @@ def step(run: Run) -> dict[str, float]:
     run.optimiser.zero_grad(set_to_none=True)
     run.step += 1
     return {**sums, "grad_norm": float(grad_norm), "lr": step_lr}
+
+
+def _objective(model: MLLM, objective: SugarObjective, *arguments: Any) -> dict[str, torch.Tensor]:
+    """The objective's parts on one micro-batch (the pass :class:`DataParallel` runs)."""
+    parts: dict[str, torch.Tensor] = objective(model, *arguments)
+    return parts
 
 
 def _count_losses(run: Run, parts: dict[str, torch.Tensor]) -> None:

@@ -19,13 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from sugar.align import TypeMedians
-from sugar.data.collate import Span
 from sugar.data.schema import Sample, Segment
 from sugar.data.slices import slices
 from sugar.data.views import group_of
@@ -43,96 +42,9 @@ from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector, embed_prefixes
 from sugar.train.distributed import Shard, all_reduce_sum, gather_with_grad
 from sugar.train.retrieval import pair_roles
+from sugar.train.states import _CHUNK, ChunkedStates, PrefixPlan, _length_chunks
 
-__all__ = ["ChunkedStates", "SugarObjective", "group_indices"]
-
-
-_CHUNK = 32
-"""The most samples in one forward pass."""
-_PASS_COST = 64
-"""What one more forward pass costs, in characters of padded input (:func:`_length_chunks`)."""
-
-
-def _size(sample: Sample) -> int:
-    """A sample's length in characters, images counted as 16 (for sorting only)."""
-    return sum(len(seg.text) if seg.text is not None else 16 for seg in sample.segments)
-
-
-def _length_chunks(rows: Sequence[int], samples: Sequence[Sample], size: int) -> list[list[int]]:
-    """``rows`` sorted by their samples' length and cut into chunks of at most ``size`` that
-    minimise the padded input (each chunk pads to its longest sample) plus ``_PASS_COST`` per
-    chunk: an exact partition of the sorted rows by dynamic programming.
-
-    Measured (issue 17): the demo's generative batch of 16 mixes needles of about 150 tokens
-    with captions of 15; padded as one batch it held 3,200 token slots for about 1,000 tokens.
-
-    >>> from sugar.data.schema import Segment
-    >>> texts = ["a" * 10, "b" * 10, "c" * 400, "d" * 12]
-    >>> batch = [Sample(str(i), [Segment.text_(t)]) for i, t in enumerate(texts)]
-    >>> _length_chunks(range(4), batch, 8)
-    [[0, 1, 3], [2]]
-    """
-    ordered = sorted(rows, key=lambda i: _size(samples[i]))
-    sizes = [_size(samples[i]) for i in ordered]
-    best = [0.0] + [float("inf")] * len(ordered)  # best[j]: cost of the first j rows
-    cut = [0] * (len(ordered) + 1)
-    for end in range(1, len(ordered) + 1):
-        for start in range(max(0, end - size), end):
-            cost = best[start] + (end - start) * sizes[end - 1] + _PASS_COST
-            if cost < best[end]:
-                best[end], cut[end] = cost, start
-    chunks, end = [], len(ordered)
-    while end > 0:
-        chunks.append(ordered[cut[end] : end])
-        end = cut[end]
-    return chunks[::-1]
-
-
-class ChunkedStates:
-    """Last-layer hidden states of B samples encoded in one or more forward passes: each chunk
-    is (its rows among the B samples, hidden (B_c, T_c, D), spans)."""
-
-    def __init__(
-        self, count: int, chunks: Sequence[tuple[list[int], Tensor, Sequence[Sequence[Span]]]]
-    ) -> None:
-        self.chunks = list(chunks)
-        self.where: list[tuple[int, int]] = [(-1, -1)] * count  # row -> (chunk, row in chunk)
-        self.spans: list[Sequence[Span]] = [[] for _ in range(count)]
-        for c, (rows, _, spans) in enumerate(self.chunks):
-            for local, row in enumerate(rows):
-                self.where[row] = (c, local)
-                self.spans[row] = spans[local]
-
-    @classmethod
-    def single(cls, hidden: Tensor, spans: Sequence[Sequence[Span]]) -> ChunkedStates:
-        return cls(len(spans), [(list(range(len(spans))), hidden, spans)])
-
-    def embed(
-        self,
-        sample_index: Tensor,
-        slice_index: Tensor,
-        projector: RetrievalProjector,
-        image_pool: Literal["mean", "last"],
-    ) -> Tensor:
-        """``r`` of each prefix (sample b, slice e), in the order given. # (n, P)"""
-        located = [self.where[b] for b in sample_index.tolist()]  # (chunk, row in chunk) each
-        if len(self.chunks) == 1:  # one pass: the prefixes are already in order
-            hidden, spans = self.chunks[0][1], self.chunks[0][2]
-            local = torch.tensor([row for _, row in located], dtype=torch.long)
-            return embed_prefixes(hidden, spans, local, slice_index, projector, image_pool)
-        parts, order = [], []
-        for c, (_, hidden, spans) in enumerate(self.chunks):
-            picked = [i for i, (chunk, _) in enumerate(located) if chunk == c]
-            if not picked:
-                continue
-            local = torch.tensor([located[i][1] for i in picked], dtype=torch.long)
-            parts.append(
-                embed_prefixes(hidden, spans, local, slice_index[picked], projector, image_pool)
-            )
-            order += picked
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
-        return torch.cat(parts)[inverse.to(parts[0].device)]
+__all__ = ["ChunkedStates", "PrefixPlan", "SugarObjective", "group_indices"]
 
 
 def _replicated(parameter: Tensor, shard: Shard | None) -> Tensor:
@@ -220,29 +132,23 @@ class SugarObjective(nn.Module):
         """
         shard = shard or Shard()
         lo, hi = shard.bounds(len(samples))
-        slice_text_by = self.options.slice_text_by
-        embedded = samples
         if retrieval is None and self.weights.uses_projector:  # one pass serves every loss
-            batch = model.collate(samples[lo:hi], root, slice_text_by=slice_text_by)
+            batch = model.collate(samples[lo:hi], root, slice_text_by=self.options.slice_text_by)
             output = model(batch)
-            parts = generative_loss(output.logits, batch.labels.to(output.logits.device))
+            generated = generative_loss(output.logits, batch.labels.to(output.logits.device))
+            parts, lm_loss = self._global_lm_loss(generated, shard)
             states = ChunkedStates.single(output.hidden, batch.spans)
+            embedded: Sequence[Sample] = samples
         else:  # L_g alone, in length-sorted chunks (a long needle pads only its own chunk)
-            parts = self._chunked_generative_loss(model, samples[lo:hi], root)
-        local_tokens = parts["lm_tokens"]
-        global_tokens = all_reduce_sum(local_tokens, shard)
-        lm_loss = parts["lm_loss"] * local_tokens / global_tokens.clamp_min(1)
-        parts = {"lm_loss": all_reduce_sum(lm_loss, shard) if shard.active else lm_loss}
-        if retrieval is not None and self.weights.uses_projector:
-            lo, hi = shard.bounds(len(retrieval))
-            states = self.encode_chunks(model, retrieval[lo:hi], root)
-            embedded = retrieval
-        if self.weights.contrastive > 0:
-            contrastive = self.contrastive_parts(model, states, embedded, root, shard)
-            parts["contrastive_pairs"] = contrastive.pop("pairs").float()
-            parts.update(contrastive)
-        if self.weights.alpha > 0:
-            parts.update(self.structure_parts(states, embedded, root, generator, shard))
+            parts, lm_loss = self.generative_parts(model, samples, root, shard)
+            embedded = retrieval or []
+            if retrieval is not None and self.weights.uses_projector:
+                lo, hi = shard.bounds(len(retrieval))
+                states = self.encode_chunks(model, retrieval[lo:hi], root)
+        if self.weights.uses_projector and embedded:
+            plan = self.prefix_plan(embedded, generator, shard)
+            r_prefixes, r_finals = self.embed_plan(states, plan)
+            parts.update(self.retrieval_parts(model, r_prefixes, r_finals, plan, embedded, root))
         # The tensor to backward: this rank's share of L_g plus the global L_d and L_c (whose
         # gradients reach this rank's rows only); its value is the global total, what is logged.
         total = self.weights.total({**parts, "lm_loss": lm_loss})
@@ -250,6 +156,24 @@ class SugarObjective(nn.Module):
             total = self.weights.total(parts).detach() + (total - total.detach())
         parts["loss"] = total
         return parts
+
+    def _global_lm_loss(
+        self, generated: dict[str, Tensor], shard: Shard
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """({"lm_loss": the global L_g, to log}, this rank's share of it, to backward)."""
+        local_tokens = generated["lm_tokens"]
+        global_tokens = all_reduce_sum(local_tokens, shard)
+        lm_loss = generated["lm_loss"] * local_tokens / global_tokens.clamp_min(1)
+        return {"lm_loss": all_reduce_sum(lm_loss, shard) if shard.active else lm_loss}, lm_loss
+
+    def generative_parts(
+        self, model: MLLM, samples: Sequence[Sample], root: str | Path, shard: Shard
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """L_g of the global micro-batch ``samples`` from this rank's share, in length-sorted
+        chunks: ({"lm_loss": global}, this rank's share of it)."""
+        lo, hi = shard.bounds(len(samples))
+        generated = self._chunked_generative_loss(model, samples[lo:hi], root)
+        return self._global_lm_loss(generated, shard)
 
     def _chunked_generative_loss(
         self, model: MLLM, samples: Sequence[Sample], root: str | Path
@@ -284,20 +208,71 @@ class SugarObjective(nn.Module):
             chunks.append((part, model(batch).hidden, batch.spans))
         return ChunkedStates(len(samples), chunks)
 
-    def contrastive_parts(
+    def prefix_plan(
+        self, samples: Sequence[Sample], generator: torch.Generator | None, shard: Shard
+    ) -> PrefixPlan:
+        """Which ``r`` the retrieval losses need of the global batch ``samples`` (module doc of
+        :class:`PrefixPlan`); L_d's prefix picks draw from ``generator`` when alpha > 0."""
+        counts = [len(slices(sample, by=self.options.slice_text_by)) for sample in samples]
+        lo, hi = shard.bounds(len(samples))
+        if self.weights.alpha > 0:
+            sample_index, slice_index, keep = sample_prefixes(
+                counts, self.options.prefixes_per_sample, generator
+            )
+        else:
+            sample_index = slice_index = torch.zeros(0, dtype=torch.long)
+            keep = torch.zeros(0, dtype=torch.bool)
+        return PrefixPlan(counts, sample_index, slice_index, keep, shard, lo, hi)
+
+    def embed_plan(
+        self, states: ChunkedStates, plan: PrefixPlan, rows: Sequence[int] | None = None
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """(``r`` of this rank's L_d prefixes (n_local, P), ``r`` of its samples' final prefixes
+        (B_local, P)) from ``states`` (None for a loss that is off). ``rows``: only the prefixes
+        of these local samples (a GradCache chunk), in plan order."""
+        local_counts = plan.counts[plan.lo : plan.hi]
+        if rows is None and local_counts != [len(s) for s in states.spans]:
+            raise ValueError(f"slice counts {local_counts} differ from the model's spans")
+        r_prefixes = r_finals = None
+        if self.weights.alpha > 0:
+            b, e = plan.local_prefixes(rows)
+            r_prefixes = states.embed(b, e, self.projector, self.options.image_pool)
+        if self.weights.contrastive > 0:
+            b = torch.tensor(range(len(local_counts)) if rows is None else rows, dtype=torch.long)
+            e = torch.tensor([local_counts[i] - 1 for i in b.tolist()], dtype=torch.long)
+            r_finals = states.embed(b, e, self.projector, self.options.image_pool)
+        return r_prefixes, r_finals
+
+    def retrieval_parts(
         self,
         model: MLLM,
-        states: ChunkedStates,
+        r_prefixes: Tensor | None,
+        r_finals: Tensor | None,
+        plan: PrefixPlan,
         samples: Sequence[Sample],
         root: str | Path,
-        shard: Shard,
     ) -> dict[str, Tensor]:
+        """InfoNCE (from ``r_finals``) and L_d (from ``r_prefixes``) of the global batch
+        ``samples``, from this rank's vectors (:meth:`embed_plan`); every rank computes the
+        same values. ``contrastive_pairs``: how many pairs InfoNCE saw (below 2 it could not
+        run)."""
+        parts: dict[str, Tensor] = {}
+        if r_finals is not None:
+            contrastive = self.contrastive_from(model, r_finals, samples, root, plan.shard)
+            parts["contrastive_pairs"] = contrastive.pop("pairs").float()
+            parts.update(contrastive)
+        if r_prefixes is not None:
+            parts.update(self.structure_from(r_prefixes, plan, samples, root))
+        return parts
+
+    def contrastive_from(
+        self, model: MLLM, r_local: Tensor, samples: Sequence[Sample], root: str | Path,
+        shard: Shard,
+    ) -> dict[str, Tensor]:  # fmt: skip
         """InfoNCE over the batch's query/document pairs
-        (:func:`~sugar.train.retrieval.pair_roles`); only ``pairs`` when fewer than two."""
-        local = torch.arange(len(states.spans))
-        last = torch.tensor([len(s) - 1 for s in states.spans])
-        r = states.embed(local, last, self.projector, self.options.image_pool)
-        r = gather_with_grad(r, shard)  # (B, P): every sample's final prefix, global order
+        (:func:`~sugar.train.retrieval.pair_roles`) from this rank's final-prefix vectors
+        ``r_local`` (B_local, P); only ``pairs`` when fewer than two."""
+        r = gather_with_grad(r_local, shard)  # (B, P): every sample's final prefix, global order
         pairs = [(document, query) for query, document in pair_roles(samples)]
         if len(pairs) < 2:
             return {"pairs": torch.tensor(len(pairs))}
@@ -338,43 +313,26 @@ class SugarObjective(nn.Module):
         )  # fmt: skip
         return r.view(len(captions), self.hard_negatives, -1)
 
-    def structure_parts(
-        self,
-        states: ChunkedStates,
-        samples: Sequence[Sample],
-        root: str | Path,
-        generator: torch.Generator | None,
-        shard: Shard | None = None,
+    def structure_from(
+        self, r_local: Tensor, plan: PrefixPlan, samples: Sequence[Sample], root: str | Path
     ) -> dict[str, Tensor]:
-        """L_d of the global batch ``samples`` from this rank's hidden states and slice spans
-        (``states``); every rank computes the same value."""
-        shard = shard or Shard()
-        lo, hi = shard.bounds(len(samples))
-        options = self.options
-        counts = [len(slices(sample, by=options.slice_text_by)) for sample in samples]
-        if counts[lo:hi] != [len(s) for s in states.spans]:
-            raise ValueError(f"slice counts {counts[lo:hi]} differ from the model's spans")
-        sample_index, slice_index, keep = sample_prefixes(
-            counts, options.prefixes_per_sample, generator
-        )
-        mine = (sample_index >= lo) & (sample_index < hi)
-        r_local = states.embed(
-            sample_index[mine] - lo, slice_index[mine], self.projector, options.image_pool
-        )
+        """L_d of the global batch ``samples`` from this rank's prefix vectors ``r_local``
+        (n_local, P, in plan order)."""
+        options, shard = self.options, plan.shard
         r = gather_with_grad(r_local, shard)  # (n, P), global order
         teacher_slices = self.teacher(samples, root)
-        if teacher_slices.lengths.tolist() != counts:
+        if teacher_slices.lengths.tolist() != plan.counts:
             raise ValueError(
                 "teacher slices and model slices differ in number per sample: "
-                f"{teacher_slices.lengths.tolist()} vs {counts}"
+                f"{teacher_slices.lengths.tolist()} vs {plan.counts}"
             )
         assert self.delta is not None
         target = structure_targets(
-            teacher_slices, sample_index, slice_index, sigma=self.delta, options=options,
-            medians=self.medians, groups=group_indices(samples),
+            teacher_slices, plan.sample_index, plan.slice_index, sigma=self.delta,
+            options=options, medians=self.medians, groups=group_indices(samples),
         ).to(r.device)  # fmt: skip
         predicted = predicted_matrix(r, options.predicted_kernel, self.predicted_sigma(shard))
-        keep = keep.to(r.device)
+        keep = plan.keep.to(r.device)
         parts = structure_loss(predicted, target, keep, options.structure_reduction)
         mask = keep[:, None] & keep[None, :]
         parts["target_mean"] = target[mask].mean()
