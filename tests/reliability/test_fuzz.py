@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,15 @@ def _dumps(value: Any) -> str:
 LINE = st.one_of(JSON.map(_dumps), st.text(max_size=40), st.binary(max_size=40))
 
 
-def _file(content: str | bytes, name: str) -> Path:
-    directory = Path(tempfile.mkdtemp(prefix="sugar-fuzz-"))
-    path = directory / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8", "replace"))
-    return path
+@contextlib.contextmanager
+def _file(content: str | bytes, name: str) -> Iterator[Path]:
+    """``content`` as the file ``name`` in a fresh directory, removed afterwards (one per
+    example: hypothesis runs hundreds, and /tmp must not keep them)."""
+    with tempfile.TemporaryDirectory(prefix="sugar-fuzz-") as directory:
+        path = Path(directory) / name
+        data = content if isinstance(content, bytes) else content.encode("utf-8", "replace")
+        path.write_bytes(data)
+        yield path
 
 
 def _join(lines: list[str | bytes]) -> bytes:
@@ -69,8 +74,7 @@ def _join(lines: list[str | bytes]) -> bytes:
 @FUZZ
 @given(st.lists(LINE, max_size=6))
 def test_the_jsonl_reader(lines: list[str | bytes]) -> None:
-    path = _file(_join(lines), "data.jsonl")
-    with contextlib.suppress(DataError):
+    with _file(_join(lines), "data.jsonl") as path, contextlib.suppress(DataError):
         read_samples(path, path.parent, check_images=True)
 
 
@@ -90,8 +94,7 @@ CSV_CELL = st.one_of(st.text(max_size=8), st.sampled_from(['"', '""', "a.png", "
     ),
 )
 def test_every_converter(fmt: str, body: str) -> None:
-    path = _file(body, "source")
-    with contextlib.suppress(DataError):
+    with _file(body, "source") as path, contextlib.suppress(DataError):
         CONVERTERS[fmt](path, root=path.parent)
 
 
@@ -124,8 +127,7 @@ YAML_VALUE = st.one_of(
     ),
 )  # fmt: skip
 def test_the_config_parser(text: str, overrides: list[str]) -> None:
-    path = _file(text, "config.yaml")
-    with contextlib.suppress(ConfigError):
+    with _file(text, "config.yaml") as path, contextlib.suppress(ConfigError):
         load_config(path, overrides)
 
 
@@ -141,6 +143,5 @@ def test_the_config_parser(text: str, overrides: list[str]) -> None:
     | st.text(max_size=40)
 )
 def test_the_bundle_manifest_reader(text: str) -> None:
-    path = _file(text, "model.json")
-    with contextlib.suppress(ValueError):
+    with _file(text, "model.json") as path, contextlib.suppress(ValueError):
         read_manifest(path.parent)
