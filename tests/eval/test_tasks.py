@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -148,6 +149,38 @@ def tiny_eval(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EvalModel
     with_projector = EvalModel(model, RetrievalProjector(32, 8).eval(), name="with")
     without = EvalModel(model, None, name="without")
     return root, with_projector, without
+
+
+class _EmbedOnly:
+    """An evaluation model with embeddings and no language model (as a teacher alone)."""
+
+    generates = False
+    name = "embed-only"
+
+    def __init__(self, inner: EvalModel) -> None:
+        self.inner = inner
+
+    def embed(self, samples: Any, root: Any) -> Any:
+        return self.inner.embed(samples, root)
+
+    def score(self, samples: Any, root: Any) -> None:
+        return None
+
+    def generate(self, samples: Any, root: Any, tokens: int = 8) -> None:
+        return None
+
+
+def test_a_model_that_does_not_generate_gets_the_kb_fact_retrieval_only(
+    tiny_eval: tuple[Path, EvalModel, EvalModel],
+) -> None:
+    root, with_projector, _ = tiny_eval
+    full = run_tasks(with_projector, root, ["kb_qa"], limit=6)["kb_qa"]
+    only = run_tasks(_EmbedOnly(with_projector), root, ["kb_qa", "vqa"], limit=6)
+    assert only["vqa"] == {}  # generation tasks: n/a as a whole
+    kb = only["kb_qa"]
+    assert kb["retrieval_r1"] == full["retrieval_r1"]
+    assert not {"no_context", "oracle", "retrieved"} & set(kb)
+    assert sum(kb["per_item"]["retrieval_r1"]) / 6 == pytest.approx(kb["retrieval_r1"])
 
 
 def test_every_task_runs_end_to_end_and_reports_na_without_a_projector(

@@ -375,17 +375,20 @@ def kb_qa(
     A payload enters as :func:`with_fact` puts it, the layout of the world's training samples and
     of :mod:`sugar.rag`'s default template (the fact, then the question); items are retrieved by
     their key (their image and a record text naming the same object or code in other words),
-    never by the payload. The query is the question's context segments.
+    never by the payload. The query is the question's context segments. A model that does not
+    generate (a teacher alone) gets the retrieval R@1 only.
     """
     payload = {it.meta["fact_id"]: it.meta["payload"] for it in items}
     answers = [s.meta["answer"] for s in samples]
     out: dict[str, Any] = {}
-    plain = _generated(model, samples, root)
-    out["no_context"] = sum(_answers_match(plain, answers)) / len(samples)
-    _items(out, "no_context", torch.tensor(_answers_match(plain, answers)))
-    oracle = _generated(model, [with_fact(s, payload[s.meta["fact_id"]]) for s in samples], root)
-    out["oracle"] = sum(_answers_match(oracle, answers)) / len(samples)
-    _items(out, "oracle", torch.tensor(_answers_match(oracle, answers)))
+    if model.generates:
+        plain = _generated(model, samples, root)
+        out["no_context"] = sum(_answers_match(plain, answers)) / len(samples)
+        _items(out, "no_context", torch.tensor(_answers_match(plain, answers)))
+        facts = [with_fact(s, payload[s.meta["fact_id"]]) for s in samples]
+        oracle = _generated(model, facts, root)
+        out["oracle"] = sum(_answers_match(oracle, answers)) / len(samples)
+        _items(out, "oracle", torch.tensor(_answers_match(oracle, answers)))
     keys = model.embed(list(items), root)
     queries = model.embed(
         [Sample(s.id, [g for g in s.segments if g.role == "context"]) for s in samples], root
@@ -397,6 +400,9 @@ def kb_qa(
     relevant = torch.tensor([ids.index(s.meta["fact_id"]) for s in samples])
     scores = queries @ keys.T
     out["retrieval_r1"] = recall_at_k(scores, relevant, 1)
+    _items(out, "retrieval_r1", (scores.argmax(dim=1) == relevant).float())
+    if not model.generates:
+        return out
     top = scores.argmax(dim=1).tolist()
     retrieved = _generated(
         model, [with_fact(s, payload[ids[t]]) for s, t in zip(samples, top, strict=True)], root
@@ -443,8 +449,9 @@ TASKS: dict[str, str] = {
 OPTIONAL_TASKS: dict[str, str] = {"edit": "edit"}
 """Tasks run only when named (their data is not part of every world: ``sugar data edits``)."""
 TASK_FOLDERS = {**TASKS, **OPTIONAL_TASKS}
-GENERATION_TASKS = ("needle", "vqa", "pope", "kb_qa", "grounding", "edit")
-"""Tasks scored on generated answers: "n/a" as a whole for a model that does not generate."""
+GENERATION_TASKS = ("needle", "vqa", "pope", "grounding", "edit")
+"""Tasks scored on generated answers: "n/a" as a whole for a model that does not generate
+(``kb_qa`` scores such a model's fact retrieval only)."""
 _FUNCTIONS: dict[str, TaskFn] = {
     "caption_retrieval": caption_retrieval,
     "hard_negatives": hard_negatives,
