@@ -34,27 +34,10 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from multiprocessing import get_context
 from typing import Any
 
-
-class _Timer:
-    """Accumulates the CPU time of calls of a wrapped function."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.process_time()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds += time.process_time() - start
-
-        return timed
-
+from _timing import CpuTimer  # benchmarks/_timing.py (scripts run from their folder)
 
 PHASES = ("generative", "encode", "retrieval_losses", "backward", "sum_gradients", "optimiser")
 
@@ -87,7 +70,7 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, out: Any) 
             sizes = (t.retrieval_batch, t.retrieval_interleaved)
             batch = retrieval_batch(run.pools, sizes, run.cfg.run.seed, micro_step)
             run.objective.teacher(batch, run.root)
-    timers = {name: _Timer() for name in PHASES}
+    timers = {name: CpuTimer() for name in PHASES}
     objective = run.objective
     objective._chunked_generative_loss = timers["generative"].wrap(  # type: ignore[method-assign]
         objective._chunked_generative_loss

@@ -32,32 +32,14 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from typing import Any
 
 import torch
+from _timing import CpuTimer  # benchmarks/_timing.py (scripts run from their folder)
 
 import sugar.train.objective as objective_module
 from sugar.config import load_config
 from sugar.train.loop import build, step
 from sugar.train.retrieval import retrieval_batch
-
-
-class _Timer:
-    """Accumulates the CPU time of calls of a wrapped function."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.process_time()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds += time.process_time() - start
-
-        return timed
 
 
 def main() -> None:
@@ -83,7 +65,7 @@ def main() -> None:
     run = build(cfg, resume=False, teacher=None)
     run.model.train()
     t = run.cfg.train
-    ld, targets, lookup = _Timer(), _Timer(), _Timer()
+    ld, targets, lookup = CpuTimer(), CpuTimer(), CpuTimer()
     if run.objective.teacher is not None:  # alpha > 0 (a generative recipe has no L_d)
         # the teacher's cache warm for every timed step's retrieval batch (as after an epoch)
         for micro_step in range((args.steps + 1) * t.grad_accum):
