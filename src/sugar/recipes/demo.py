@@ -280,24 +280,22 @@ def run_demo(
         name: (to_dict(configs[name]), str(world), size["eval_limit"], "test", name)
         for name in tuned
     }
-    if side_by_side:  # one process per fine-tune, each evaluating its model when trained
-        done = stage("train and evaluate generative and sugar, side by side", timings, say)
+    # Side by side, each job trains its model (missing) and evaluates it; otherwise the models
+    # were trained above and the jobs only evaluate. One worker process per model (in this
+    # process when there is one worker).
+    label = "train and evaluate generative and sugar, side by side" if side_by_side else "evaluate"
+    done = stage(label, timings, say)
+    if workers > 1:
         with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
             futures = {name: pool.submit(train_and_evaluate, *job) for name, job in jobs.items()}
             outcomes = {name: future.result() for name, future in futures.items()}
-        done()
+    else:
+        outcomes = {name: train_and_evaluate(*job) for name, job in jobs.items()}
+    done()
+    if side_by_side:
         for name in tuned:
             timings[f"train {name}"] = outcomes[name]["train_s"]
             timings[f"evaluate {name}"] = outcomes[name]["eval_s"]
-    else:  # the models are trained above: the two evaluations, side by side when possible
-        done = stage("evaluate", timings, say)
-        if workers > 1:
-            with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
-                futures = {n: pool.submit(train_and_evaluate, *job) for n, job in jobs.items()}
-                outcomes = {name: future.result() for name, future in futures.items()}
-        else:
-            outcomes = {name: train_and_evaluate(*job) for name, job in jobs.items()}
-        done()
     results = {name: outcome["results"] for name, outcome in outcomes.items()}
     # The frozen teacher alone on the same items: the reference for the embedding tasks
     done = stage("evaluate the teacher alone", timings, say)
