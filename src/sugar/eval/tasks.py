@@ -400,10 +400,11 @@ def kb_qa(
     relevant = torch.tensor([ids.index(s.meta["fact_id"]) for s in samples])
     scores = queries @ keys.T
     out["retrieval_r1"] = recall_at_k(scores, relevant, 1)
-    _items(out, "retrieval_r1", (scores.argmax(dim=1) == relevant).float())
+    best = scores.argmax(dim=1)
+    _items(out, "retrieval_r1", (best == relevant).float())
     if not model.generates:
         return out
-    top = scores.argmax(dim=1).tolist()
+    top = best.tolist()
     retrieved = _generated(
         model, [with_fact(s, payload[ids[t]]) for s, t in zip(samples, top, strict=True)], root
     )
