@@ -5,6 +5,7 @@ parameters used after the gather (a learned bandwidth, the InfoNCE temperature):
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -115,6 +116,11 @@ def _worker(rank: int, world_root: str, init_file: str, out: str) -> None:
     results = {case: _run(Path(world_root), case, Shard(rank, 2)) for case in CASES}
     if rank == 0:
         torch.save(results, out)
+    # Every case's DistributedDataParallel (its reducer and hooks) is freed and both ranks are
+    # done before the group goes: one run in about five ended with rank 1 aborting at exit
+    # ("terminate called without an active exception") when it tore down first.
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 
