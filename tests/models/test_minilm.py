@@ -157,3 +157,41 @@ def test_bfloat16_autocast_keeps_float32_outputs_and_travels_in_the_bundle(
 def test_an_unknown_autocast_setting_is_refused(tiny_world: TinyWorld) -> None:
     with pytest.raises(ValueError, match="autocast='half'"):
         MiniLMMLLM.build(["a"], {**OPTIONS, "max_positions": 64, "autocast": "half"}, {})
+
+
+def test_sparse_word_embedding_gradients_sum_to_the_dense_gradient(
+    minilm: MiniLMMLLM, tiny_world: TinyWorld
+) -> None:
+    """The word-embedding table gets sparse gradients (one per lookup: the inputs of each
+    forward and the tied head's rows); densified, two passes accumulated give exactly the
+    gradient of a dense table."""
+    from torch.nn import functional as F
+
+    from sugar.train.loop import densify_gradients
+
+    batches = [
+        minilm.collate(tiny_world.captions[:2], tiny_world.root),
+        minilm.collate(tiny_world.captions[2:4], tiny_world.root),
+    ]
+    table = minilm.trunk.embeddings.word_embeddings
+    assert table.sparse
+
+    def accumulated() -> torch.Tensor:
+        table.weight.grad = None
+        for batch in batches:
+            logits = minilm(batch).logits.flatten(0, 1)
+            F.cross_entropy(logits, batch.labels.flatten()).backward()  # output-vocabulary ids
+        densify_gradients([table.weight])
+        grad = table.weight.grad
+        assert grad is not None and not grad.is_sparse
+        return grad.clone()
+
+    sparse = accumulated()
+    table.sparse = False  # the dense reference: inputs and head rows with dense gradients
+    try:
+        dense = accumulated()
+    finally:
+        table.sparse = True
+        table.weight.grad = None
+    assert int((sparse != 0).any(dim=1).sum()) > 10  # rows of inputs and of the head
+    torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-7)

@@ -30,12 +30,13 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from sugar.align import TypeMedians
@@ -307,6 +308,15 @@ def _retrieval_sources(
     return generative, split_pool(pool)
 
 
+def densify_gradients(parameters: Sequence[Tensor]) -> None:
+    """Replace each sparse gradient (a word-embedding table's lookups, e.g.
+    :class:`~sugar.models.minilm.MiniLMMLLM`) by the dense sum of its entries: clipping and AdamW
+    need dense gradients, and a table no lookup reached keeps ``None``."""
+    for parameter in parameters:
+        if parameter.grad is not None and parameter.grad.is_sparse:
+            parameter.grad = parameter.grad.to_dense()
+
+
 def step(run: Run) -> dict[str, float]:
     """One optimiser step over ``grad_accum`` micro-batches; returns what to log: the mean of
     the objective's parts over the micro-batches, the gradient norm and the step's rate."""
@@ -338,6 +348,7 @@ def step(run: Run) -> dict[str, float]:
         _count_losses(run, parts)
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach()) / t.grad_accum
+    densify_gradients(run.trainable)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, t.clip_norm or float("inf"))
     check_finite(run.step + 1, {**sums, "grad_norm": float(grad_norm)})  # before it is applied
     step_lr = float(run.scheduler.get_last_lr()[0])  # the rate this step uses
