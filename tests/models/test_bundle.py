@@ -124,6 +124,31 @@ def test_the_vision_feature_cache_reaches_the_disk(tmp_path: Path, tiny_world: T
     assert len(reopened) == 3
 
 
+def test_a_loaded_bundle_reads_and_fills_the_feature_cache_it_is_given(
+    tmp_path: Path, tiny_world: TinyWorld
+) -> None:
+    """A run from ``train.init_from`` (and the demo's evaluation) loads its bundle with the run's
+    feature cache: features an earlier run computed are read, new ones are written; without
+    one, the loaded model keeps its features in memory only."""
+    from sugar.models.feature_cache import FeatureCache
+
+    first = TinyMLLM(tiny_world.tokenizer, feature_cache=str(tmp_path / "cache"), **TINY).eval()
+    batch = first.collate(tiny_world.captions[:3], tiny_world.root)
+    first(batch)
+    first.flush_caches()
+    save_bundle(tmp_path / "m", first)
+    loaded = load_bundle(tmp_path / "m", feature_cache=str(tmp_path / "cache")).model
+    assert isinstance(loaded, TinyMLLM)
+    with torch.no_grad():
+        loaded(batch)  # the three images: read from the disk, not encoded
+        loaded(loaded.collate(tiny_world.captions[3:5], tiny_world.root))  # two new ones
+    cache = loaded.vision.cache
+    assert (cache.hits, cache.misses) == (3, 2)
+    loaded.flush_caches()
+    assert len(FeatureCache(tmp_path / "cache", cache.identity)) == 5
+    assert load_bundle(tmp_path / "m").model.vision.cache.directory is None
+
+
 def test_generation_past_max_positions_is_refused_up_front(tiny_world: TinyWorld) -> None:
     model = TinyMLLM(tiny_world.tokenizer, **{**TINY, "max_positions": 128}).eval()
     story = tiny_world.stories[0]

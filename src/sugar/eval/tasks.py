@@ -130,10 +130,13 @@ class EvalModel:
         return out
 
 
-def load_eval_model(directory: str | Path, name: str | None = None) -> EvalModel:
+def load_eval_model(
+    directory: str | Path, name: str | None = None, feature_cache: str | None = None
+) -> EvalModel:
     """A bundle as an :class:`EvalModel` (its projector when it has one), named ``name`` or
-    after its directory (the run's name for ``RUN/model`` and ``RUN/best``)."""
-    bundle = load_bundle(directory)
+    after its directory (the run's name for ``RUN/model`` and ``RUN/best``); ``feature_cache``
+    as in :func:`~sugar.models.bundle.load_bundle`."""
+    bundle = load_bundle(directory, feature_cache=feature_cache)
     editor = load_editor(bundle)  # an edited bundle is evaluated with its edits (sugar.edit)
     if editor is not None and editor.method == "context":
         raise ValueError(f"{directory}: in-context edits rewrite prompts, which the tasks do not")

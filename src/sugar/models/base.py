@@ -94,6 +94,10 @@ class MLLM(nn.Module, abc.ABC):
 
     family: str = ""
     """The registry name, set by :func:`register_backbone`."""
+    caches_image_features: bool = False
+    """Whether ``from_pretrained`` accepts ``spec["feature_cache"]``, a directory for the frozen
+    vision tower's per-image features (:mod:`sugar.models.feature_cache`; the built-in
+    families)."""
 
     @property
     @abc.abstractmethod

@@ -180,8 +180,12 @@ def bundle_identity(directory: str | Path) -> str:
     return str(read_manifest(directory)["identity"])
 
 
-def load_bundle(directory: str | Path) -> LoadedBundle:
+def load_bundle(directory: str | Path, *, feature_cache: str | None = None) -> LoadedBundle:
     """Verify and load a bundle written by :func:`save_bundle`.
+
+    ``feature_cache``: a directory where a built-in family keeps its frozen vision features
+    (:attr:`MLLM.caches_image_features`; others ignore it): a run that starts from a bundle
+    then reads the features earlier runs computed instead of encoding every image again.
 
     Raises ``FileNotFoundError`` for a missing directory or file, ``ValueError`` naming the
     file when its content differs from the recorded hash or the family is unknown.
@@ -204,7 +208,11 @@ def load_bundle(directory: str | Path) -> LoadedBundle:
     for name in (EXTRAS, "config.yaml"):
         if (directory / name).is_file() and name not in files:
             raise ValueError(f"{directory / name}: not listed in {MANIFEST}; refusing to load it")
-    model = backbone_class(manifest["family"]).from_pretrained(directory, manifest["spec"])
+    family = backbone_class(manifest["family"])
+    spec = dict(manifest["spec"])
+    if feature_cache is not None and family.caches_image_features:
+        spec["feature_cache"] = feature_cache
+    model = family.from_pretrained(directory, spec)
     extras: dict[str, dict[str, Tensor]] = {name: {} for name in manifest["extras"]}
     if (directory / EXTRAS).is_file():
         for key, tensor in load_file(str(directory / EXTRAS)).items():

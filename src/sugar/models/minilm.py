@@ -161,6 +161,8 @@ class LMHead(nn.Module):
 class MiniLMMLLM(BuiltinMLLM):
     """The built-in MLLM on the MiniLM trunk (module docstring). Build with :meth:`build`."""
 
+    caches_image_features = True
+
     def __init__(
         self,
         tokenizer: WordPieceTokenizer,

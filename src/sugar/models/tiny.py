@@ -157,6 +157,8 @@ class Block(nn.Module):
 class TinyMLLM(BuiltinMLLM):
     """The built-in small MLLM (module docstring). Build with keyword arguments (ModelConfig)."""
 
+    caches_image_features = True
+
     def __init__(
         self,
         tokenizer: Tokenizer,

@@ -1,7 +1,9 @@
 """Training and evaluation jobs for worker processes, as the recipes run them.
 
-- :func:`train_and_evaluate`: one run and its evaluation in one worker (``sugar bench
-  quality`` runs its variants in a pool of these; ``sugar demo`` its two evaluations);
+- :func:`train_and_evaluate`: one run and its evaluation (of every task, or of some) in one
+  worker (``sugar bench quality`` runs its variants in a pool of these; ``sugar demo`` its
+  fine-tunes and their evaluations);
+- :func:`evaluate_teacher`: the frozen offline teacher alone on every task;
 - :func:`train_on_workers`: one run as data-parallel training over N local processes
   (:mod:`sugar.train.distributed`, gloo), what ``torchrun --nproc_per_node N -m sugar.cli
   train`` does, without needing the launcher.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from multiprocessing import get_context
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -25,7 +28,7 @@ from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
 from sugar.owned import remove_owned
 from sugar.serve.load import free_port
 
-__all__ = ["last_validation", "train_and_evaluate", "train_on_workers"]
+__all__ = ["evaluate_teacher", "last_validation", "train_and_evaluate", "train_on_workers"]
 
 
 def last_validation(run_dir: Path) -> dict[str, float]:
@@ -41,11 +44,17 @@ def last_validation(run_dir: Path) -> dict[str, float]:
 
 
 def train_and_evaluate(
-    config: dict[str, Any], root: str, limit: int, split: str | None, name: str | None = None
+    config: dict[str, Any],
+    root: str,
+    limit: int,
+    split: str | None,
+    name: str | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Train ``config`` (unless its bundle exists), then evaluate every task on ``split``
-    (``None``: no task evaluation; ``name`` labels the model in the results). Returns the
-    results, the run's last validation figures and the wall times."""
+    """Train ``config`` (unless its bundle exists), then evaluate ``tasks`` (default: every
+    task) on ``split`` (``None``: no task evaluation; ``name`` labels the model in the
+    results). The model reads and fills the run's feature cache (``model.feature_cache``).
+    Returns the results, the run's last validation figures and the wall times."""
     import torch
 
     from sugar.train.loop import train
@@ -61,11 +70,28 @@ def train_and_evaluate(
     trained = time.perf_counter() - start
     results = None
     if split is not None:
-        model = load_eval_model(run_dir / "model", name)
-        results = run_tasks(model, root, list(TASKS), split=split, limit=limit)
+        model = load_eval_model(run_dir / "model", name, cfg.model.feature_cache)
+        results = run_tasks(model, root, list(tasks or TASKS), split=split, limit=limit)
+        model.backbone.flush_caches()  # the next job in this worker may need the same images
     return {"results": results, "validation": last_validation(run_dir),
             "train_s": round(trained, 1),
             "eval_s": round(time.perf_counter() - start - trained, 1)}  # fmt: skip
+
+
+def evaluate_teacher(head_dir: str, cache_dir: str, root: str, limit: int) -> dict[str, Any]:
+    """The frozen offline teacher alone (its head in ``head_dir``, its features cached in
+    ``cache_dir``) on every task of the test split: the reference row of the embedding tasks
+    (:class:`~sugar.teachers.sensitivity.TeacherEvalModel`; generation tasks are n/a). Returns
+    the results and the wall time."""
+    import torch
+
+    from sugar.teachers.sensitivity import TeacherEvalModel
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    model = TeacherEvalModel.offline(head_dir, cache_dir)
+    results = run_tasks(model, root, list(TASKS), split="test", limit=limit)
+    return {"results": results, "eval_s": round(time.perf_counter() - start, 1)}
 
 
 def _train_rank(config: dict[str, Any], rank: int, world: int, port: int) -> None:

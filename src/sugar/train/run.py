@@ -148,8 +148,8 @@ def build_model(cfg: SugarConfig, train_samples: Sequence[Sample]) -> MLLM:
     (:meth:`MLLM.build`: the tiny MLLM trains its tokenizer on the training texts, the MiniLM
     one takes its output vocabulary from them; a Hugging Face family loads ``model.pretrained``
     and adds LoRA), then :meth:`MLLM.prepare` on the training samples."""
-    if cfg.train.init_from:
-        return load_bundle(cfg.train.init_from).model
+    if cfg.train.init_from:  # the run's feature cache serves the bundle's model too
+        return load_bundle(cfg.train.init_from, feature_cache=cfg.model.feature_cache).model
     texts = [seg.text for s in train_samples for seg in s.segments if seg.text is not None]
     builtin = cfg.model.builtin_kwargs()
     model = backbone_class(cfg.model.family).build(texts, builtin, cfg.model.hf_kwargs())
