@@ -82,7 +82,8 @@ class ModelConfig:
     vit_layers: int = 2
     """``vit``: encoder blocks."""
     feature_cache: str | None = "cache/vision"
-    """``frozen_grid``: directory of the persistent vision-feature cache (null: memory only)."""
+    """``frozen_grid``: directory of the persistent vision-feature cache (null: memory only);
+    a run from ``train.init_from`` uses it too (an image's features are computed once)."""
     pretrained: str | None = None
     """Hugging Face families: the base checkpoint, a hub name or a local directory (required)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
