@@ -6,7 +6,7 @@
 # torch: the CPU build 2.13.0 is installed only when no torch is importable, so a user's own
 # (CUDA) torch is left alone. Plain pip on purpose: uv and poetry ignore the local CPU wheel.
 # Python: $PYTHON, else the active virtual environment, else the project's .venv, else python3;
-# a python3 that is externally managed (PEP 668: Debian/Ubuntu's own) gets a project .venv
+# a python3 (or $PYTHON) that is externally managed (PEP 668: Debian/Ubuntu's own) gets a project .venv
 # instead, and `sugar` is linked onto the PATH (scripts/python_env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,8 +13,10 @@ Usage::
     model.ask("Where was object 271828 made?", index="runs/kb_index")   # RagAnswer
 
 A bundle written by ``sugar train-control`` also carries a control branch (:mod:`sugar.control`):
-``encode_query(..., instruction=...)`` and ``search(..., instruction=...)`` then steer the query
-through it; everything without an instruction is the base model's, bit for bit.
+``encode_query(..., instruction=...)``, ``search(..., instruction=...)`` and ``ask(...,
+instruction=...)`` then steer the query through it; everything without an instruction is the
+base model's, bit for bit. ``search`` and ``ask`` refuse an instruction when the bundle has no
+branch (``encode_query`` then prefixes it as text, sentence-transformers' ``prompt``).
 
 ``embed``, ``search`` and ``ask`` need the bundle's retrieval projector (training saves it as
 the extra module ``projector``); a bundle without one raises ``ValueError`` saying so. An index
@@ -43,7 +45,14 @@ from sugar.index.base import Index, ModelIdentityError
 from sugar.models.base import MLLM
 from sugar.models.bundle import LoadedBundle, load_bundle
 from sugar.models.prefix import RetrievalProjector, projector_from_extras
-from sugar.rag import PromptTemplate, RagAnswer, answer, question_sample
+from sugar.rag import (
+    PromptTemplate,
+    RagAnswer,
+    answer,
+    build_prompt,
+    payload_of,
+    question_sample,
+)
 
 __all__ = ["SugarModel", "load"]
 
@@ -183,12 +192,28 @@ class SugarModel:
         """Query vectors steered by ``instruction``: through the control branch when the
         bundle has one, else with the instruction prefixed as text (off-distribution for a
         Sugar model: measure first). # (B, P)"""
-        options = self.embed_options(batch_size)
         if self.control is None:
+            options = self.embed_options(batch_size)
             with staged_samples(list(samples), root, instruction) as (prefixed, staged):
                 return embed_vectors(self.backbone, self.projector, prefixed, staged, **options)
+        return self.steered_vectors(samples, instruction, root, batch_size)
+
+    def steered_vectors(
+        self, samples: Sequence[Sample], instruction: str, root: str | Path, batch_size: int = 32
+    ) -> Tensor:
+        """Query vectors steered by ``instruction`` through the bundle's control branch;
+        ``ValueError`` when the bundle has none or the instruction is empty. # (B, P)"""
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(f"instruction={instruction!r}: must be non-empty text")
+        branch = self.control
+        if branch is None:
+            raise ValueError(
+                f"instruction: the bundle {self.directory} has no control branch, so an "
+                "instruction cannot steer its queries (train one with sugar train-control, "
+                "or put the instruction in the query text)"
+            )
         return embed_instructed(
-            self.backbone, self.projector, self.control, samples, [instruction] * len(samples),
+            self.backbone, self.projector, branch, samples, [instruction] * len(samples),
             root, batch_size=batch_size, image_pool=self.image_pool,
             slice_text_by=self.slice_text_by,
         )  # fmt: skip
@@ -353,16 +378,16 @@ class SugarModel:
         instruction: str | None = None,
     ) -> list[dict[str, Any]]:
         """The ``k`` best entries of ``index`` for one query: a text (with an optional image,
-        relative to ``root``, placed before it) or a sample, steered by ``instruction`` when
-        given (:meth:`instructed_vectors`). Returns ``[{"id", "score", "metadata"}]``, best
-        first."""
+        relative to ``root``, placed before it) or a sample, steered by ``instruction`` through
+        the bundle's control branch when given (:meth:`steered_vectors`; an error without a
+        branch). Returns ``[{"id", "score", "metadata"}]``, best first."""
         if isinstance(query, str):
             query = question_sample(query, image)
         elif image is not None:
             raise ValueError("search: image= goes with a text query, not a sample")
         vectors: Any
-        if instruction:
-            vectors = self.instructed_vectors([query], instruction, root)
+        if instruction is not None:
+            vectors = self.steered_vectors([query], instruction, root)
         else:
             vectors = self.embed([query], root=root)
         return self._index(index).search(vectors, k, with_metadata=True)[0]
@@ -378,12 +403,22 @@ class SugarModel:
         root: str | Path = ".",
         template: PromptTemplate | None = None,
         max_new_tokens: int = 32,
+        instruction: str | None = None,
     ) -> RagAnswer:
         """Answer ``question`` (with an optional image relative to ``root``): retrieve ``k``
         knowledge items from ``index``, place their payloads in the prompt
         (:class:`sugar.rag.PromptTemplate`) and generate greedily. ``retrieval=False``
-        generates from the plain prompt and needs neither index nor projector."""
+        generates from the plain prompt and needs neither index nor projector.
+        ``instruction`` steers the retrieval query through the bundle's control branch (an
+        error without one); the prompt and the answer are the base model's, as without it."""
         sample = question_sample(question, image)
+        if instruction is not None:
+            if not retrieval or index is None:
+                raise ValueError("ask: an instruction steers retrieval: it needs an index")
+            return self._ask_steered(
+                sample, instruction, k, self._index(index), root,
+                template or PromptTemplate(), max_new_tokens,
+            )  # fmt: skip
         if not retrieval:
             return answer(
                 self.backbone, None, None, [sample], root, retrieval=False,
@@ -395,6 +430,22 @@ class SugarModel:
             self.backbone, self.projector, self._index(index), [sample], root, k=k,
             template=template, max_new_tokens=max_new_tokens, **self.embed_options(),
         )[0]  # fmt: skip
+
+    def _ask_steered(
+        self, sample: Sample, instruction: str, k: int, index: Index, root: str | Path,
+        template: PromptTemplate, max_new_tokens: int,
+    ) -> RagAnswer:  # fmt: skip
+        """:func:`sugar.rag.answer` for one question whose retrieval query (its context
+        segments, as :func:`sugar.rag.retrieve` embeds them) is steered by ``instruction``."""
+        query = build_prompt(sample, [], PromptTemplate())
+        vectors = self.steered_vectors([query], instruction, root)
+        hits = index.search(vectors, k, with_metadata=True)[0]
+        sources = [{"id": h["id"], "score": h["score"], "payload": payload_of(h)} for h in hits]
+        prompt = build_prompt(
+            sample, [s["payload"] for s in sources], template, [s["id"] for s in sources]
+        )
+        text = self.backbone.generate([prompt], root, max_new_tokens=max_new_tokens)[0]
+        return RagAnswer(text, prompt, sources)
 
     def __repr__(self) -> str:
         return (

@@ -18,6 +18,7 @@ partial one:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -42,6 +43,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "read_json_object",
+    "read_log",
+    "read_log_lines",
     "sha256_bytes",
     "sha256_file",
     "verify_checksum",
@@ -101,6 +104,8 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
     if mode not in ("w", "wb"):
         raise ValueError(f"mode={mode!r}: atomic_write supports 'w' and 'wb'")
     target = Path(path)
+    if target.is_dir():  # else os.replace names the temporary file, not the user's path
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target)
     fd, tmp_name = tempfile.mkstemp(
@@ -158,6 +163,43 @@ def read_json_object(path: str | Path, error: type[ValueError] = ValueError) -> 
     if not isinstance(data, dict):
         raise error(f"{path}: holds a JSON {type(data).__name__}, not an object")
     return data
+
+
+def read_log_lines(path: str | Path) -> list[tuple[int, str, dict[str, Any]]]:
+    """Each record of a JSON-lines log (a run's ``log.jsonl``) with its line number and its
+    line as written. A torn
+    last line (the run was killed while appending it) is dropped; a malformed line anywhere
+    else is a ``ValueError`` naming the file and line.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = atomic_write_text(Path(d) / "log.jsonl", '{"step": 1}\\n{"step": 2, "lo')
+    ...     read_log_lines(Path(d) / "log.jsonl")
+    [(1, '{"step": 1}', {'step': 1})]
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    torn = not text.endswith("\n")  # then the last element is a partly written line
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except (ValueError, RecursionError) as exc:
+            if torn and number == len(lines):
+                break  # the torn last line of a killed run
+            raise ValueError(f"{path}:{number}: not a log record ({exc})") from None
+        records.append((number, line, record))
+    return records
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log, as :func:`read_log_lines` reads them."""
+    return [record for _, _, record in read_log_lines(path)]
 
 
 def _restore_interrupted_swap(target: Path) -> None:

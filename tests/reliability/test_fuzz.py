@@ -33,7 +33,8 @@ FUZZ = settings(
 
 KEYS = ["id", "segments", "kind", "text", "image", "role", "meta", "task", "caption",
         "images", "annotations", "image_id", "file_name", "conversations", "from", "value",
-        "texts", "text_list", "image_info", "matched_text_index", "context", "target"]  # fmt: skip
+        "texts", "text_list", "image_info", "matched_text_index", "context", "target",
+        "query", "instruction", "positive", "negatives", "intent"]  # fmt: skip
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
     st.text(max_size=12), st.sampled_from(["a.png", "../x.png", "/etc/passwd", "<image>",
@@ -78,6 +79,7 @@ def test_the_jsonl_reader(lines: list[str | bytes]) -> None:
         read_samples(path, path.parent, check_images=True)
 
 
+REQUIRED_OPTIONS = {"instructed_retrieval": {"split": "test"}}
 CSV_CELL = st.one_of(st.text(max_size=8), st.sampled_from(['"', '""', "a.png", ",", "\n", '"x']))
 
 
@@ -94,8 +96,9 @@ CSV_CELL = st.one_of(st.text(max_size=8), st.sampled_from(['"', '""', "a.png", "
     ),
 )
 def test_every_converter(fmt: str, body: str) -> None:
+    options = REQUIRED_OPTIONS.get(fmt, {})
     with _file(body, "source") as path, contextlib.suppress(DataError):
-        CONVERTERS[fmt](path, root=path.parent)
+        CONVERTERS[fmt](path, root=path.parent, **options)
 
 
 SECTIONS = ["run", "data", "model", "train", "structure", "teacher", "world", "contrastive"]

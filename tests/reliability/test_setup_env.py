@@ -62,9 +62,19 @@ def test_a_python_that_is_not_externally_managed_is_used_as_is(tmp_path: Path) -
 
 
 @needs_pep668
+def test_an_externally_managed_python_named_by_python_gets_the_project_venv(
+    tmp_path: Path,
+) -> None:
+    chosen = _choose(tmp_path, PYTHON=str(SYSTEM))  # pip would refuse to install into it
+    assert chosen.returncode == 0 and chosen.stdout.strip() == str(tmp_path / ".venv/bin/python")
+    assert not (tmp_path / ".venv").exists()
+
+
+@needs_pep668
 @pytest.mark.slow
 def test_setup_creates_a_venv_pip_may_install_into(tmp_path: Path) -> None:
-    chosen = _choose(tmp_path, "create")
+    wheels = tmp_path / "wheels"  # where this machine's pip finds torch, say
+    chosen = _choose(tmp_path, "create", PIP_FIND_LINKS=str(wheels))
     python = tmp_path / ".venv" / "bin" / "python"
     assert chosen.returncode == 0, chosen.stderr
     assert chosen.stdout.strip() == str(python) and python.is_file()
@@ -73,6 +83,13 @@ def test_setup_creates_a_venv_pip_may_install_into(tmp_path: Path) -> None:
     assert subprocess.run([python, "-c", in_venv]).returncode == 0
     pip = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, text=True)
     assert pip.returncode == 0 and str(tmp_path / ".venv") in pip.stdout
+    # the venv keeps the sources pip saw when it was made, for a later shell without PIP_*
+    assert f"find-links = {wheels}" in (tmp_path / ".venv" / "pip.conf").read_text()
+    config = subprocess.run(
+        [python, "-m", "pip", "config", "list"], capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "elsewhere")},
+    )  # fmt: skip
+    assert f"global.find-links='{wheels}'" in config.stdout, config.stdout
     again = _choose(tmp_path, "create")  # reused, not recreated
     assert again.stdout.strip() == str(python) and "creating" not in again.stderr
 

@@ -272,6 +272,12 @@ def _bad_inputs(served: Served) -> list[tuple[str, str, object, int, str]]:
         ("empty add", "/v1/index/add", {"items": []}, 400, "items"),
         ("item without content", "/v1/index/add", {"items": [{"id": "x"}]}, 400, "items[0]"),
         ("unknown route", "/v1/nope", {"input": "a"}, 404, "no route"),
+        ("lone surrogate in a query", "/v1/search", b'{"query": "a\\ud800b"}', 400,
+         "lone surrogate"),
+        ("lone surrogate in an input", "/v1/embeddings", b'{"input": ["a", "\\udcff"]}', 400,
+         "lone surrogate"),
+        ("lone surrogate in a message", "/v1/chat/completions",
+         b'{"messages": [{"role": "user", "content": "\\ud800"}]}', 400, "lone surrogate"),
     ]  # fmt: skip
 
 

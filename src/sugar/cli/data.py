@@ -54,7 +54,8 @@ def data_convert(
         typer.Argument(
             metavar="FORMAT",
             help="image_caption_csv | image_caption_jsonl | coco_captions | "
-            "llava_conversations | interleaved_documents",
+            "llava_conversations | interleaved_documents | instructed_retrieval "
+            "(-o split=NAME; its corpus goes to ROOT/instructed_corpus/NAME.jsonl)",
         ),
     ],
     src: Annotated[Path, typer.Argument(help="The file to convert.")],

@@ -263,7 +263,10 @@ def search_command(
     k: Annotated[int, typer.Option("--k", "-k", help="Results to return.", min=1)] = 5,
     instruction: Annotated[
         str | None,
-        typer.Option(help="What to search for (through the bundle's control branch, if any)."),
+        typer.Option(
+            help="What to search for, through the bundle's control branch (sugar "
+            "train-control); an error when the bundle has none."
+        ),
     ] = None,
 ) -> None:
     """Print the K best entries for a text and/or image query, as JSON."""
@@ -290,6 +293,13 @@ def ask_command(
         str, typer.Option(help="Template of one retrieved item: {payload}, {rank}, {id}.")
     ] = "{payload}",
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.", min=1)] = 32,
+    instruction: Annotated[
+        str | None,
+        typer.Option(
+            help="What to retrieve, through the bundle's control branch (sugar train-control); "
+            "an error when the bundle has none."
+        ),
+    ] = None,
 ) -> None:
     """Answer a question (and --image) with retrieved knowledge in the prompt; print JSON with
     the answer, the prompt and the sources."""
@@ -307,6 +317,7 @@ def ask_command(
     result = bundle.ask(
         question, rel, k, retrieval, index=index, root=root,
         template=PromptTemplate(reference=reference), max_new_tokens=max_new_tokens,
+        instruction=instruction,
     )  # fmt: skip
     typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
 

@@ -13,16 +13,16 @@ so an interrupted run resumes from the last complete checkpoint.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from sugar.io import atomic_directory, atomic_write_json, atomic_write_text
+from sugar.io import atomic_directory, atomic_write_json, atomic_write_text, read_json_object
 
 __all__ = ["load_control_checkpoint", "save_control_checkpoint"]
 
@@ -76,15 +76,26 @@ def load_control_checkpoint(
     directory = pointer.parent / name
     if not (directory / TENSORS).is_file() or not (directory / STATE).is_file():
         raise FileNotFoundError(f"{pointer} names {directory}, which is incomplete")
-    tensors = load_file(str(directory / TENSORS))
-    branch.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("branch.")})
-    optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            optimizer_state.setdefault(int(index), {})[name] = value
-    groups = optimizer.state_dict()["param_groups"]
-    optimizer.load_state_dict({"state": optimizer_state, "param_groups": groups})
-    generator.set_state(tensors["generator"])
-    state: dict[str, Any] = json.loads((directory / STATE).read_text(encoding="utf-8"))
+    state = read_json_object(directory / STATE)  # names the file when it is not JSON
+    try:
+        tensors = load_file(str(directory / TENSORS))
+    except (SafetensorError, OSError, ValueError) as exc:  # e.g. a truncated file
+        raise ValueError(
+            f"{directory / TENSORS}: not a readable safetensors file ({exc})"
+        ) from None
+    try:
+        branch.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("branch.")})
+        optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                optimizer_state.setdefault(int(index), {})[name] = value
+        groups = optimizer.state_dict()["param_groups"]
+        optimizer.load_state_dict({"state": optimizer_state, "param_groups": groups})
+        generator.set_state(tensors["generator"])
+    except (RuntimeError, ValueError, KeyError) as exc:  # another branch's, or tampered with
+        detail = " ".join(str(exc).split())[:300]
+        raise ValueError(
+            f"{directory / TENSORS}: not a checkpoint of this branch ({detail})"
+        ) from None
     return state

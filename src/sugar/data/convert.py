@@ -13,6 +13,12 @@ Each converter reads one source file and returns a list of :class:`~sugar.data.s
 - ``interleaved_documents``: OBELICS-style (aligned ``texts``/``images`` lists) or MMC4-style
   (``text_list`` + ``image_info`` with ``matched_text_index``) documents, all context, task
   ``document``.
+- ``instructed_retrieval`` (option ``split``, required): rows ``{"query", "instruction",
+  "positive", "negatives"?, "intent"?}``, each of query, positive and negatives a text or
+  ``{"text", "image"}`` -> the queries (task ``instructed``) in OUT and their shared corpus
+  (every distinct positive and negative) in ``ROOT/instructed_corpus/<split>.jsonl``, the
+  layout of :mod:`sugar.data.instructed` that ``sugar train-control`` and ``sugar eval --tasks
+  instructed`` read (write OUT as ``ROOT/instructed/<split>.jsonl`` for those).
 
 Conventions shared by every converter: image paths are copied as given, prefixed with
 ``image_dir`` when set, and must be relative to the dataset root the output will be read with;
@@ -29,19 +35,24 @@ import csv
 import inspect
 import json
 import posixpath
+import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sugar.data.instructed import instructed_rows
 from sugar.data.jsonl import DataError, resolve_image, write_samples
 from sugar.data.schema import Sample, SchemaError, Segment
 
 __all__ = [
     "CONVERTERS",
+    "Converted",
     "coco_captions",
     "convert_file",
     "image_caption_csv",
     "image_caption_jsonl",
+    "instructed_retrieval",
     "interleaved_documents",
     "llava_conversations",
 ]
@@ -406,12 +417,40 @@ def interleaved_documents(
     return build.samples
 
 
-CONVERTERS: dict[str, Callable[..., list[Sample]]] = {
+@dataclass
+class Converted:
+    """What a converter that writes more than one file returns: the samples of OUT and the
+    other files, by path relative to the dataset root."""
+
+    samples: list[Sample]
+    files: dict[str, list[Sample]]
+
+
+def instructed_retrieval(
+    src: str | Path, *, split: str, image_dir: str = "", root: str | Path | None = None
+) -> Converted:
+    """Instructed-retrieval rows (JSONL or a JSON list) -> queries and their corpus
+    (:func:`sugar.data.instructed.instructed_rows`); errors name the file and line."""
+    if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", split):
+        raise ValueError(f"split={split!r}: a name such as train, val or test")
+    build = _Builder(Path(src), root, image_dir)
+    records = ((where, record) for where, _, record in _json_records(build.src))
+    corpus = f"instructed_corpus/{split}.jsonl"
+    queries, documents = instructed_rows(
+        records, split, build.error, lambda field, v: build.image({}, f"{field}.image", v), corpus
+    )
+    if not queries:
+        raise build.error({}, "no rows")
+    return Converted(queries, {corpus: documents})
+
+
+CONVERTERS: dict[str, Callable[..., list[Sample] | Converted]] = {
     "image_caption_csv": image_caption_csv,
     "image_caption_jsonl": image_caption_jsonl,
     "coco_captions": coco_captions,
     "llava_conversations": llava_conversations,
     "interleaved_documents": interleaved_documents,
+    "instructed_retrieval": instructed_retrieval,
 }
 """Converter name -> function (the names :func:`convert_file` accepts)."""
 
@@ -419,7 +458,8 @@ CONVERTERS: dict[str, Callable[..., list[Sample]]] = {
 def convert_file(
     fmt: str, src: str | Path, out: str | Path, root: str | Path | None = None, **options: Any
 ) -> int:
-    """Convert ``src`` with converter ``fmt``, write JSONL ``out`` atomically, return the count.
+    """Convert ``src`` with converter ``fmt``, write JSONL ``out`` atomically (and the other
+    files of a :class:`Converted`, under ``root``), return the count of ``out``'s samples.
 
     ``root`` (default: ``out``'s directory) is the dataset root the output will be read with;
     every image path is escape-checked against it. ``options`` are the converter's keyword
@@ -434,6 +474,11 @@ def convert_file(
         inspect.signature(converter).bind(src, root=root, **options)
     except TypeError as exc:
         raise ValueError(f"format {fmt!r}: {exc}; options {sorted(options)}") from None
-    samples = converter(src, root=root, **options)
+    result = converter(src, root=root, **options)
+    samples = result.samples if isinstance(result, Converted) else result
+    for relative, others in (result.files if isinstance(result, Converted) else {}).items():
+        if (root / relative).resolve() == Path(out).resolve():
+            raise ValueError(f"{out}: is also where the converter writes {relative}")
+        write_samples(root / relative, others)
     write_samples(out, samples)
     return len(samples)

@@ -18,7 +18,7 @@ the root. :func:`read_instructed` checks that every id exists.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,11 +27,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sugar.data.jsonl import read_samples
+from sugar.data.jsonl import DataError, read_samples
 from sugar.data.schema import Sample, Segment
 from sugar.io import atomic_write_text
 
-__all__ = ["InstructedSet", "convert_instructed", "read_instructed", "write_instructed"]
+__all__ = [
+    "InstructedSet",
+    "convert_instructed",
+    "instructed_rows",
+    "read_instructed",
+    "write_instructed",
+]
 
 
 @dataclass
@@ -92,13 +98,92 @@ def read_instructed(path: str | Path, root: str | Path) -> InstructedSet:
     return InstructedSet(queries, read_samples(Path(root) / corpora.pop(), root))
 
 
-def _item(value: Any, where: str) -> list[Segment]:
+FIELDS = ("query", "instruction", "positive", "negatives", "intent")
+"""The fields of a user row: ``query``, ``instruction`` and ``positive`` required."""
+
+ImageSegment = Callable[[str, Any], Segment]
+"""Makes the image segment of a path value (``(field, value)``), checking it as it likes."""
+
+
+def _plain_image(field: str, value: Any) -> Segment:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{field}.image={value!r}: must be a non-empty image path")
+    return Segment.image_(value)
+
+
+def _item(value: Any, field: str, image: ImageSegment) -> list[Segment]:
+    """The segments of a query, positive or negative: a text, or ``{"text", "image"}`` (image
+    first; either may be missing, not both)."""
     if isinstance(value, str):
-        return [Segment.text_(value)]
-    if isinstance(value, Mapping) and set(value) <= {"text", "image"} and value:
-        segments = [Segment.image_(str(value["image"]))] if value.get("image") else []
-        return segments + ([Segment.text_(str(value["text"]))] if value.get("text") else [])
-    raise ValueError(f"{where}: a text or a {{'text', 'image'}} object, not {value!r}")
+        if not value.strip():
+            raise ValueError(f"{field}={value!r}: must be non-empty text")
+        return [Segment.text_(value.strip())]
+    if isinstance(value, Mapping) and value and set(value) <= {"text", "image"}:
+        segments = [image(field, value["image"])] if value.get("image") is not None else []
+        text = value.get("text")
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise ValueError(f"{field}.text={text!r}: must be non-empty text")
+        segments += [Segment.text_(text.strip())] if text is not None else []
+        if segments:
+            return segments
+    raise ValueError(f"{field}={value!r}: must be a text or a {{'text', 'image'}} object")
+
+
+def instructed_rows(
+    rows: Iterable[tuple[Any, Any]],
+    split: str,
+    error: Callable[[Any, str], Exception],
+    image: ImageSegment = _plain_image,
+    corpus: str | None = None,
+) -> tuple[list[Sample], list[Sample]]:
+    """The core of :func:`convert_instructed` and of the ``instructed_retrieval`` converter:
+    ``rows`` are ``(location, row)``; ``error(location, detail)`` makes the exception that
+    names a bad row; ``corpus`` is the corpus file relative to the root (default
+    ``instructed_corpus/<split>.jsonl``)."""
+    corpus_path = f"instructed_corpus/{split}.jsonl" if corpus is None else corpus
+    documents: list[Sample] = []
+    ids: dict[str, str] = {}
+    queries: list[Sample] = []
+
+    def document(value: Any, field: str) -> str:
+        segments = _item(value, field, image)
+        key = json.dumps([s.to_dict() for s in segments], sort_keys=True)
+        if key not in ids:
+            ids[key] = f"doc-{len(ids)}"
+            documents.append(Sample(ids[key], segments, "instructed_corpus", {}))
+        return ids[key]
+
+    for number, (location, row) in enumerate(rows, start=1):
+        try:
+            if not isinstance(row, Mapping):
+                raise ValueError(f"must be a JSON object, got {type(row).__name__}")
+            missing = [k for k in FIELDS[:3] if k not in row]
+            unknown = sorted(str(k) for k in set(row) - set(FIELDS))
+            if missing or unknown:
+                raise ValueError(f"missing {missing}, unknown {unknown}")
+            instruction, intent = row["instruction"], row.get("intent", "user")
+            if not isinstance(instruction, str) or not instruction.strip():
+                raise ValueError(f"instruction={instruction!r}: must be non-empty text")
+            if not isinstance(intent, str) or not intent.strip():
+                raise ValueError(f"intent={intent!r}: must be non-empty text")
+            negatives = row.get("negatives", [])
+            if not isinstance(negatives, list):
+                raise ValueError(f"negatives={negatives!r}: must be a list")
+            meta = {
+                "instruction": instruction.strip(),
+                "positives": [document(row["positive"], "positive")],
+                "negatives": [document(n, f"negatives[{i}]") for i, n in enumerate(negatives)],
+                "exclude": [],
+                "corpus": corpus_path,
+                "intent": intent.strip(),
+                "heldout_intent": False,
+            }
+            segments = _item(row["query"], "query", image)
+            queries.append(Sample(f"instructed-{split}-{number:06d}", segments, "instructed", meta))
+        except ValueError as exc:  # SchemaError and DataError too: name the row once
+            detail = exc.detail if isinstance(exc, DataError) else str(exc)
+            raise error(location, detail) from None
+    return queries, documents
 
 
 def convert_instructed(
@@ -108,37 +193,13 @@ def convert_instructed(
     positive and negatives each a text or ``{"text", "image"}``) -> ``(queries, corpus)``.
 
     The corpus is every distinct positive and negative (ids ``doc-0``, ``doc-1``, ... in order
-    of first appearance), shared by all queries. ``ValueError`` names the row (1-based)."""
-    corpus: list[Sample] = []
-    ids: dict[str, str] = {}
-    queries: list[Sample] = []
+    of first appearance), shared by all queries. ``ValueError`` names the row (1-based). From a
+    file: ``sugar data convert instructed_retrieval`` (:mod:`sugar.data.convert`)."""
 
-    def document(value: Any, where: str) -> str:
-        segments = _item(value, where)
-        key = json.dumps([s.to_dict() for s in segments], sort_keys=True)
-        if key not in ids:
-            ids[key] = f"doc-{len(ids)}"
-            corpus.append(Sample(ids[key], segments, "instructed_corpus", {}))
-        return ids[key]
+    def error(number: Any, detail: str) -> Exception:
+        return ValueError(f"{source}: row {number}: {detail}")
 
-    for line, row in enumerate(rows, start=1):
-        where = f"{source}: row {line}"
-        missing = [k for k in ("query", "instruction", "positive") if k not in row]
-        unknown = sorted(set(row) - {"query", "instruction", "positive", "negatives", "intent"})
-        if missing or unknown:
-            raise ValueError(f"{where}: missing {missing}, unknown {unknown}")
-        meta = {
-            "instruction": str(row["instruction"]),
-            "positives": [document(row["positive"], f"{where}: positive")],
-            "negatives": [document(n, f"{where}: negative") for n in row.get("negatives", [])],
-            "exclude": [],
-            "corpus": f"instructed_corpus/{split}.jsonl",
-            "intent": str(row.get("intent", "user")),
-            "heldout_intent": False,
-        }
-        queries.append(Sample(f"instructed-{split}-{line:06d}", _item(row["query"], where),
-                              "instructed", meta))  # fmt: skip
-    return queries, corpus
+    return instructed_rows(enumerate(rows, start=1), split, error)
 
 
 def write_instructed(

@@ -13,9 +13,10 @@ Reading rules:
 - An image path must stay inside the root: absolute paths, ``..`` that leaves the root and
   symlinks that resolve outside it are refused (:func:`resolve_image`), always, whatever the
   policy, since they mean a wrong root or a hostile file rather than a bad download.
-- With ``check_images`` each distinct image file is opened once and checked with Pillow's
-  ``verify()``. A missing or corrupt image raises (``on_bad_image="fail"``) or drops the sample
-  and counts it in a :class:`ReadReport` and a logged warning (``on_bad_image="skip"``).
+- With ``check_images`` each distinct image file is checked once with Pillow's ``verify()``
+  and decoded whole (after its header passed the pixel limit). A missing or corrupt image
+  raises (``on_bad_image="fail"``) or drops the sample and counts it in a :class:`ReadReport`
+  and a logged warning (``on_bad_image="skip"``).
 """
 
 from __future__ import annotations
@@ -196,8 +197,10 @@ def pixel_problem(image: Image.Image) -> str | None:
 
 
 def _image_problem(path: Path) -> str | None:
-    """Why the image file at ``path`` cannot be used, or ``None`` when Pillow verifies it
-    (the pixel limit is read from its header, before anything is decoded)."""
+    """Why the image file at ``path`` cannot be used, or ``None`` when Pillow verifies it and
+    decodes it whole (the pixel limit is read from its header, before anything is decoded).
+    ``verify`` alone passes a PNG whose chunks are intact but whose compressed pixels are not;
+    the model would then fail while embedding, far from the file and line that named it."""
     if not path.is_file():
         return f"image file not found: {path}"
     try:
@@ -206,6 +209,8 @@ def _image_problem(path: Path) -> str | None:
             if too_large is not None:
                 return f"{path}: {too_large}"
             image.verify()
+        with Image.open(path) as image:  # verify leaves the image unusable: open it again
+            image.load()
     # Pillow raises many types for corrupt data (OSError, SyntaxError, struct.error, ...).
     except Exception as exc:
         return f"unreadable image {path}: {type(exc).__name__}: {exc}"
@@ -249,7 +254,7 @@ def iter_samples(
     """Yield the samples of JSONL file ``path`` in order, checking them as it goes.
 
     ``root`` (default: the file's directory) is where image paths are resolved. With
-    ``check_images`` every distinct image is verified with Pillow (once per file); without it
+    ``check_images`` every distinct image is verified and decoded (once per file); without it
     only the escape check runs. ``on_bad_image`` is ``"fail"`` (raise :class:`DataError`) or
     ``"skip"`` (drop the sample, count it in ``report`` if given and log a warning at the end).
     Every other problem raises :class:`DataError` naming file, line and field.

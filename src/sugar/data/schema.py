@@ -43,6 +43,16 @@ def _check_fields(data: Any, what: str, fields: tuple[str, ...]) -> None:
         raise SchemaError(f"unknown {what} field(s) {sorted(unknown)}")
 
 
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8: no lone surrogate, which Python makes of undecodable
+    bytes in ``sys.argv`` or file names, and which tokenizers refuse with a ``TypeError``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Segment:
     """One image or one text, with its role."""
@@ -64,6 +74,10 @@ class Segment:
         if self.kind == "text":
             if not isinstance(self.text, str) or not self.text.strip():
                 raise SchemaError(f"text={self.text!r}: a text segment needs non-empty text")
+            if not _is_unicode(self.text):  # e.g. undecodable bytes of a command-line argument
+                raise SchemaError(
+                    f"text={self.text[:80]!r}: contains a lone surrogate (not valid Unicode text)"
+                )
             if self.image is not None:
                 raise SchemaError("a text segment has no 'image' field")
         else:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sugar.io import atomic_write_json, atomic_write_text
+from sugar.io import atomic_write_json, atomic_write_text, read_log
 
 __all__ = ["HEADLINE", "headline_table", "paired_comparison", "write_report"]
 
@@ -139,7 +139,7 @@ def _plots(out_dir: Path, results: Results, logs: Mapping[str, Path]) -> list[st
     if logs:
         figure, axis = plt.subplots(figsize=(6, 4))
         for variant, path in logs.items():
-            records = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+            records = read_log(path)  # a torn last line (a killed run) is dropped
             steps = [r["step"] for r in records if "loss" in r]
             axis.plot(steps, [r["loss"] for r in records if "loss" in r], label=variant)
         axis.set(xlabel="step", ylabel="training loss", title="Loss curves", yscale="log")

@@ -14,7 +14,6 @@ A job takes and returns plain data (a config as a dict, results as dicts), so it
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any
 
 from sugar.config import SugarConfig, config_from_dict
 from sugar.eval.tasks import TASKS, load_eval_model, run_tasks
+from sugar.io import read_log
 from sugar.owned import remove_owned
 from sugar.serve.load import free_port
 
@@ -36,8 +36,7 @@ def last_validation(run_dir: Path) -> dict[str, float]:
     found: dict[str, float] = {}
     log = run_dir / "log.jsonl"
     if log.is_file():
-        for line in log.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
+        for record in read_log(log):  # a torn last line (a killed run) is dropped
             if any(key.startswith("val_") for key in record):
                 found = {k: v for k, v in record.items() if k.startswith("val_")}
     return found

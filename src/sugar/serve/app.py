@@ -10,6 +10,9 @@ Endpoints (JSON in, JSON out; ``/v1/*`` need ``Authorization: Bearer KEY`` when 
   as server-sent events); ``retrieval_k`` retrieves from the index first, ``sources`` answers;
 - ``POST /v1/search`` -- ``{"query", "image", "k"}`` -> ``{"data": [{"id", "score",
   "metadata"}]}``;
+- ``instruction`` (on embeddings, search and chat with retrieval): the query is steered by it
+  through the bundle's control branch (:mod:`sugar.control`); 400 ``no_control_branch`` when the
+  bundle has none;
 - ``GET /v1/index``, ``POST /v1/index/add``, ``POST /v1/index/delete`` -- under
   :func:`sugar.index.lock.index_lock`, saved to disk before answering.
 
@@ -43,7 +46,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sugar.api import SugarModel
-from sugar.data.schema import Sample, Segment
+from sugar.control.embed import instructed
+from sugar.data.schema import Sample, SchemaError, Segment
 from sugar.embed import embed_vectors
 from sugar.index import Index, build_index
 from sugar.index.lock import index_lock
@@ -203,6 +207,44 @@ class _Service:
         except ValueError as exc:
             raise RequestError(f"input: {exc}", param="input") from None
 
+    def steering(self, instruction: str | None) -> str | None:
+        """A request's instruction, checked: a 400 error when it is empty or the bundle has no
+        control branch to steer with."""
+        if instruction is None:
+            return None
+        if not instruction.strip():
+            raise RequestError("instruction: an empty text", param="instruction")
+        if self.model.control is None:
+            raise RequestError(
+                f"instruction: the model {self.name!r} has no control branch (train one with "
+                "sugar train-control), so an instruction cannot steer its queries; leave "
+                "'instruction' out or put it in the query text",
+                param="instruction", code="no_control_branch",
+            )  # fmt: skip
+        return instruction
+
+    async def embed_queries(self, samples: list[Sample], instruction: str | None) -> torch.Tensor:
+        """Query vectors: micro-batched plain ones, or steered by ``instruction`` (checked by
+        :meth:`steering`) through the control branch. # (N, P)"""
+        if instruction is None:
+            return await self.embed(samples)
+        try:
+            return await self.run(
+                self.model.steered_vectors, samples, instruction, self.store.root,
+                self.settings.max_batch_size,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise RequestError(f"input: {exc}", param="input") from None
+
+    async def checked_query_tokens(
+        self, samples: list[Sample], instruction: str | None, what: str
+    ) -> list[int]:
+        """:meth:`checked_tokens` of what the model reads for each query: with an instruction,
+        the branch reads ``[instruction, query]``."""
+        if instruction is not None:
+            samples = [instructed(sample, instruction) for sample in samples]
+        return await self.checked_tokens(samples, what)
+
     def check_model(self, name: str | None) -> None:
         if name is not None and name not in (self.name, self.model.identity):
             raise RequestError(
@@ -245,6 +287,10 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(SchemaError)  # a text or image of the request breaks the schema
+    async def _schema_error(request: Request, exc: SchemaError) -> JSONResponse:
+        return JSONResponse(RequestError(str(exc)).body(), status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -322,10 +368,11 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
                 f"dimensions={body.dimensions}: this model's embeddings have {dim}",
                 param="dimensions",
             )
+        instruction = service.steering(body.instruction)
         with service.batcher.incoming(), service.store.request() as images:
             samples = parse_embedding_input(body.input, images, service.limits.max_inputs)
-            counts = await service.checked_tokens(samples, "input")
-            vectors = await service.embed(samples)  # (N, P)
+            counts = await service.checked_query_tokens(samples, instruction, "input")
+            vectors = await service.embed_queries(samples, instruction)  # (N, P)
         if body.dimensions is not None:
             vectors = torch.nn.functional.normalize(vectors[:, : body.dimensions], dim=1)
         data = []
@@ -343,11 +390,13 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    async def retrieve(question: Sample, k: int) -> list[dict[str, Any]]:
+    async def retrieve(
+        question: Sample, k: int, instruction: str | None = None
+    ) -> list[dict[str, Any]]:
         index = service.need_index()
         if k > service.limits.max_k:
             raise RequestError(f"k={k} is over the limit of {service.limits.max_k}", param="k")
-        vectors = await service.embed([question])
+        vectors = await service.embed_queries([question], instruction)
         hits = index.search(vectors.numpy(), k, with_metadata=True)[0]
         return hits
 
@@ -356,6 +405,7 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
         service.check_model(body.model)
         if body.query is None and body.image is None:
             raise RequestError("give a 'query' text, an 'image', or both", param="query")
+        instruction = service.steering(body.instruction)
         with service.store.request() as images:
             segments = []
             if body.image is not None:
@@ -365,8 +415,8 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
                     raise RequestError("query: an empty text", param="query")
                 segments.append(Segment.text_(body.query))
             question = Sample("query", segments, "question")
-            await service.checked_tokens([question], "query")
-            hits = await retrieve(question, body.k)
+            await service.checked_query_tokens([question], instruction, "query")
+            hits = await retrieve(question, body.k, instruction)
         for hit in hits:
             hit["text"] = parts_of.text_of(hit["metadata"])
             if body.include_images:
@@ -382,10 +432,15 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
                 f"max_tokens={max_new} is over the limit of {service.limits.max_new_tokens}",
                 param="max_tokens",
             )
+        instruction = service.steering(body.instruction)
+        if instruction is not None and not body.retrieval_k:
+            raise RequestError("instruction steers retrieval: set retrieval_k", param="instruction")
         with service.store.request() as images:
             question = parts_of.question(body.messages, images)
-            await service.checked_tokens([question], "messages")
-            hits = await retrieve(question, body.retrieval_k) if body.retrieval_k else []
+            await service.checked_query_tokens([question], instruction, "messages")
+            hits = (
+                await retrieve(question, body.retrieval_k, instruction) if body.retrieval_k else []
+            )
             sources = [
                 {"id": h["id"], "score": h["score"], "payload": parts_of.payload(h)} for h in hits
             ]

@@ -36,6 +36,9 @@ class EmbeddingRequest(_Body):
     dimensions: int | None = Field(None, ge=1)
     """Keep the first ``dimensions`` coordinates, then renormalise to unit length."""
     user: str | None = None
+    instruction: str | None = None
+    """Sugar extension: embed every input as a query steered by this instruction through the
+    bundle's control branch (``sugar train-control``); a 400 error when it has none."""
 
 
 class ChatMessage(_Body):
@@ -62,6 +65,8 @@ class ChatRequest(_Body):
     retrieval_k: int | None = Field(None, ge=0)
     """Sugar extension: retrieve this many items from the index into the prompt first (0 or
     absent: no retrieval); the answer carries them as ``sources``."""
+    instruction: str | None = None
+    """Sugar extension: steer that retrieval through the bundle's control branch."""
 
 
 class SearchRequest(_Body):
@@ -72,6 +77,8 @@ class SearchRequest(_Body):
     include_images: bool = False
     """Attach each hit's images as small PNG data URLs (``thumbnails``)."""
     model: str | None = None
+    instruction: str | None = None
+    """What to search for, through the bundle's control branch (a 400 error without one)."""
 
 
 class IndexItem(_Body):

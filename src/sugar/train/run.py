@@ -9,7 +9,6 @@ and the log files of a run directory, and :class:`TrainResult`.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from sugar.align import TypeMedians, auto_delta, triple_kernel_medians
 from sugar.config import SugarConfig, to_yaml
 from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample
-from sugar.io import atomic_write_text
+from sugar.io import atomic_write_text, read_log_lines
 from sugar.models.base import MLLM, backbone_class
 from sugar.models.bundle import load_bundle, save_bundle
 from sugar.teachers.lookup import SliceLookup
@@ -228,24 +227,14 @@ def save_run_bundle(
 def truncate_log(path: Path, step: int) -> None:
     """Keep the log lines up to ``step`` (a resumed run rewrites what came after). A torn
     last line (the run was killed while writing it) is dropped; a malformed line elsewhere is
-    a ``ValueError`` naming the file and line."""
+    a ``ValueError`` naming the file and line (:func:`sugar.io.read_log_lines`)."""
     if not path.is_file():
         return
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.split("\n")
-    torn = not text.endswith("\n")  # then the last element is a partly written line
     kept = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line, record in read_log_lines(path):
         try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
             logged = int(record.get("step", 0))
-        except (ValueError, TypeError, RecursionError) as exc:
-            if torn and number == len(lines):
-                break  # the torn last line of a killed run
+        except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}:{number}: not a log record ({exc})") from None
         if logged <= step:
             kept.append(line)
