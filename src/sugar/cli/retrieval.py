@@ -177,7 +177,10 @@ def index_build(
     model: ModelDir,
     data: Annotated[Path, typer.Option(help="The sugar JSONL to index (e.g. kb_items).")],
     root: DataRoot = None,
-    backend: Annotated[str, typer.Option(help="exact | flat | hnsw | ivf")] = "exact",
+    backend: Annotated[
+        str,
+        typer.Option(help="exact | flat | hnsw | ivf | milvus (recorded: later commands use it)"),
+    ] = "exact",
     option: Annotated[
         list[str] | None,
         typer.Option("--option", "-o", help="Backend parameter KEY=VALUE, e.g. -o nlist=64."),
