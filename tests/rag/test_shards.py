@@ -162,12 +162,16 @@ def test_two_ranks_embed_and_index_like_one(rag_world: RagWorld, tmp_path: Path)
         "--batch-size",
         "4",
     ]
-    _run("embed", *common, "--out", tmp_path / "one.npz")
-    _two_ranks(["embed", *common, "--out", tmp_path / "two.npz"], tmp_path / "logs-embed")
+    # every prefix (ids DOC#POSITION), so the shards hold several rows per sample
+    _run("embed", *common, "--prefixes", "--out", tmp_path / "one.npz")
+    _two_ranks(["embed", *common, "--prefixes", "--out", tmp_path / "two.npz"], tmp_path / "logs")
     with np.load(tmp_path / "one.npz") as one, np.load(tmp_path / "two.npz") as two:
-        assert one["ids"].tolist() == two["ids"].tolist() and len(one["ids"]) == 12
+        assert one["ids"].tolist() == two["ids"].tolist() and len(one["ids"]) > 12
+        assert one["ids"][0].endswith("#0")
         np.testing.assert_allclose(two["vectors"], one["vectors"], atol=1e-6, rtol=0)
-        single = one["vectors"]
+    _run("embed", *common, "--out", tmp_path / "plain.npz")
+    with np.load(tmp_path / "plain.npz") as plain:
+        single = plain["vectors"]
     assert not (tmp_path / "two.npz.shards").exists()  # removed after the merge
 
     # index build under 2 ranks, one shard already finished by an earlier (killed) job: rank 0
