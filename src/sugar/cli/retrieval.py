@@ -158,6 +158,8 @@ def embed_command(
             _sharded(bundle, samples, root, data, prefixes, batch_size, out, write)
             return
     else:
+        if _ranks().world > 1:
+            raise ValueError("several ranks (torchrun) shard a --data file; embed --text alone")
         samples = [Sample(f"text-{i}", [Segment.text_(t)]) for i, t in enumerate(text or [])]
         root = Path(".")
     ids, vectors, _ = _entries(bundle, samples, root, prefixes, batch_size)

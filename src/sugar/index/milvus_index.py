@@ -95,10 +95,11 @@ class MilvusIndex(Index):
     the environment variable ``SUGAR_MILVUS_TOKEN``, never stored); ``collection`` (the
     collection's name on that server; one index per collection).
 
-    >>> index = MilvusIndex(2, "demo-model")  # doctest: +SKIP
-    >>> index.add(["a", "b"], [[1.0, 0.0], [0.0, 1.0]])  # doctest: +SKIP
-    >>> index.search([[0.6, 0.8]], k=1)  # doctest: +SKIP
-    [[{'id': 'b', 'score': 0.800000011920929}]]
+    Example (needs the ``milvus`` extra)::
+
+        index = build_index("milvus", 384, bundle.identity)                  # embedded
+        index = build_index("milvus", 384, bundle.identity, uri="http://host:19530",
+                            collection="kb")                                  # a server
     """
 
     backend: ClassVar[str] = "milvus"

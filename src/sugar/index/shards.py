@@ -90,8 +90,8 @@ def shard_bounds(count: int, rank: int, world: int) -> tuple[int, int]:
 
     >>> [shard_bounds(5, r, 2) for r in range(2)]
     [(0, 2), (2, 5)]
-    >>> shard_bounds(1, 1, 2)
-    (0, 0)
+    >>> [shard_bounds(1, r, 2) for r in range(2)]  # fewer samples than ranks: an empty shard
+    [(0, 0), (0, 1)]
     """
     Rank(rank, world)
     return rank * count // world, (rank + 1) * count // world
