@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
 faiss = pytest.importorskip("faiss")
 faiss.omp_set_num_threads(1)
 
-BACKENDS = ["exact", "flat", "hnsw", "ivf"]
+HAS_MILVUS = all(importlib.util.find_spec(name) for name in ("pymilvus", "milvus_lite"))
+needs_milvus = pytest.mark.skipif(
+    not HAS_MILVUS,
+    reason="pymilvus and milvus-lite are not installed (pip install 'sugar-mllm[milvus]'; "
+    "scripts/setup.sh installs them)",
+)
+BACKENDS = ["exact", "flat", "hnsw", "ivf", pytest.param("milvus", marks=needs_milvus)]
 """Every backend; IVF is built with ``IVF_PARAMS`` so the small corpora below can train it."""
 IVF_PARAMS = {"nlist": 4, "nprobe": 4}  # nprobe == nlist: IVF visits every list, exact results
 

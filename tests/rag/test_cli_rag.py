@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from sugar.cli import app
 from sugar.data.jsonl import read_samples, write_samples
 from sugar.data.slices import slices
+from tests.index.conftest import needs_milvus
 from tests.rag.conftest import RagWorld
 
 
@@ -173,3 +175,43 @@ def test_errors_are_one_line(rag_world: RagWorld, tmp_path: Path) -> None:
     assert manifest["model_identity"] != ""
     bad = _run("search", "--model", rag_world.plain_bundle, "--index", other, "Hi?", code=2)
     assert bad.startswith("sugar: error:") and len(bad.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@needs_milvus
+def test_milvus_backend_through_the_cli_matches_faiss(rag_world: RagWorld, tmp_path: Path) -> None:
+    """--backend milvus is recorded: add, delete, search and ask use it without being told; ids
+    and scores equal the FAISS flat index's on the tiny model."""
+    root, bundle = rag_world.root, rag_world.bundle
+    first, rest = tmp_path / "first.jsonl", tmp_path / "rest.jsonl"
+    write_samples(first, rag_world.kb_items[:8])
+    write_samples(rest, rag_world.kb_items[8:])
+    hits = {}
+    for backend in ("flat", "milvus"):
+        index = tmp_path / backend
+        _run("index", "build", index, "--model", bundle, "--data", first, "--root", root,
+             "--backend", backend)  # fmt: skip
+        _run("index", "add", index, "--model", bundle, "--data", rest, "--root", root)
+        info = _json(_run("index", "delete", index, rag_world.kb_items[0].id))
+        assert info["backend"] == backend and info["count"] == len(rag_world.kb_items) - 1
+        hits[backend] = _json(_run("search", "--model", bundle, "--index", index, "-k", "5",
+                                   "what colour is the ball"))  # fmt: skip
+        answer = _json(_run("ask", "--model", bundle, "--index", index, "is it red?", "-k", "2"))
+        assert len(answer["sources"]) == 2
+    assert [h["id"] for h in hits["milvus"]] == [h["id"] for h in hits["flat"]]
+    for got, expected in zip(hits["milvus"], hits["flat"], strict=True):
+        assert abs(got["score"] - expected["score"]) <= 1e-6
+    import torch
+
+    from sugar.models.bundle import save_bundle
+    from sugar.models.prefix import RetrievalProjector
+
+    torch.manual_seed(1)
+    other = RetrievalProjector(rag_world.model.hidden_size, 16)
+    spec = {**other.spec, "image_pool": "mean"}
+    save_bundle(
+        tmp_path / "other", rag_world.model, extras={"projector": (spec, other.state_dict())}
+    )
+    wrong = _run("index", "add", tmp_path / "milvus", "--model", tmp_path / "other",
+                 "--data", rest, "--root", root, code=2)  # fmt: skip
+    assert "model identity" in wrong and "re-embed and rebuild" in wrong

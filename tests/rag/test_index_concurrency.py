@@ -16,6 +16,7 @@ from sugar.cli import app
 from sugar.data.jsonl import write_samples
 from sugar.data.schema import Sample
 from sugar.index import Index
+from tests.index.conftest import needs_milvus
 from tests.rag.conftest import RagWorld
 
 
@@ -24,12 +25,15 @@ def _renamed(samples: list[Sample], prefix: str) -> list[Sample]:
 
 
 @pytest.mark.slow
-def test_concurrent_index_adds_lose_no_entry(rag_world: RagWorld, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["exact", pytest.param("milvus", marks=needs_milvus)])
+def test_concurrent_index_adds_lose_no_entry(
+    backend: str, rag_world: RagWorld, tmp_path: Path
+) -> None:
     index = tmp_path / "kb"
     seed = tmp_path / "seed.jsonl"
     write_samples(seed, _renamed(rag_world.kb_items[:2], "seed"))
     base = ["index", "build", str(index), "--model", str(rag_world.bundle), "--data", str(seed),
-            "--root", str(rag_world.root)]  # fmt: skip
+            "--root", str(rag_world.root), "--backend", backend]  # fmt: skip
     assert CliRunner().invoke(app, base).exit_code == 0
     writers, expected = [], 2
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SUGAR_TORCH_THREADS": "1"}
@@ -47,7 +51,7 @@ def test_concurrent_index_adds_lose_no_entry(rag_world: RagWorld, tmp_path: Path
         _, err = writer.communicate(timeout=300)
         assert writer.returncode == 0, err.decode()[-2000:]
     loaded = Index.load(index)
-    assert len(loaded) == expected
+    assert loaded.backend == backend and len(loaded) == expected
     assert {i.split("-")[0] for i in loaded.ids()} == {"seed", "p0", "p1", "p2"}
 
 

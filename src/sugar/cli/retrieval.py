@@ -47,8 +47,9 @@ def _read_data(data: Path, root: Path | None) -> tuple[list[Any], Path]:
 
 
 def _entries(
-    model: Any, samples: list[Any], root: Path, prefixes: bool, batch_size: int
-) -> tuple[list[str], Any, list[dict[str, Any]]]:
+    model: Any, samples: list[Any], root: Path, prefixes: bool, batch_size: int,
+    progress: bool = True,
+) -> tuple[list[str], Any, list[dict[str, Any]]]:  # fmt: skip
     """Ids, vectors (N, P) and metadata (each sample's JSON) of samples or of all their
     prefixes."""
     import torch
@@ -56,7 +57,7 @@ def _entries(
     from sugar.index import prefix_entry
 
     vectors = model.embed(samples, root=root, prefixes=prefixes, batch_size=batch_size,
-                          progress=True)  # fmt: skip
+                          progress=progress)  # fmt: skip
     if not prefixes:
         return [s.id for s in samples], vectors, [s.to_dict() for s in samples]
     ids, metadata = [], []
@@ -133,7 +134,9 @@ def embed_command(
     prefixes: Prefixes = False,
     batch_size: BatchSize = 32,
 ) -> None:
-    """Embed the samples of DATA (or --text strings) with the model's retrieval head."""
+    """Embed the samples of DATA (or --text strings) with the model's retrieval head. Under
+    torchrun each rank embeds its shard of DATA (resumable, in OUT.shards) and rank 0 merges
+    them into OUT."""
     import numpy as np
 
     from sugar.data.schema import Sample, Segment
@@ -144,7 +147,19 @@ def embed_command(
     bundle = _load_embedder(model)
     if data is not None:
         samples, root = _read_data(data, root)
+        if _ranks().world > 1:
+            if out is None:
+                raise ValueError("several ranks (torchrun) write shards: give --out FILE.npz")
+
+            def write(entries: Any) -> None:
+                save_vectors(out, entries[0], entries[1])
+                typer.echo(f"wrote {len(entries[0])} vectors to {out}")
+
+            _sharded(bundle, samples, root, data, prefixes, batch_size, out, write)
+            return
     else:
+        if _ranks().world > 1:
+            raise ValueError("several ranks (torchrun) shard a --data file; embed --text alone")
         samples = [Sample(f"text-{i}", [Segment.text_(t)]) for i, t in enumerate(text or [])]
         root = Path(".")
     ids, vectors, _ = _entries(bundle, samples, root, prefixes, batch_size)
@@ -164,7 +179,10 @@ def index_build(
     model: ModelDir,
     data: Annotated[Path, typer.Option(help="The sugar JSONL to index (e.g. kb_items).")],
     root: DataRoot = None,
-    backend: Annotated[str, typer.Option(help="exact | flat | hnsw | ivf")] = "exact",
+    backend: Annotated[
+        str,
+        typer.Option(help="exact | flat | hnsw | ivf | milvus (recorded: later commands use it)"),
+    ] = "exact",
     option: Annotated[
         list[str] | None,
         typer.Option("--option", "-o", help="Backend parameter KEY=VALUE, e.g. -o nlist=64."),
@@ -176,7 +194,9 @@ def index_build(
     ] = False,
 ) -> None:
     """Embed DATA and write a new index bound to the model's identity (an existing index is
-    replaced only with --force; a directory sugar did not write, never)."""
+    replaced only with --force; a directory sugar did not write, never). Under torchrun each
+    rank embeds its shard of DATA (resumable, in DIRECTORY.shards) and rank 0 writes the
+    index."""
     from sugar.config import parse_override
     from sugar.index import build_index
     from sugar.owned import check_replaceable
@@ -187,13 +207,52 @@ def index_build(
         params[".".join(keys)] = value
     check_replaceable(directory, replace=force)  # before the embedding work
     bundle = _load_embedder(model)
+    build_index(backend, bundle.projector.dim, bundle.identity, **params)  # type: ignore[arg-type]
     samples, root = _read_data(data, root)
-    ids, vectors, metadata = _entries(bundle, samples, root, prefixes, batch_size)
-    index = build_index(backend, bundle.projector.dim, bundle.identity, **params)  # type: ignore[arg-type]
-    index.add(ids, vectors, metadata)
-    with _index_lock(directory):
-        index.save(directory, replace=force)
-    typer.echo(json.dumps(index.info()))
+
+    def write(entries: Any) -> None:
+        index = build_index(backend, bundle.projector.dim, bundle.identity, **params)  # type: ignore[arg-type]
+        index.add(*entries)
+        with _index_lock(directory):
+            index.save(directory, replace=force)
+        typer.echo(json.dumps(index.info()))
+
+    if _ranks().world > 1:
+        _sharded(bundle, samples, root, data, prefixes, batch_size, directory, write)
+    else:
+        write(_entries(bundle, samples, root, prefixes, batch_size))
+
+
+def _ranks() -> Any:
+    """This process's :class:`sugar.index.shards.Rank` (joins torchrun's group, if any)."""
+    from sugar.index.shards import init_ranks
+
+    return init_ranks()
+
+
+def _sharded(
+    bundle: Any, samples: list[Any], root: Path, data: Path, prefixes: bool, batch_size: int,
+    output: Path, write: Any,
+) -> None:  # fmt: skip
+    """Embed this rank's shard into ``OUTPUT.shards`` (skipped when a killed job already
+    finished it), then on rank 0 merge the shards and ``write`` the merged entries once."""
+    import torch.distributed as dist
+
+    from sugar.index.shards import run_sharded
+    from sugar.io import sha256_file
+
+    def compute(chunk: Any) -> Any:
+        ids, vectors, metadata = _entries(bundle, list(chunk), root, prefixes, batch_size, False)
+        return ids, vectors.numpy(), metadata
+
+    fingerprint = {"data_sha256": sha256_file(data), "model_identity": bundle.identity,
+                   "prefixes": prefixes}  # fmt: skip
+    shards = output.with_name(output.name + ".shards")
+    try:
+        run_sharded(samples, compute, shards, fingerprint, _ranks(), write, batch_size,
+                    log=lambda line: typer.echo(line, err=True))  # fmt: skip
+    finally:
+        dist.destroy_process_group()
 
 
 def _index_lock(directory: Path) -> Any:

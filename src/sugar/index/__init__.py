@@ -1,4 +1,5 @@
-"""A persistent vector index with string ids and JSON metadata: exact (torch) and FAISS backends.
+"""A persistent vector index with string ids and JSON metadata: exact (torch), FAISS and Milvus
+backends.
 
 >>> from sugar.index import build_index
 >>> index = build_index("exact", dim=2, model_identity="demo-model")
@@ -6,8 +7,9 @@
 >>> index.search([[0.0, 1.0]], k=5, with_metadata=True)
 [[{'id': 'a', 'score': 1.0, 'metadata': {'text': 'hello'}}]]
 
-See :mod:`sugar.index.base` for the contract and the on-disk format, :mod:`sugar.index.exact`
-and :mod:`sugar.index.faiss_index` for each backend's deletion strategy.
+See :mod:`sugar.index.base` for the contract and the on-disk format, :mod:`sugar.index.exact`,
+:mod:`sugar.index.faiss_index` and :mod:`sugar.index.milvus_index` for each backend's storage;
+:mod:`sugar.index.shards` for sharded embedding under torchrun.
 """
 
 from sugar.index.base import (
@@ -20,6 +22,7 @@ from sugar.index.base import (
 )
 from sugar.index.exact import ExactIndex
 from sugar.index.faiss_index import FlatIndex, HNSWIndex, IVFIndex
+from sugar.index.milvus_index import MilvusIndex
 
 __all__ = [
     "ChecksumError",
@@ -29,6 +32,7 @@ __all__ = [
     "IVFIndex",
     "Index",
     "IndexFormatError",
+    "MilvusIndex",
     "ModelIdentityError",
     "build_index",
     "prefix_entry",

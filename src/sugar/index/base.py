@@ -5,9 +5,9 @@ Shape legend: N entries, Q queries, D width, K results per query.
 An :class:`Index` holds float32 unit-norm vectors of width D, each under a string id with a JSON
 metadata object (a sample's JSON; for prefix-level indexing the document id and slice position,
 see :func:`prefix_entry`). Scores are inner products, i.e. cosine similarities of unit vectors.
-This class owns everything id-related; a backend (``exact.py``, ``faiss_index.py``) only sees
-int64 *labels*, allocated in increasing order and never reused, so a backend never renumbers and
-insertion order is label order.
+This class owns everything id-related; a backend (``exact.py``, ``faiss_index.py``,
+``milvus_index.py``) only sees int64 *labels*, allocated in increasing order and never reused,
+so a backend never renumbers and insertion order is label order.
 
 On-disk format (a directory, written with :func:`sugar.io.atomic_directory`, so a failed write
 leaves the previous version intact)::
@@ -15,7 +15,7 @@ leaves the previous version intact)::
     manifest.json          format, format_version, backend, params, dim, count, normalize,
                            model_identity, files {name: sha256}
     entries.jsonl          one live entry per line in label order: {"label", "id", "metadata"}
-    vectors.npy | index.faiss   the backend's data (see the backend)
+    vectors.npy | index.faiss | milvus-files.json + milvus.db/   the backend's data
     *.sha256               a sidecar per file (sugar.io.write_checksum)
 
 :meth:`Index.load` verifies every checksum (the sidecar and the digest in the manifest) before
@@ -461,12 +461,16 @@ def _read_entries(path: Path) -> tuple[list[int], list[str], list[dict[str, Any]
 
 
 def build_index(
-    backend: Literal["exact", "flat", "hnsw", "ivf"], dim: int, model_identity: str, **params: Any
+    backend: Literal["exact", "flat", "hnsw", "ivf", "milvus"],
+    dim: int,
+    model_identity: str,
+    **params: Any,
 ) -> Index:
-    """A new empty index of ``backend`` ("exact", "flat", "hnsw", "ivf").
+    """A new empty index of ``backend`` ("exact", "flat", "hnsw", "ivf", "milvus").
 
     ``params``: ``normalize`` (every backend), HNSW ``M``, ``efConstruction``, ``efSearch``
-    (defaults 32, 200, 128), IVF ``nlist``, ``nprobe``. Unknown names raise ``ValueError``.
+    (defaults 32, 200, 128), IVF ``nlist``, ``nprobe``, Milvus ``index_type``. Unknown names
+    raise ``ValueError``.
 
     >>> index = build_index("exact", 2, "demo-model")
     >>> index.add(["a", "b"], [[1.0, 0.0], [0.0, 1.0]], [{"text": "A"}, None])
