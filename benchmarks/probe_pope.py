@@ -1,0 +1,162 @@
+"""Is a model's POPE answer grounded, and do the frozen image features hold it? (issue 17)
+
+Two diagnostics on a world (``sugar data world``) and a bundle:
+
+1. ``--model M``: for every POPE probe of ``--split``, the log-likelihood of the answer "yes"
+   minus that of "no" (:meth:`MLLM.score`), and the ROC AUC of that margin against the truth,
+   over all probes and per negative setting (random / popular / adversarial: each setting's
+   "no" probes against every "yes" probe), with the same probes' images shuffled as the control.
+   AUC 0.5: the answer ignores the image; a positive mean margin with AUC 0.5: "always yes".
+2. ``--features``: a logistic probe (L2, LBFGS, on standardised features) per colour and per
+   shape, trained on the caption images of the train split to predict the object's presence,
+   scored by test AUC: whether the frozen EfficientNet-Lite0 vectors (``--image-size``,
+   ``--grid``) hold what POPE asks.
+
+    python benchmarks/probe_pope.py --world runs/demo/world --model runs/demo/generative/model \
+        --cache runs/demo/cache/vision --features
+
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from sugar.data.jsonl import read_samples
+from sugar.data.schema import Sample
+from sugar.models.base import MLLM
+from sugar.models.bundle import load_bundle
+from sugar.models.tiny import FrozenGridVision
+
+
+def auc(scores: torch.Tensor, truth: torch.Tensor) -> float:
+    """P(score of a random positive > score of a random negative), ties counting one half."""
+    positive, negative = scores[truth], scores[~truth]
+    greater = (positive[:, None] > negative[None, :]).float()
+    ties = (positive[:, None] == negative[None, :]).float()
+    return float((greater + 0.5 * ties).mean())
+
+
+def answer_margins(model: MLLM, samples: list[Sample], root: Path) -> torch.Tensor:
+    """log p("yes") - log p("no") of each probe's answer. # (N,)"""
+
+    def answering(sample: Sample, answer: str) -> Sample:
+        segments = [s if s.role != "target" else replace(s, text=answer) for s in sample.segments]
+        return replace(sample, segments=segments)
+
+    margins = []
+    with torch.no_grad():
+        for start in range(0, len(samples), 32):
+            chunk = samples[start : start + 32]
+            yes = model.score([answering(s, "yes") for s in chunk], root)
+            no = model.score([answering(s, "no") for s in chunk], root)
+            margins.append(yes - no)
+    return torch.cat(margins)
+
+
+def probe_model(args: argparse.Namespace) -> None:
+    root = Path(args.world)
+    model = load_bundle(args.model, feature_cache=args.cache).model.eval()
+    samples = read_samples(root / "pope" / f"{args.split}.jsonl", root)
+    truth = torch.tensor([s.meta["answer"] == "yes" for s in samples])
+    margins = answer_margins(model, samples, root)
+    print(f"{args.model} on pope/{args.split} ({len(samples)} probes, {int(truth.sum())} yes)")
+    says_yes = float((margins > 0).float().mean())
+    print(f"  mean margin yes-no {margins.mean():+.3f} nats, says yes {says_yes:.1%}")
+    print(f"  AUC all {auc(margins, truth):.3f}", end="")
+    for setting in ("random", "popular", "adversarial"):
+        kinds = [s.meta.get("negative_kind") for s in samples]
+        chosen = truth | torch.tensor([kind == setting for kind in kinds])
+        if bool((chosen & ~truth).any()):
+            print(f", {setting} {auc(margins[chosen], truth[chosen]):.3f}", end="")
+    images = [next(seg.image for seg in s.segments if seg.image is not None) for s in samples]
+    shuffled_images = images[:]
+    random.Random(0).shuffle(shuffled_images)
+    shuffled = [
+        replace(
+            s, segments=[replace(g, image=shuffled_images[i]) if g.image else g for g in s.segments]
+        )
+        for i, s in enumerate(samples)
+    ]
+    print(f"; shuffled images: AUC {auc(answer_margins(model, shuffled, root), truth):.3f}")
+
+
+def fit_logistic(
+    features: torch.Tensor, labels: torch.Tensor, l2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-regularised logistic regression by LBFGS: the weight and the bias."""
+    weight = torch.zeros(features.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weight, bias], max_iter=200)
+    target = labels.float()
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        logits = features @ weight + bias
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        loss = loss + l2 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def probe_features(args: argparse.Namespace) -> None:
+    root = Path(args.world)
+    vision = FrozenGridVision(args.image_size, args.grid, args.cache)
+
+    def load(split: str) -> tuple[torch.Tensor, list[list[dict[str, str]]]]:
+        rows = [json.loads(line) for line in (root / "caption" / f"{split}.jsonl").open()]
+        paths = [
+            str(root / next(s["image"] for s in row["segments"] if s.get("image"))) for row in rows
+        ]
+        with torch.no_grad():
+            features = torch.cat([vision(paths[i : i + 128]) for i in range(0, len(paths), 128)])
+        return features.flatten(1), [row["meta"]["scene"]["objects"] for row in rows]
+
+    train, train_objects = load("train")
+    test, test_objects = load("test")
+    vision.cache.flush()
+    mean, std = train.mean(0), train.std(0) + 1e-3
+    train, test = (train - mean) / std, (test - mean) / std
+    print(f"logistic probes on frozen features ({len(train)} train / {len(test)} test images)")
+    for field in ("colour", "shape"):
+        values = sorted({o[field] for objects in train_objects for o in objects})
+        aucs = []
+        for value in values:
+            y_train = torch.tensor([any(o[field] == value for o in obs) for obs in train_objects])
+            y_test = torch.tensor([any(o[field] == value for o in obs) for obs in test_objects])
+            weight, bias = fit_logistic(train, y_train, args.l2)
+            with torch.no_grad():
+                aucs.append(auc(test @ weight + bias, y_test))
+        listed = ", ".join(f"{v} {a:.3f}" for v, a in zip(values, aucs, strict=True))
+        print(f"  {field}: mean test AUC {sum(aucs) / len(aucs):.3f} ({listed})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--world", required=True)
+    parser.add_argument("--model", help="a bundle: its POPE answer margins")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--cache", help="the run's feature cache (model.feature_cache)")
+    parser.add_argument("--features", action="store_true", help="probe the frozen features")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--grid", type=int, default=1)
+    parser.add_argument("--l2", type=float, default=1e-3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.model:
+        probe_model(args)
+    if args.features:
+        probe_features(args)
+
+
+if __name__ == "__main__":
+    main()
