@@ -177,6 +177,27 @@ def test_errors_are_one_line(rag_world: RagWorld, tmp_path: Path) -> None:
     assert bad.startswith("sugar: error:") and len(bad.strip().splitlines()) == 1
 
 
+def test_an_unusable_output_path_is_refused_before_any_model_work(
+    rag_world: RagWorld, tmp_path: Path
+) -> None:
+    """embed and mine check --out first: the model path, which does not exist, is never read
+    (its error would name it)."""
+    data = rag_world.root / "caption" / "train.jsonl"
+    (tmp_path / "file").write_text("x")
+    no_model = tmp_path / "no-such-bundle"
+    for command, out, refusal in (
+        (["embed", "--text", "hi"], tmp_path, "is a directory, not a file"),
+        (["embed", "--data", data], tmp_path / "file" / "v.npz", "is a file, not a directory"),
+        (["mine", "--data", data], tmp_path, "is a directory, not a file"),
+    ):
+        error = _run(*command, "--model", no_model, "--out", out, code=2)
+        assert refusal in error and str(no_model) not in error, error
+        assert len(error.strip().splitlines()) == 1
+    # the same commands with a usable --out reach the model (and fail on it)
+    error = _run("embed", "--text", "hi", "--model", no_model, "--out", tmp_path / "v.npz", code=2)
+    assert str(no_model) in error
+
+
 @pytest.mark.slow
 @needs_milvus
 def test_milvus_backend_through_the_cli_matches_faiss(rag_world: RagWorld, tmp_path: Path) -> None:
