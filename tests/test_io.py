@@ -17,6 +17,7 @@ from sugar.io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    check_writable_file,
     sha256_bytes,
     sha256_file,
     verify_checksum,
@@ -72,6 +73,27 @@ def test_killed_process_keeps_old_file_and_next_write_cleans_up(tmp_path: Path) 
 def test_atomic_write_rejects_append_mode(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mode='a'"), atomic_write(tmp_path / "x", "a"):
         pass
+
+
+def test_check_writable_file_refuses_what_atomic_write_would(tmp_path: Path) -> None:
+    assert check_writable_file(tmp_path / "new" / "deeper" / "x.npz") == tmp_path / "new" / (
+        "deeper/x.npz"
+    )  # missing parents: atomic_write creates them
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        check_writable_file(tmp_path)
+    with pytest.raises(IsADirectoryError):  # the same refusal atomic_write makes, at the end
+        atomic_write_bytes(tmp_path, b"x")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory") as error:
+        check_writable_file(tmp_path / "file" / "sub" / "x.npz")
+    assert error.value.filename == str(tmp_path / "file")
+    with pytest.raises(NotADirectoryError):
+        atomic_write_bytes(tmp_path / "file" / "sub" / "x.npz", b"x")
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        with pytest.raises(PermissionError, match="cannot write"):
+            check_writable_file(locked / "x.npz")
 
 
 def test_atomic_directory_swaps_whole_directories(tmp_path: Path) -> None:

@@ -49,8 +49,6 @@ from sugar.rag import (
     PromptTemplate,
     RagAnswer,
     answer,
-    build_prompt,
-    payload_of,
     question_sample,
 )
 
@@ -415,10 +413,11 @@ class SugarModel:
         if instruction is not None:
             if not retrieval or index is None:
                 raise ValueError("ask: an instruction steers retrieval: it needs an index")
-            return self._ask_steered(
-                sample, instruction, k, self._index(index), root,
-                template or PromptTemplate(), max_new_tokens,
-            )  # fmt: skip
+            return answer(
+                self.backbone, self.projector, self._index(index), [sample], root, k=k,
+                template=template, max_new_tokens=max_new_tokens,
+                embed_queries=lambda queries: self.steered_vectors(queries, instruction, root),
+            )[0]  # fmt: skip
         if not retrieval:
             return answer(
                 self.backbone, None, None, [sample], root, retrieval=False,
@@ -430,22 +429,6 @@ class SugarModel:
             self.backbone, self.projector, self._index(index), [sample], root, k=k,
             template=template, max_new_tokens=max_new_tokens, **self.embed_options(),
         )[0]  # fmt: skip
-
-    def _ask_steered(
-        self, sample: Sample, instruction: str, k: int, index: Index, root: str | Path,
-        template: PromptTemplate, max_new_tokens: int,
-    ) -> RagAnswer:  # fmt: skip
-        """:func:`sugar.rag.answer` for one question whose retrieval query (its context
-        segments, as :func:`sugar.rag.retrieve` embeds them) is steered by ``instruction``."""
-        query = build_prompt(sample, [], PromptTemplate())
-        vectors = self.steered_vectors([query], instruction, root)
-        hits = index.search(vectors, k, with_metadata=True)[0]
-        sources = [{"id": h["id"], "score": h["score"], "payload": payload_of(h)} for h in hits]
-        prompt = build_prompt(
-            sample, [s["payload"] for s in sources], template, [s["id"] for s in sources]
-        )
-        text = self.backbone.generate([prompt], root, max_new_tokens=max_new_tokens)[0]
-        return RagAnswer(text, prompt, sources)
 
     def __repr__(self) -> str:
         return (

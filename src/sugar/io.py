@@ -42,6 +42,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_writable_file",
     "read_json_object",
     "read_log",
     "read_log_lines",
@@ -123,6 +124,24 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_writable_file(path: str | Path) -> Path:
+    """Refuse, before any work, a file path :func:`atomic_write` would fail on at the end: an
+    existing directory (``IsADirectoryError``), a file where a parent directory should be
+    (``NotADirectoryError``), or a nearest existing parent this process cannot write in
+    (``PermissionError``). Missing parents are fine (``atomic_write`` creates them)."""
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(target))
+    parent = target.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a directory", str(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot write in this directory", str(parent))
+    return target
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -32,7 +32,7 @@ With ``retrieval=False`` the prompt is the question's segments alone (the plain 
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +56,9 @@ __all__ = [
     "question_sample",
     "retrieve",
 ]
+
+QueryEmbedder = Callable[[list[Sample]], Any]
+"""Retrieval queries (each a question's context segments) -> their vectors (Q, P)."""
 
 PAYLOAD_FIELD = "payload"
 """The ``meta`` key holding a knowledge item's payload."""
@@ -214,13 +217,18 @@ def retrieve(
     questions: Sequence[Sample],
     root: str | Path,
     k: int,
+    embed_queries: QueryEmbedder | None = None,
     **embed_options: Any,
 ) -> list[list[dict[str, Any]]]:
     """Per question, the top-``k`` entries of ``index`` as ``{"id", "score", "payload"}``; the
     query is each question's context segments (its targets, e.g. a reference answer, are
-    dropped so they cannot leak into retrieval)."""
+    dropped so they cannot leak into retrieval), embedded by ``embed_queries`` when given
+    (e.g. steered by an instruction), else by ``model`` and ``projector``."""
     queries = [build_prompt(question, [], PromptTemplate()) for question in questions]
-    vectors = embed_vectors(model, projector, queries, root, **embed_options)  # (Q, P)
+    if embed_queries is not None:
+        vectors = embed_queries(queries)  # (Q, P)
+    else:
+        vectors = embed_vectors(model, projector, queries, root, **embed_options)  # (Q, P)
     hits = index.search(vectors, k, with_metadata=True)
     return [
         [{"id": hit["id"], "score": hit["score"], "payload": payload_of(hit)} for hit in row]
@@ -239,19 +247,23 @@ def answer(
     retrieval: bool = True,
     template: PromptTemplate | None = None,
     max_new_tokens: int = 32,
+    embed_queries: QueryEmbedder | None = None,
     **embed_options: Any,
 ) -> list[RagAnswer]:
     """Answer each question (context segments ``[image?, question]``; targets are ignored):
     retrieve ``k`` payloads, build the prompt, generate greedily with ``model``.
 
     ``retrieval=False`` generates from the plain prompt; ``projector`` and ``index`` are then
-    unused and may be ``None``.
+    unused and may be ``None``. ``embed_queries`` replaces how the retrieval queries are
+    embedded (:func:`retrieve`); the prompt and the generation stay ``model``'s.
     """
     template = template or PromptTemplate()
     if retrieval:
         if projector is None or index is None:
             raise ValueError("retrieval needs a retrieval projector and an index")
-        sources = retrieve(model, projector, index, questions, root, k, **embed_options)
+        sources = retrieve(
+            model, projector, index, questions, root, k, embed_queries, **embed_options
+        )
     else:
         sources = [[] for _ in questions]
     prompts = [

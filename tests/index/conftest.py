@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,3 +38,18 @@ def params_of(backend: str) -> dict[str, int]:
 def corpus() -> tuple[list[str], torch.Tensor]:
     """200 ids and (200, 16) unit vectors: enough to train IVF with nlist=4 (39 * 4 = 156)."""
     return [f"doc-{i:03d}" for i in range(200)], unit_rows(200, 16, seed=1)
+
+
+@contextmanager
+def milvus_server(database: Path) -> Iterator[str]:
+    """The URI of a Milvus server: milvus-lite's own gRPC server (in this process, on the
+    loopback), which speaks the protocol a Milvus cluster does to the same ``MilvusClient``;
+    stopped (its port closed) when the block ends."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    uri = server_manager_instance.start_and_get_uri(str(database))
+    assert uri is not None and uri.startswith("http://127.0.0.1:")
+    try:
+        yield uri
+    finally:
+        server_manager_instance.release_server(str(database))

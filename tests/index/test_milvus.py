@@ -14,7 +14,7 @@ import pytest
 
 from sugar.index import Index, ModelIdentityError, build_index
 from sugar.io import ChecksumError
-from tests.index.conftest import needs_milvus, unit_rows
+from tests.index.conftest import milvus_server, needs_milvus, unit_rows
 
 pytestmark = needs_milvus
 
@@ -103,15 +103,9 @@ def test_parameters_and_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    """The URI of a Milvus server: milvus-lite's own gRPC server (in this process, on the
-    loopback), which speaks the protocol a Milvus cluster does to the same ``MilvusClient``."""
-    from milvus_lite.server_manager import server_manager_instance
-
-    database = str(tmp_path / "server.db")
-    uri = server_manager_instance.start_and_get_uri(database)
-    assert uri is not None and uri.startswith("http://127.0.0.1:")
-    yield uri
-    server_manager_instance.release_server(database)
+    """The URI of a Milvus server (:func:`milvus_server`)."""
+    with milvus_server(tmp_path / "server.db") as uri:
+        yield uri
 
 
 @pytest.mark.slow

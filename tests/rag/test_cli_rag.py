@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from sugar.cli import app
 from sugar.data.jsonl import read_samples, write_samples
 from sugar.data.slices import slices
-from tests.index.conftest import needs_milvus
+from tests.index.conftest import milvus_server, needs_milvus
 from tests.rag.conftest import RagWorld
 
 
@@ -177,6 +177,27 @@ def test_errors_are_one_line(rag_world: RagWorld, tmp_path: Path) -> None:
     assert bad.startswith("sugar: error:") and len(bad.strip().splitlines()) == 1
 
 
+def test_an_unusable_output_path_is_refused_before_any_model_work(
+    rag_world: RagWorld, tmp_path: Path
+) -> None:
+    """embed and mine check --out first: the model path, which does not exist, is never read
+    (its error would name it)."""
+    data = rag_world.root / "caption" / "train.jsonl"
+    (tmp_path / "file").write_text("x")
+    no_model = tmp_path / "no-such-bundle"
+    for command, out, refusal in (
+        (["embed", "--text", "hi"], tmp_path, "is a directory, not a file"),
+        (["embed", "--data", data], tmp_path / "file" / "v.npz", "is a file, not a directory"),
+        (["mine", "--data", data], tmp_path, "is a directory, not a file"),
+    ):
+        error = _run(*command, "--model", no_model, "--out", out, code=2)
+        assert refusal in error and str(no_model) not in error, error
+        assert len(error.strip().splitlines()) == 1
+    # the same commands with a usable --out reach the model (and fail on it)
+    error = _run("embed", "--text", "hi", "--model", no_model, "--out", tmp_path / "v.npz", code=2)
+    assert str(no_model) in error
+
+
 @pytest.mark.slow
 @needs_milvus
 def test_milvus_backend_through_the_cli_matches_faiss(rag_world: RagWorld, tmp_path: Path) -> None:
@@ -215,3 +236,40 @@ def test_milvus_backend_through_the_cli_matches_faiss(rag_world: RagWorld, tmp_p
     wrong = _run("index", "add", tmp_path / "milvus", "--model", tmp_path / "other",
                  "--data", rest, "--root", root, code=2)  # fmt: skip
     assert "model identity" in wrong and "re-embed and rebuild" in wrong
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@needs_milvus
+def test_an_unreachable_milvus_server_is_one_line_naming_the_uri(
+    rag_world: RagWorld, tmp_path: Path
+) -> None:
+    """build, add and search against a Milvus server nobody listens on (a closed port, refused
+    at once) or one stopped after the build: exit 2, one line naming the URI, no traceback."""
+    root, bundle = rag_world.root, rag_world.bundle
+    data = tmp_path / "kb.jsonl"
+    write_samples(data, rag_world.kb_items[:4])
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    error = _run("index", "build", tmp_path / "never", "--model", bundle, "--data", data,
+                 "--root", root, "--backend", "milvus", "-o", f"uri={uri}", code=2)  # fmt: skip
+    assert error.startswith(f"sugar: error: {uri}: cannot connect to the Milvus server")
+    assert len(error.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
+    index = tmp_path / "kb"
+    with milvus_server(tmp_path / "server.db") as live:
+        _run("index", "build", index, "--model", bundle, "--data", data, "--root", root,
+             "--backend", "milvus", "-o", f"uri={live}")  # fmt: skip
+    # the server is gone: every command that opens the index says so in one line
+    for command in (
+        ["index", "add", index, "--model", bundle, "--data", data, "--root", root],
+        ["search", "--model", bundle, "--index", index, "what colour is the ball"],
+    ):
+        error = _run(*command, code=2)
+        assert error.startswith(f"sugar: error: {live}: cannot connect to the Milvus server")
+        assert len(error.strip().splitlines()) == 1

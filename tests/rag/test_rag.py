@@ -143,6 +143,36 @@ def test_retrieval_answers_from_the_retrieved_payloads(rag_world: RagWorld) -> N
         assert result.answer == again[0]
 
 
+def test_embed_queries_decides_retrieval_and_leaves_the_prompt_alone(rag_world: RagWorld) -> None:
+    """The hook ask(instruction=) steers through: it gets the queries (targets dropped) and its
+    vectors alone pick the sources; prompts and answers stay the questions' own."""
+    from sugar.embed import embed_vectors
+
+    index = _kb_index(rag_world)
+    model, projector, root = rag_world.model, rag_world.projector, rag_world.root
+    questions = [Sample(s.id, list(s.segments), "question", s.meta) for s in rag_world.kb_items[:2]]
+    others = [Sample(s.id, list(s.segments), "question", s.meta) for s in rag_world.kb_items[2:4]]
+    seen: list[list[Sample]] = []
+
+    def embed_others(queries: list[Sample]) -> Any:
+        seen.append(queries)
+        other_queries = [build_prompt(other, [], PromptTemplate()) for other in others]
+        return embed_vectors(model, projector, other_queries, root)
+
+    results = answer(model, projector, index, questions, root, k=2, max_new_tokens=3,
+                     embed_queries=embed_others)  # fmt: skip
+    expected = retrieve(model, projector, index, others, root, 2)
+    assert [result.sources for result in results] == expected
+    assert expected != retrieve(model, projector, index, questions, root, 2)
+    assert [q.segments for q in seen[0]] == [
+        build_prompt(q, [], PromptTemplate()).segments for q in questions
+    ]
+    for question, result, hits in zip(questions, results, expected, strict=True):
+        prompt = build_prompt(question, [hit["payload"] for hit in hits], PromptTemplate())
+        assert result.prompt.segments == prompt.segments
+        assert result.answer == model.generate([prompt], root, max_new_tokens=3)[0]
+
+
 def test_retrieval_needs_a_projector_and_an_index(rag_world: RagWorld) -> None:
     with pytest.raises(ValueError, match="projector and an index"):
         answer(rag_world.model, None, None, rag_world.kb[:1], rag_world.root)

@@ -141,9 +141,12 @@ def embed_command(
 
     from sugar.data.schema import Sample, Segment
     from sugar.embed import save_vectors
+    from sugar.io import check_writable_file
 
     if (data is None) == (text is None):
         raise ValueError("give exactly one of --data FILE or --text TEXT")
+    if out is not None:
+        check_writable_file(out)  # before the model is loaded and anything embedded
     bundle = _load_embedder(model)
     if data is not None:
         samples, root = _read_data(data, root)
@@ -403,8 +406,10 @@ def mine_command(
 ) -> None:
     """Mine hard negatives (kind "mined") with a trained model; write them as JSONL."""
     from sugar.data.jsonl import write_samples
+    from sugar.io import check_writable_file
     from sugar.mine import mine_hard_negatives
 
+    check_writable_file(out)  # before the model is loaded and anything mined
     bundle = _load_embedder(model)
     samples, root = _read_data(data, root)
     pool = _read_data(candidates, root)[0] if candidates is not None else None

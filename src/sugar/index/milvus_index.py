@@ -36,10 +36,13 @@ collection dirty and the next search flushes it first. Milvus caps K at 16,384.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -70,7 +73,42 @@ def import_pymilvus() -> Any:
             "the milvus index backend needs pymilvus and milvus-lite: "
             "pip install 'sugar-mllm[milvus]'"
         ) from error
+    for name in _RaisedAnyway.loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(each, _RaisedAnyway) for each in logger.filters):
+            logger.addFilter(_RaisedAnyway())
     return pymilvus
+
+
+class _RaisedAnyway(logging.Filter):
+    """Drop pymilvus' logs of a failed call, each a traceback on stderr written just before it
+    raises the error it describes: the raised error reaches the caller (the CLI prints it as
+    one line, which would otherwise follow screens of traceback). pymilvus 3.0 writes them
+    from these functions."""
+
+    loggers: ClassVar[dict[str, str]] = {
+        "pymilvus.decorators": "_log_rpc_error",  # every failed call, then re-raised
+        "pymilvus.client.connection_manager": "_recover",  # a failed reconnect, then re-raised
+    }
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.loggers.get(record.name) != record.funcName
+
+
+@contextmanager
+def _reachable(pymilvus: Any, uri: str) -> Iterator[None]:
+    """Turn pymilvus' failure to connect (``Status.CONNECT_FAILED``: a wrong host or port, a
+    server that is down or stopped after the index was opened) into a ``ConnectionError``
+    naming ``uri`` (the CLI prints it as one line)."""
+    try:
+        yield
+    except pymilvus.MilvusException as error:
+        if error.code != pymilvus.Status.CONNECT_FAILED:
+            raise
+        raise ConnectionError(
+            f"{uri}: cannot connect to the Milvus server ({error.message}); check -o uri=... and "
+            "that the server is running (and SUGAR_MILVUS_TOKEN, if it needs one)"
+        ) from error
 
 
 def _release(client: Any, database: Path) -> None:
@@ -125,7 +163,8 @@ class MilvusIndex(Index):
         self._dirty = False
         if self.server:
             token = os.environ.get("SUGAR_MILVUS_TOKEN", "")
-            self._client = self._pymilvus.MilvusClient(uri=uri, token=token)
+            with self._reachable():  # pymilvus connects here: a wrong URI fails at once
+                self._client = self._pymilvus.MilvusClient(uri=uri, token=token)
             self._created = False  # on the first write (build) or by _read (load)
             self._finalizer = weakref.finalize(self, self._client.close)
         else:
@@ -138,6 +177,10 @@ class MilvusIndex(Index):
     def server(self) -> bool:
         """Whether the collection lives on a Milvus server (``uri``) rather than embedded."""
         return bool(self.params["uri"])
+
+    def _reachable(self) -> Any:
+        """A block whose connection failures name this index's server (:func:`_reachable`)."""
+        return _reachable(self._pymilvus, self.params["uri"])
 
     def _create(self) -> None:
         """Create the empty collection: INT64 primary key ``label``, FLOAT_VECTOR ``vector``.
@@ -157,28 +200,32 @@ class MilvusIndex(Index):
 
     def _add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         if not self._created:
-            self._create()
+            with self._reachable():
+                self._create()
         pairs = zip(labels.tolist(), vectors, strict=True)
         rows = [{"label": label, "vector": row} for label, row in pairs]
         # upsert: on a server, rows a killed writer added but never saved reuse these labels
-        self._client.upsert(self._collection, rows)
+        with self._reachable():
+            self._client.upsert(self._collection, rows)
         self._dirty = True
 
     def _remove(self, labels: np.ndarray) -> None:
-        self._client.delete(self._collection, ids=labels.tolist())
+        with self._reachable():
+            self._client.delete(self._collection, ids=labels.tolist())
         self._dirty = True
 
     def _search(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         if k > MAX_K:
             raise ValueError(f"k={k}: the milvus backend returns at most {MAX_K} results")
-        if self._dirty:
-            self._client.flush(self._collection)
-            self._dirty = False
-        # only this snapshot's labels: on a server, later writers' rows have larger labels
-        found = self._client.search(
-            self._collection, data=[row for row in queries], limit=k, output_fields=["label"],
-            filter=f"label < {self._next_label}", search_params={"metric_type": "IP"},
-        )  # fmt: skip
+        with self._reachable():
+            if self._dirty:
+                self._client.flush(self._collection)
+                self._dirty = False
+            # only this snapshot's labels: on a server, later writers' rows have larger labels
+            found = self._client.search(
+                self._collection, data=[row for row in queries], limit=k, output_fields=["label"],
+                filter=f"label < {self._next_label}", search_params={"metric_type": "IP"},
+            )  # fmt: skip
         return [
             (
                 np.array([hit["distance"] for hit in hits], dtype=np.float32),
@@ -190,9 +237,10 @@ class MilvusIndex(Index):
     def _write(self, directory: Path) -> None:
         """Embedded: close the private copy (flushing it), copy it to ``directory/milvus.db``
         with a checksum listing of its files, reopen it. Server: flush; an empty listing."""
-        if not self._created:
-            self._create()
-        self._client.flush(self._collection)
+        with self._reachable():
+            if not self._created:
+                self._create()
+            self._client.flush(self._collection)
         self._dirty = False
         if self.server:
             atomic_write_json(directory / LISTING, {})
@@ -222,7 +270,8 @@ class MilvusIndex(Index):
     def _read(self, directory: Path, labels: np.ndarray) -> None:
         listing = read_json_object(directory / LISTING, IndexFormatError)
         if self.server:
-            self._read_server(directory, listing)
+            with self._reachable():
+                self._read_server(directory, listing)
             return
         present = {
             path.relative_to(directory).as_posix()
