@@ -110,6 +110,39 @@ def test_atomic_directory_swaps_whole_directories(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_a_reader_never_finds_the_directory_missing_during_a_swap(tmp_path: Path) -> None:
+    """The swap is one atomic exchange: a reader polling the manifest while the directory is
+    replaced 300 times always finds one (with two renames it was missing for a moment, and a
+    concurrent ``sugar index add`` failed with "not a sugar index")."""
+    import threading
+
+    target = tmp_path / "index"
+    with atomic_directory(target) as tmp:
+        (tmp / "manifest.json").write_text("0")
+    missing, stop = [], threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                (target / "manifest.json").read_text()
+            except FileNotFoundError:
+                missing.append(1)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(300):
+            with atomic_directory(target) as tmp:
+                (tmp / "manifest.json").write_text(str(i))
+    finally:
+        stop.set()
+        reader.join()
+    assert not missing
+    assert (target / "manifest.json").read_text() == "299"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no old copy left
+
+
 def test_atomic_directory_restores_an_interrupted_swap(tmp_path: Path) -> None:
     target = tmp_path / "index"
     with atomic_directory(target) as tmp:

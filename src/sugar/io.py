@@ -221,6 +221,28 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return [record for _, _, record in read_log_lines(path)]
 
 
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``): no moment where either name is missing. False where the system or
+    the filesystem cannot (the caller then falls back to two renames)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)  # glibc >= 2.28
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    status = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange)
+    if status == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
 def _restore_interrupted_swap(target: Path) -> None:
     """If a previous swap died between its two renames, put the old directory back."""
     backups = sorted(target.parent.glob(f".{target.name}{_OLD_TAG}*"))
@@ -244,9 +266,13 @@ def atomic_directory(
     block runs and again before the swap); the new directory gets the ``.sugar-owned`` marker
     (``kind``, and every top-level name written in the block).
 
-    Readers see the old directory or the new one. The swap is two renames (old -> backup,
-    new -> path); a crash between them leaves the old directory under a backup name, which the
-    next ``atomic_directory(path)`` restores before it starts.
+    Readers see the old directory or the new one: on Linux the swap is one atomic exchange of
+    the two names (``renameat2``, ``RENAME_EXCHANGE``), after which the old directory (now
+    under the temporary name) is removed; a crash before that removal leaves it as a stale
+    temporary, removed by the next call. Where the exchange is unavailable the swap is two
+    renames (old -> backup, new -> path): a reader may then find no directory for that moment,
+    and a crash between them leaves the old directory under a backup name, which the next
+    ``atomic_directory(path)`` restores before it starts.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -265,7 +291,9 @@ def atomic_directory(
                     os.fsync(handle.fileno())
         os.chmod(tmp, 0o755)
         check_replaceable(target, replace)  # the block may have run for a long time
-        if target.exists():
+        if target.exists() and _exchange(tmp, target):
+            shutil.rmtree(tmp)  # the old directory, now under the temporary name
+        elif target.exists():
             backup = Path(
                 tempfile.mkdtemp(
                     prefix=f".{target.name}{_OLD_TAG}{os.getpid()}-", dir=target.parent
