@@ -314,6 +314,31 @@ def test_eval_names_models_after_their_run_and_refuses_duplicates(
     assert result.exit_code == 2 and "two models are named 'runA'" in result.output
 
 
+def test_eval_reads_and_fills_a_feature_cache(
+    tiny_eval: tuple[Path, EvalModel, EvalModel], tmp_path: Path
+) -> None:
+    from sugar.models.bundle import save_bundle
+    from sugar.models.feature_cache import FeatureCache
+
+    root, model, _ = tiny_eval
+    save_bundle(tmp_path / "runA" / "model", model.backbone)
+    cache = tmp_path / "cache"
+    command = ["eval", "--model", str(tmp_path / "runA" / "model"), "--data", str(root),
+               "--tasks", "vqa", "--limit", "3", "--feature-cache", str(cache)]  # fmt: skip
+    result = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "r1")])
+    assert result.exit_code == 0, result.output
+    assert len(FeatureCache(cache, model.backbone.vision.cache.identity)) >= 1  # their images
+    shards = sorted(cache.rglob("shard-*.safetensors"))
+    result = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 0, result.output
+    assert sorted(cache.rglob("shard-*.safetensors")) == shards  # read: nothing new to write
+    first, second = (
+        json.loads((tmp_path / r / "report.json").read_text())["results"]["runA"]["vqa"]
+        for r in ("r1", "r2")
+    )
+    assert first == second
+
+
 def test_paired_comparison_on_per_item_scores() -> None:
     from sugar.eval.report import paired_comparison
 

@@ -27,6 +27,13 @@ def eval_command(
         "test"
     ),
     limit: Annotated[int | None, typer.Option(help="First N items per task.")] = None,
+    feature_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory of the built-in models' frozen image features (a run's "
+            "model.feature_cache): read, and filled with new images (default: memory only)."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate bundles on the world's tasks; writes report.json, report.md and plots, with
     paired-bootstrap CIs of the first model minus each other one, and OUT/mteb/ (per-task
@@ -38,7 +45,7 @@ def eval_command(
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     results, metas = {}, {}
     for directory in model:
-        evaluated = load_eval_model(directory)
+        evaluated = load_eval_model(directory, None, str(feature_cache) if feature_cache else None)
         if evaluated.name in results:
             raise ValueError(
                 f"two models are named {evaluated.name!r} ({directory}): give bundles whose run "
@@ -50,6 +57,7 @@ def eval_command(
             evaluated, data, names, split=split, limit=limit,
             progress=lambda task: typer.echo(f"  {task}"),
         )  # fmt: skip
+        evaluated.backbone.flush_caches()
     meta = {"models": [str(m) for m in model], "data": str(data), "split": split, "limit": limit}
     names_in_order = list(results)
     compare = (names_in_order[0], names_in_order[1:]) if len(names_in_order) > 1 else None
