@@ -26,16 +26,13 @@ from typing import Literal
 
 import torch
 from _timing import median_time  # benchmarks/_timing.py (scripts run from their folder)
+from _tiny import tiny_embedder  # benchmarks/_tiny.py (scripts run from their folder)
 
-from sugar.config import ModelConfig
 from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample
 from sugar.data.slices import slices
 from sugar.data.world import generate_world
 from sugar.embed import embed_samples
-from sugar.models.prefix import RetrievalProjector
-from sugar.models.tiny import TinyMLLM
-from sugar.models.tokenizer import Tokenizer
 
 Slicing = Literal["sentence", "segment"]
 
@@ -59,9 +56,7 @@ def main() -> None:
     generate_world(root, seed=0, train_per_task=args.count, val_per_task=0, test_per_task=0)
     tasks = {task: read_samples(root / task / "train.jsonl", root) for task in ("caption", "story")}
     texts = [s.text for samples in tasks.values() for x in samples for s in x.segments if s.text]
-    tokenizer = Tokenizer.train(texts, vocab_size=ModelConfig().vocab_size)
-    model = TinyMLLM(tokenizer, **ModelConfig(feature_cache=None).tiny_kwargs()).eval()
-    projector = RetrievalProjector(model.hidden_size, 256).eval()
+    model, projector = tiny_embedder(texts)
     print(
         f"torch {torch.__version__}; {args.threads} thread(s); width {model.hidden_size}; "
         f"batch {args.batch}; median of {args.repeats}"

@@ -21,14 +21,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _tiny import save_tiny_bundle  # benchmarks/_tiny.py (scripts run from their folder)
 
-from sugar.config import ModelConfig
 from sugar.data.jsonl import read_samples
 from sugar.data.world import generate_world
-from sugar.models.bundle import save_bundle
-from sugar.models.prefix import RetrievalProjector
-from sugar.models.tiny import TinyMLLM
-from sugar.models.tokenizer import Tokenizer
 from sugar.serve.load import run_load, server_process
 
 
@@ -45,11 +41,7 @@ def main() -> None:
     generate_world(base / "world", seed=0, train_per_task=200, val_per_task=0, test_per_task=0)
     captions = read_samples(base / "world" / "caption" / "train.jsonl", base / "world")
     texts = [s.text for x in captions for s in x.segments if s.text]
-    tokenizer = Tokenizer.train(texts, vocab_size=ModelConfig().vocab_size)
-    model = TinyMLLM(tokenizer, **ModelConfig(feature_cache=None).tiny_kwargs()).eval()
-    projector = RetrievalProjector(model.hidden_size, 256).eval()
-    spec = {**projector.spec, "image_pool": "mean"}
-    save_bundle(base / "bundle", model, extras={"projector": (spec, projector.state_dict())})
+    model = save_tiny_bundle(base / "bundle", texts)
     bodies = [{"input": texts[i % len(texts)]} for i in range(args.requests)]
     clients = [int(c) for c in args.clients.split(",")]
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}

@@ -24,14 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _tiny import save_tiny_bundle  # benchmarks/_tiny.py (scripts run from their folder)
 
-from sugar.config import ModelConfig
 from sugar.data.jsonl import read_samples, write_samples
 from sugar.data.world import generate_world
-from sugar.models.bundle import save_bundle
-from sugar.models.prefix import RetrievalProjector
-from sugar.models.tiny import TinyMLLM
-from sugar.models.tokenizer import Tokenizer
 
 
 def _embed(processes: int, bundle: Path, data: Path, root: Path, out: Path) -> float:
@@ -55,11 +51,7 @@ def main() -> None:
     generate_world(root, seed=0, train_per_task=args.count, val_per_task=0, test_per_task=0)
     captions = read_samples(root / "caption" / "train.jsonl", root)
     texts = [s.text for x in captions for s in x.segments if s.text]
-    tokenizer = Tokenizer.train(texts, vocab_size=ModelConfig().vocab_size)
-    model = TinyMLLM(tokenizer, **ModelConfig(feature_cache=None).tiny_kwargs()).eval()
-    projector = RetrievalProjector(model.hidden_size, 256).eval()
-    spec = {**projector.spec, "image_pool": "mean"}
-    save_bundle(base / "bundle", model, extras={"projector": (spec, projector.state_dict())})
+    model = save_tiny_bundle(base / "bundle", texts)
     data, tiny = root / "caption" / "train.jsonl", base / "one.jsonl"
     write_samples(tiny, captions[:1])
     print(f"torch {torch.__version__}; {len(captions)} captions; width {model.hidden_size}")
