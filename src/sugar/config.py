@@ -35,6 +35,7 @@ import yaml
 
 from sugar.align.gak import Normalisation
 from sugar.config_files import load_tree
+from sugar.losses.generative import LmReduction
 from sugar.losses.structure import (
     ImagePool,
     PredictedKernel,
@@ -222,6 +223,10 @@ class WorldConfig:
     """Image-caption pairs per needle probe, exactly one of them useful."""
     train_per_task: int = 5000
     """Samples per task file in ``train`` (stories round up to whole groups)."""
+    train_probes_per_image: int = 1
+    """Training VQA questions and POPE probe pairs per caption image: the ``train`` VQA and POPE
+    files hold this many times ``train_per_task`` samples over the same images (more questions,
+    no more images to render or encode). Validation and test files are unchanged."""
     val_per_task: int = 500
     """Samples per task file in ``val``."""
     test_per_task: int = 2000
@@ -311,6 +316,9 @@ class TrainConfig:
     """A bundle to start from (the shared generative base); its tokenizer is kept."""
     lm_weight: float = _WEIGHTS.lm
     """Weight of L_g (0: no generative loss, the contrastive-only baseline)."""
+    lm_reduction: LmReduction = "token"
+    """L_g's mean: over supervised tokens (``token``, as LLaVA) or over samples (``sample``:
+    each sample's mean NLL, so a one-token answer weighs as much as a long caption)."""
     retrieval_batch: int = 0
     """Image-caption pairs per step in a retrieval micro-batch beside the generative one
     (sugar.train.retrieval): L_d and InfoNCE train on it, L_g on the generative batch, whose

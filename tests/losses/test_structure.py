@@ -248,6 +248,33 @@ def test_generative_loss_is_the_mean_over_supervised_tokens() -> None:
     assert float(empty["lm_loss"]) == 0.0
 
 
+def test_sample_reduction_is_the_mean_of_each_samples_mean_and_combines_by_units() -> None:
+    logits = torch.randn(3, 5, 7, dtype=torch.float64)
+    labels = torch.tensor(
+        [[-100, 3, 4, 5, 6], [-100, -100, -100, -100, 1], [-100, -100, -100, -100, -100]]
+    )
+    rows = []
+    for row in range(2):  # the third row supervises nothing: it does not count
+        nll = [
+            -torch.log_softmax(logits[row, t - 1], -1)[labels[row, t]]
+            for t in range(1, 5)
+            if labels[row, t] != -100
+        ]
+        rows.append(torch.stack(nll).mean())
+    out = generative_loss(logits, labels, "sample")
+    assert float(out["lm_loss"]) == pytest.approx(float(torch.stack(rows).mean()))
+    assert (int(out["lm_tokens"]), int(out["lm_units"])) == (5, 2)
+    token = generative_loss(logits, labels, "token")
+    assert float(token["lm_loss"]) != pytest.approx(float(out["lm_loss"]))
+    # two halves combined by their units give the whole batch (what chunks and ranks do)
+    halves = [generative_loss(logits[i : i + 1], labels[i : i + 1], "sample") for i in (0, 1)]
+    combined = sum(h["lm_loss"] * h["lm_units"] for h in halves) / 2
+    assert float(combined) == pytest.approx(float(out["lm_loss"]))
+    assert float(generative_loss(logits, torch.full((3, 5), -100), "sample")["lm_loss"]) == 0.0
+    with pytest.raises(ValueError, match="reduction='mean'"):
+        generative_loss(logits, labels, "mean")  # type: ignore[arg-type]
+
+
 def test_groups_extend_the_same_sample_rule_to_views_of_one_source() -> None:
     x = _random_slices([1, 1, 2])
     b, e = torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1])

@@ -72,6 +72,32 @@ def test_plan_matches_what_is_written(world: World) -> None:
             assert len(world.text(task, split).splitlines()) == n
 
 
+def test_more_probes_per_image_ask_the_same_images_more_questions(tmp_path: Path) -> None:
+    one = generate_world(tmp_path / "one", seed=0, **TINY)
+    three = generate_world(tmp_path / "three", seed=0, train_probes_per_image=3, **TINY)
+    assert three["world"]["tasks"] == plan_counts(train_probes_per_image=3, **TINY)["tasks"]
+    fa, fb = _files(tmp_path / "one"), _files(tmp_path / "three")
+    changed = sorted(k for k in fa if k != "manifest.json" and fa[k] != fb.get(k))
+    assert changed == ["pope/train.jsonl", "vqa/train.jsonl"]  # no new image, no other file
+    assert fb.keys() == fa.keys()
+    world = World(tmp_path / "three", three)
+    for task in ("vqa", "pope"):
+        samples = world.samples(task, "train")
+        assert len(samples) == 3 * TINY["train_per_task"]
+        # the first pass is the default file's, question for question
+        assert [s.to_json() for s in samples[: TINY["train_per_task"]]] == [
+            s.to_json() for s in World(tmp_path / "one", one).samples(task, "train")
+        ]
+    types: dict[str, set[str]] = {}
+    for s in world.samples("vqa", "train"):
+        image = s.segments[0].image
+        assert image is not None
+        types.setdefault(image, set()).add(s.meta["question_type"])
+    assert min(len(t) for t in types.values()) >= 2  # a scene is asked different kinds
+    with pytest.raises(ConfigError, match="train_probes_per_image"):
+        plan_counts(train_probes_per_image=0)
+
+
 def test_manifest_records_the_config(world: World) -> None:
     assert world.manifest["config"] == to_dict(WorldConfig(**SMALL))
     assert world.manifest["seed"] == 7

@@ -229,6 +229,7 @@ def build(
     objective = SugarObjective(
         model.hidden_size, cfg.loss_weights(), s.options(), delta=delta, teacher=teacher,
         medians=medians, hard_negatives=cfg.contrastive.hard_negatives,
+        lm_reduction=cfg.train.lm_reduction,
     )  # fmt: skip
     objective.to(device)
     if cfg.train.embedding_chunk and cfg.contrastive.hard_negatives:

@@ -29,7 +29,7 @@ from sugar.data.schema import Sample, Segment
 from sugar.data.slices import slices
 from sugar.data.views import group_of
 from sugar.losses.contrastive import clip_contrastive_loss
-from sugar.losses.generative import generative_loss
+from sugar.losses.generative import LmReduction, generative_loss
 from sugar.losses.structure import (
     StructureOptions,
     predicted_matrix,
@@ -72,6 +72,8 @@ class SugarObjective(nn.Module):
     temperature over the image and caption of each ``split`` pair in the batch
     (:mod:`sugar.data.views`): image and caption as **separate** inputs, the other pairs of the
     (global) batch as negatives, ``r`` of each view's final prefix as its embedding.
+    ``lm_reduction``: L_g's mean over supervised tokens or over samples
+    (:func:`~sugar.losses.generative.generative_loss`).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class SugarObjective(nn.Module):
         teacher: Any = None,
         medians: TypeMedians | None = None,
         hard_negatives: int = 0,
+        lm_reduction: LmReduction = "token",
     ) -> None:
         super().__init__()
         if weights.alpha > 0 and (teacher is None or delta is None):
@@ -94,6 +97,7 @@ class SugarObjective(nn.Module):
         self.teacher = teacher
         self.medians = medians
         self.hard_negatives = hard_negatives
+        self.lm_reduction: LmReduction = lm_reduction
         self.projector = RetrievalProjector(hidden_size, options.projector_dim)
         # CLIP's initial temperature 0.07, in log space (clip_contrastive_loss clamps it)
         self.logit_scale = nn.Parameter(
@@ -135,7 +139,8 @@ class SugarObjective(nn.Module):
         if retrieval is None and self.weights.uses_projector:  # one pass serves every loss
             batch = model.collate(samples[lo:hi], root, slice_text_by=self.options.slice_text_by)
             output = model(batch)
-            generated = generative_loss(output.logits, batch.labels.to(output.logits.device))
+            labels = batch.labels.to(output.logits.device)
+            generated = generative_loss(output.logits, labels, self.lm_reduction)
             parts, lm_loss = self._global_lm_loss(generated, shard)
             states = ChunkedStates.single(output.hidden, batch.spans)
             embedded: Sequence[Sample] = samples
@@ -161,9 +166,9 @@ class SugarObjective(nn.Module):
         self, generated: dict[str, Tensor], shard: Shard
     ) -> tuple[dict[str, Tensor], Tensor]:
         """({"lm_loss": the global L_g, to log}, this rank's share of it, to backward)."""
-        local_tokens = generated["lm_tokens"]
-        global_tokens = all_reduce_sum(local_tokens, shard)
-        lm_loss = generated["lm_loss"] * local_tokens / global_tokens.clamp_min(1)
+        local_units = generated["lm_units"]
+        global_units = all_reduce_sum(local_units, shard)
+        lm_loss = generated["lm_loss"] * local_units / global_units.clamp_min(1)
         return {"lm_loss": all_reduce_sum(lm_loss, shard) if shard.active else lm_loss}, lm_loss
 
     def generative_parts(
@@ -178,19 +183,21 @@ class SugarObjective(nn.Module):
     def _chunked_generative_loss(
         self, model: MLLM, samples: Sequence[Sample], root: str | Path
     ) -> dict[str, Tensor]:
-        """L_g of ``samples`` (the mean over all their supervised tokens), computed in chunks
-        of samples of similar length (:func:`_length_chunks`)."""
+        """L_g of ``samples`` (the mean over all their supervised tokens or samples:
+        ``lm_reduction``), computed in chunks of samples of similar length
+        (:func:`_length_chunks`)."""
         summed: Tensor | int = 0
-        tokens: Tensor | int = 0
+        units: Tensor | int = 0
         for rows in _length_chunks(range(len(samples)), samples, _CHUNK):
             part = [samples[i] for i in rows]
             batch = model.collate(part, root, slice_text_by=self.options.slice_text_by)
             output = model(batch)
-            piece = generative_loss(output.logits, batch.labels.to(output.logits.device))
-            summed = summed + piece["lm_loss"] * piece["lm_tokens"]
-            tokens = tokens + piece["lm_tokens"]
-        assert isinstance(summed, Tensor) and isinstance(tokens, Tensor)
-        return {"lm_loss": summed / tokens.clamp_min(1), "lm_tokens": tokens}
+            labels = batch.labels.to(output.logits.device)
+            piece = generative_loss(output.logits, labels, self.lm_reduction)
+            summed = summed + piece["lm_loss"] * piece["lm_units"]
+            units = units + piece["lm_units"]
+        assert isinstance(summed, Tensor) and isinstance(units, Tensor)
+        return {"lm_loss": summed / units.clamp_min(1), "lm_units": units}
 
     def encode_chunks(
         self, model: MLLM, samples: Sequence[Sample], root: str | Path

@@ -74,6 +74,12 @@ def _per_split(cfg: WorldConfig) -> dict[str, int]:
     return {"train": cfg.train_per_task, "val": cfg.val_per_task, "test": cfg.test_per_task}
 
 
+def _probes_per_split(cfg: WorldConfig) -> dict[str, int]:
+    """VQA and POPE samples per split (``train_probes_per_image`` times more in train)."""
+    per = _per_split(cfg)
+    return per | {"train": per["train"] * cfg.train_probes_per_image}
+
+
 def plan_counts(**options: Any) -> dict[str, Any]:
     """What :func:`generate_world` will write, without generating anything.
 
@@ -89,16 +95,19 @@ def plan_counts(**options: Any) -> dict[str, Any]:
     """
     cfg = world_options(**options)
     per = _per_split(cfg)
+    probes = _probes_per_split(cfg)
     g = cfg.story_group_size
     tasks = {t: dict(per) for t in TASKS}
     tasks["story"] = {s: -(-n // g) * g for s, n in per.items()}
+    tasks["vqa"] = dict(probes)
+    tasks["pope"] = dict(probes)
     span = cfg.max_objects - cfg.min_objects + 1
     negatives = {}
     pope = {}
     for split, n in per.items():
         counted = sum(cfg.min_objects + i % span >= 3 for i in range(n))
         negatives[split] = {k: n for k in NEGATIVE_KINDS} | {"wrong_count": counted}
-        kinds = [pope_negative_kind(split, i) for i in range(n)]
+        kinds = [pope_negative_kind(split, i) for i in range(probes[split])]
         pope[split] = {k: kinds.count(k) for k in POPE_SETTINGS}
     return {"tasks": tasks, "negatives_min": negatives, "pope_negatives": pope}
 
@@ -133,6 +142,7 @@ def generate_world(
         vocab, cfg.small_size, cfg.large_size, cfg.relation_margin, cfg.cooccurrence
     )
     per = _per_split(cfg)
+    probes = _probes_per_split(cfg)
     files: dict[str, dict[str, list[Sample]]] = {t: {} for t in TASKS + DERIVED}
     with atomic_directory(out_dir, replace=replace, kind="world") as tmp:
         images = ImageWriter(tmp, cfg.image_size, cfg.small_size, cfg.large_size, cfg.noise)
@@ -155,8 +165,8 @@ def generate_world(
             n = per[split]
             bar.set_postfix_str(split)
             files["winoground"][split] = build_winoground(ctx, n)
-            files["vqa"][split] = build_vqa(ctx, n)
-            files["pope"][split] = build_pope(ctx, n, stats, cfg.pope_top_k)
+            files["vqa"][split] = build_vqa(ctx, probes[split])
+            files["pope"][split] = build_pope(ctx, probes[split], stats, cfg.pope_top_k)
             bar.update(3)
             files["story"][split] = build_stories(ctx, n, cfg.story_group_size)
             files["needle"][split] = build_needle(ctx, n, cfg.needle_pairs)

@@ -3,6 +3,8 @@
 **VQA** (``vqa/<split>.jsonl``): ``[image, question (context), answer (target)]``, meta
 ``{"question_type", "answer", "scene", "split", "heldout_combo"}``; the type cycles colour,
 shape, count, relation; sample i asks about pool scene i (the next one that admits its type).
+A file longer than the pool (``train_probes_per_image`` > 1) asks each scene again, the type
+shifted by one per pass, so a scene's questions differ in type.
 Answers come from :func:`~sugar.data.world.questions.answer_question`.
 
 **POPE** (``pope/<split>.jsonl``, Li et al., EMNLP 2023): the same layout with ``yes``/``no``
@@ -95,12 +97,13 @@ def _sample(
 
 
 def build_vqa(ctx: SplitContext, count: int) -> list[Sample]:
-    """``count`` VQA samples over ``ctx.pool``."""
+    """``count`` VQA samples over ``ctx.pool``: sample ``i`` asks about scene ``i`` (modulo the
+    pool), so ``count`` above the pool size asks each scene again, cycling the question type."""
     rng = ctx.rng("vqa")
     pool = ctx.pool
     samples = []
     for i in range(count):
-        kind = QUESTION_TYPES[i % len(QUESTION_TYPES)]
+        kind = QUESTION_TYPES[(i + i // len(pool.scenes)) % len(QUESTION_TYPES)]
         for step in range(len(pool.scenes)):
             index = (i + step) % len(pool.scenes)
             question = _question(kind, pool.scenes[index], rng)
