@@ -10,7 +10,11 @@ Two diagnostics on a world (``sugar data world``) and a bundle:
 2. ``--features``: a logistic probe (L2, LBFGS, on standardised features) per colour and per
    shape, trained on the caption images of the train split to predict the object's presence,
    scored by test AUC: whether the frozen EfficientNet-Lite0 vectors (``--image-size``,
-   ``--grid``) hold what POPE asks.
+   ``--grid``) hold what POPE asks. Then POPE itself from the features: each probe of
+   ``--split`` scored by a probe for its colour+shape *combination* (trained on the train
+   images; combinations with fewer than 5 training images, the held-out ones among them, fall
+   back to the next score) and by the sum of its colour and shape probes' logits (presence of
+   both attributes, not of the bound object): the AUC over the POPE probes, per setting.
 
     python benchmarks/probe_pope.py --world runs/demo/world --model runs/demo/generative/model \
         --cache runs/demo/cache/vision --features
@@ -138,6 +142,71 @@ def probe_features(args: argparse.Namespace) -> None:
                 aucs.append(auc(test @ weight + bias, y_test))
         listed = ", ".join(f"{v} {a:.3f}" for v, a in zip(values, aucs, strict=True))
         print(f"  {field}: mean test AUC {sum(aucs) / len(aucs):.3f} ({listed})")
+    probe_pope_from_features(args, train, train_objects, test)
+
+
+def probe_pope_from_features(
+    args: argparse.Namespace,
+    train: torch.Tensor,
+    train_objects: list[list[dict[str, str]]],
+    test: torch.Tensor,
+) -> None:
+    """POPE answered by linear probes on the frozen features (module doc, item 2)."""
+    root = Path(args.world)
+    rows = [json.loads(line) for line in (root / "caption" / f"{args.split}.jsonl").open()]
+    row_of = {
+        next(s["image"] for s in row["segments"] if s.get("image")): i for i, row in enumerate(rows)
+    }
+    samples = read_samples(root / "pope" / f"{args.split}.jsonl", root)
+    truth = torch.tensor([s.meta["answer"] == "yes" for s in samples])
+    logits: dict[tuple[str, str], torch.Tensor] = {}  # (field or "combo", value) -> test logits
+
+    def probe(key: tuple[str, str], present: torch.Tensor) -> torch.Tensor:
+        if key not in logits:
+            weight, bias = fit_logistic(train, present, args.l2)
+            logits[key] = (test @ weight + bias).detach()
+        return logits[key]
+
+    combo_scores, attribute_scores = [], []
+    for sample in samples:
+        image = next(seg.image for seg in sample.segments if seg.image is not None)
+        row = row_of[image]
+        colour, shape = sample.meta["object"].split(" ")
+        has = {
+            "colour": torch.tensor(
+                [any(o["colour"] == colour for o in obs) for obs in train_objects]
+            ),
+            "shape": torch.tensor([any(o["shape"] == shape for o in obs) for obs in train_objects]),
+            "combo": torch.tensor(
+                [
+                    any((o["colour"], o["shape"]) == (colour, shape) for o in obs)
+                    for obs in train_objects
+                ]
+            ),
+        }
+        both = (
+            probe(("colour", colour), has["colour"])[row]
+            + probe(("shape", shape), has["shape"])[row]
+        )
+        attribute_scores.append(float(both))
+        enough = int(has["combo"].sum()) >= 5
+        combo_scores.append(
+            float(probe(("combo", sample.meta["object"]), has["combo"])[row])
+            if enough
+            else float(both)
+        )
+    kinds = [s.meta.get("negative_kind") for s in samples]
+    for name, values in (
+        ("combination probe", combo_scores),
+        ("colour + shape probes", attribute_scores),
+    ):
+        scores = torch.tensor(values)
+        print(f"  POPE/{args.split} by {name}: AUC all {auc(scores, truth):.3f}", end="")
+        for setting in ("random", "popular", "adversarial"):
+            chosen = truth | torch.tensor([kind == setting for kind in kinds])
+            if bool((chosen & ~truth).any()):
+                print(f", {setting} {auc(scores[chosen], truth[chosen]):.3f}", end="")
+        print()
 
 
 def main() -> None:

@@ -352,3 +352,16 @@ def test_paired_comparison_on_per_item_scores() -> None:
     assert paired_comparison(results, "a", "c") == []  # different items: not comparable
     same = paired_comparison(results, "a", "a", n_resamples=500)
     assert same[0]["difference"] == 0.0 and not same[0]["significant"]
+
+
+def test_the_headline_shows_instructed_retrieval_alone() -> None:
+    """A report of the ``instructed`` task alone has headline columns, not an empty table."""
+    results = {
+        "branch": {"instructed": {"text_mean_r1": 0.158, "control_mean_r1": 0.19}},
+        "plain": {"instructed": {"text_mean_r1": 0.16, "control_mean_r1": "n/a"}},
+    }
+    table = headline_table(results)
+    header, _, branch, plain = table.splitlines()
+    assert header == "| variant | instructed R@1 (as text) | instructed R@1 (branch) |"
+    assert branch == "| branch | 15.8 | **19.0** |"
+    assert plain == "| plain | **16.0** | n/a |"

@@ -38,6 +38,8 @@ HEADLINE: list[tuple[str, str, str]] = [
     ("kb_qa", "retrieved", "KB-QA retrieved"),
     ("kb_qa", "retrieval_r1", "KB fact R@1"),
     ("grounding", "gap_positive", "captions grounded"),
+    ("instructed", "text_mean_r1", "instructed R@1 (as text)"),
+    ("instructed", "control_mean_r1", "instructed R@1 (branch)"),
 ]
 """(task, metric, column title) of the headline table; higher is better for each."""
 
