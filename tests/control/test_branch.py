@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sugar.control.branch import ControlBranch, joined
+from sugar.control.branch import ControlBranch, JoinKind, joined
 from sugar.control.embed import embed_instructed, instructed_vectors
 from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample, Segment
@@ -32,11 +32,16 @@ def perturbed(branch: ControlBranch) -> ControlBranch:
 
 
 def check_identity_then_steering(
-    model: MLLM, samples: list[Sample], instructions: list[str], root: Path, heads: int
+    model: MLLM,
+    samples: list[Sample],
+    instructions: list[str],
+    root: Path,
+    heads: int,
+    join: JoinKind = "add",
 ) -> None:
     torch.manual_seed(0)
     projector = RetrievalProjector(model.hidden_size, 16).eval()
-    branch = ControlBranch(model.hidden_size, joins=2, layers=1, heads=heads)
+    branch = ControlBranch(model.hidden_size, joins=2, layers=1, heads=heads, join=join)
     base = embed_vectors(model, projector, samples, root)
     steered = embed_instructed(model, projector, branch, samples, instructions, root)
     assert torch.equal(base, steered)  # zero joins: bit for bit
@@ -47,10 +52,25 @@ def check_identity_then_steering(
     assert torch.equal(embed_vectors(model, projector, samples, root), base)
 
 
-def test_tiny_backbone_identity_and_steering(control_world: ControlWorld) -> None:
+@pytest.mark.parametrize("join", ["add", "film"])
+def test_tiny_backbone_identity_and_steering(control_world: ControlWorld, join: JoinKind) -> None:
     samples, instructions = queries(control_world)
     check_identity_then_steering(control_world.model, samples, instructions,
-                                 control_world.root, heads=2)  # fmt: skip
+                                 control_world.root, heads=2, join=join)  # fmt: skip
+
+
+def test_film_join_scales_and_shifts_each_position() -> None:
+    layer = torch.nn.Linear(3, 3)
+    x = torch.randn(2, 4, 3)
+    gain, shift = torch.randn(1, 2, 3), torch.randn(1, 2, 3)
+    with joined([layer], torch.cat([gain, shift], dim=-1), "film"):
+        steered = layer(x)
+    plain = layer(x)
+    torch.testing.assert_close(steered, plain * (1 + gain[0][:, None]) + shift[0][:, None])
+    with pytest.raises(ValueError, match="join='mul'"), joined([layer], shift, "mul"):  # type: ignore[arg-type]
+        pass
+    with pytest.raises(ValueError, match="join='mul'"):
+        ControlBranch(32, heads=2, join="mul")  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

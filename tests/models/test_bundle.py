@@ -158,3 +158,26 @@ def test_generation_past_max_positions_is_refused_up_front(tiny_world: TinyWorld
     assert len(model.generate_ids([story], tiny_world.root, max_new_tokens=fits)) == 1
     with pytest.raises(ValueError, match="max_positions=128"):
         model.generate([story], tiny_world.root, max_new_tokens=fits + 1)
+
+
+def test_a_run_from_a_bundle_applies_training_settings_and_refuses_other_architectures(
+    tmp_path: Path, tiny_world: TinyWorld
+) -> None:
+    """``train.init_from``: a training-time ``model`` field of the run's config (dropout)
+    replaces the bundle's; an architecture field that differs is refused, naming the field
+    (before, both were silently taken from the bundle)."""
+    from sugar.config import ConfigError, load_config
+    from sugar.train.run import build_model
+
+    save_bundle(tmp_path / "m", TinyMLLM(tiny_world.tokenizer, **TINY, dropout=0.0))
+    fields = {f"model.{k}={v}" for k, v in TINY.items()} | {
+        "model.family=tiny", f"train.init_from={tmp_path / 'm'}",
+    }  # fmt: skip
+    same = build_model(load_config(None, sorted(fields)), [])
+    assert isinstance(same, TinyMLLM) and same.spec["dropout"] == 0.0
+    changed = build_model(load_config(None, sorted(fields | {"model.dropout=0.25"})), [])
+    assert isinstance(changed, TinyMLLM) and changed.spec["dropout"] == 0.25
+    assert {getattr(block, "dropout", None) for block in changed.blocks} == {0.25}
+    other = load_config(None, sorted(fields | {"model.image_size=96"}))
+    with pytest.raises(ConfigError, match=r"model\.image_size=96: train\.init_from=.* image_size="):
+        build_model(other, [])

@@ -10,15 +10,19 @@ instruction and steers the frozen model through zero-initialised projections.
   (the instruction as a text context segment before the query; the model itself unchanged).
 - **Branch**: a small pre-norm Transformer encoder of the backbone's width (``layers`` blocks,
   bidirectional, padding masked), a final LayerNorm and a masked mean over the tokens. # (B, D)
-- **Joins**: one ``Linear(D, D)`` per joined decoder layer, weights and bias initialised to
-  zero; its output is added to every position of the frozen model's hidden states after the
-  first J decoder blocks (:meth:`sugar.models.base.MLLM.decoder_layers`, forward hooks that
-  exist only inside :func:`joined`) while the *query alone* passes through the frozen model.
-  The query embedding is then the frozen retrieval projector over that pass, read exactly as
-  :mod:`sugar.embed` reads it.
+- **Joins**: one zero-initialised ``Linear`` per joined decoder layer, applied to every
+  position of the frozen model's hidden states ``h`` after the first J decoder blocks
+  (:meth:`sugar.models.base.MLLM.decoder_layers`, forward hooks that exist only inside
+  :func:`joined`) while the *query alone* passes through the frozen model. ``join="add"``
+  (ControlNet's): ``Linear(D, D)`` gives a vector ``c``, ``h + c``. ``join="film"`` (FiLM,
+  Perez et al. 2018): ``Linear(D, 2D)`` gives a gain ``g`` and a shift ``c``,
+  ``h * (1 + g) + c``, so an instruction can also re-weight the query's features (keep the
+  colours, damp the shapes), which a shift alone cannot. The query embedding is then the
+  frozen retrieval projector over that pass, read exactly as :mod:`sugar.embed` reads it.
 
-At initialisation every join outputs exactly 0, so ``h + 0`` leaves each hidden state and hence
-each embedding bit-identical to the base model's; without an instruction the branch is never
+At initialisation every join outputs exactly 0, so ``h + 0`` (``h * 1 + 0``) leaves each hidden
+state and hence each embedding bit-identical to the base model's; without an instruction the
+branch is never
 called (documents are always embedded by the base model alone). The branch is a new module
 rather than a copy of the first K layers so that one implementation serves every backbone (the
 built-in ones and the Hugging Face families, whose blocks need their own masks and positions).
@@ -28,12 +32,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ControlBranch", "joined"]
+__all__ = ["JOINS", "ControlBranch", "JoinKind", "joined"]
+
+JoinKind = Literal["add", "film"]
+JOINS: tuple[JoinKind, ...] = ("add", "film")
 
 
 class ControlBranch(nn.Module):
@@ -44,22 +51,29 @@ class ControlBranch(nn.Module):
         joins: J, how many of the backbone's first decoder blocks receive a control vector.
         layers: Transformer blocks of the branch.
         heads: attention heads of each block (must divide ``width``).
+        join: ``add`` or ``film`` (module docstring).
     """
 
-    def __init__(self, width: int, joins: int = 3, layers: int = 2, heads: int = 4) -> None:
+    def __init__(
+        self, width: int, joins: int = 3, layers: int = 2, heads: int = 4, join: JoinKind = "add"
+    ) -> None:
         super().__init__()
         if width < 1 or joins < 1 or layers < 1 or heads < 1:
             raise ValueError(f"width={width}, joins={joins}, layers={layers}, heads={heads}: >= 1")
         if width % heads:
             raise ValueError(f"heads={heads} does not divide width={width}")
-        self.spec: dict[str, int] = {"width": width, "joins": joins, "layers": layers,
-                                     "heads": heads}  # fmt: skip
+        if join not in JOINS:
+            raise ValueError(f"join={join!r}: must be one of {', '.join(JOINS)}")
+        self.spec: dict[str, int | str] = {"width": width, "joins": joins, "layers": layers,
+                                           "heads": heads, "join": join}  # fmt: skip
+        self.join: JoinKind = join
         block = nn.TransformerEncoderLayer(
             width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
         )
         self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
-        projections = [nn.Linear(width, width) for _ in range(joins)]
+        out = 2 * width if join == "film" else width
+        projections = [nn.Linear(width, out) for _ in range(joins)]
         for projection in projections:
             nn.init.zeros_(projection.weight)
             nn.init.zeros_(projection.bias)
@@ -71,7 +85,7 @@ class ControlBranch(nn.Module):
 
     def forward(self, states: Tensor, mask: Tensor) -> Tensor:
         """Control vectors of each join. ``states`` (B, T, D), ``mask`` (B, T) true at real
-        tokens -> (J, B, D)."""
+        tokens -> (J, B, D) for ``add``, (J, B, 2D) (gain, shift) for ``film``."""
         if states.dim() != 3 or mask.shape != states.shape[:2]:
             raise ValueError(f"states {tuple(states.shape)} and mask {tuple(mask.shape)}")
         mask = mask.bool()
@@ -82,21 +96,30 @@ class ControlBranch(nn.Module):
 
 
 @contextmanager
-def joined(layers: Sequence[nn.Module], control: Tensor) -> Iterator[None]:
-    """Inside the block, each of the first J ``layers`` adds ``control[j]`` (J, B, D) to every
-    position of its output hidden states (a tuple output: to its first element). The hooks are
-    removed on exit, also after an error."""
+def joined(layers: Sequence[nn.Module], control: Tensor, join: JoinKind = "add") -> Iterator[None]:
+    """Inside the block, each of the first J ``layers`` steers every position of its output
+    hidden states ``h`` (a tuple output: its first element) with ``control[j]``: ``add``,
+    (J, B, D): ``h + c``; ``film``, (J, B, 2D): ``h * (1 + g) + c`` with ``g, c`` its halves.
+    The hooks are removed on exit, also after an error."""
     if control.dim() != 3:
         raise ValueError(f"control must be (J, B, D), got {tuple(control.shape)}")
     if control.shape[0] > len(layers):
         raise ValueError(f"{control.shape[0]} joins > the backbone's {len(layers)} layers")
+    if join not in JOINS:
+        raise ValueError(f"join={join!r}: must be one of {', '.join(JOINS)}")
+
+    def steer(hidden: Tensor, index: int) -> Tensor:
+        vector = control[index][:, None, :].to(hidden.dtype)  # (B, 1, D or 2D)
+        if join == "add":
+            return hidden + vector
+        gain, shift = vector.chunk(2, dim=-1)
+        return hidden * (1 + gain) + shift
 
     def hook_for(index: int) -> Any:
         def add(module: nn.Module, args: Any, output: Any) -> Any:
-            vector = control[index][:, None, :]  # (B, 1, D)
             if isinstance(output, tuple):
-                return (output[0] + vector.to(output[0].dtype), *output[1:])
-            return output + vector.to(output.dtype)
+                return (steer(output[0], index), *output[1:])
+            return steer(output, index)
 
         return add
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from sugar.config_files import load_tree
+from sugar.control.branch import JoinKind
 from sugar.strict import check
 
 __all__ = ["ControlConfig", "load_control_config"]
@@ -41,6 +42,10 @@ class ControlConfig:
     """torch intra-op threads (1 on small shared CPUs)."""
     joins: int = 3
     """J: the first J decoder blocks of the frozen model receive a control vector."""
+    join: JoinKind = "add"
+    """How a control vector steers a joined block's hidden states: ``add`` (ControlNet's
+    ``h + c``) or ``film`` (``h * (1 + g) + c``: it can also re-weight features;
+    :mod:`sugar.control.branch`)."""
     layers: int = 2
     """Transformer blocks of the branch."""
     heads: int = 4

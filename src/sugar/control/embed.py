@@ -62,9 +62,9 @@ def instructed_vectors(
     with torch.no_grad():  # the frozen model's reading of the instruction: an input
         read = model.collate(prefixed, root, slice_text_by=slice_text_by)
         states = model(read).hidden.to(device)  # (B, T', D)
-    control = branch(states.float(), read.attention_mask.to(device))  # (J, B, D)
+    control = branch(states.float(), read.attention_mask.to(device))  # (J, B, D or 2D)
     batch = model.collate(samples, root, slice_text_by=slice_text_by)
-    with joined(model.decoder_layers(), control):
+    with joined(model.decoder_layers(), control, branch.join):
         hidden = model(batch).hidden  # (B, T, D)
     b = torch.arange(len(samples))
     e = torch.tensor([len(spans) - 1 for spans in batch.spans])

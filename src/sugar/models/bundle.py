@@ -180,12 +180,19 @@ def bundle_identity(directory: str | Path) -> str:
     return str(read_manifest(directory)["identity"])
 
 
-def load_bundle(directory: str | Path, *, feature_cache: str | None = None) -> LoadedBundle:
+def load_bundle(
+    directory: str | Path,
+    *,
+    feature_cache: str | None = None,
+    spec_overrides: Mapping[str, Any] | None = None,
+) -> LoadedBundle:
     """Verify and load a bundle written by :func:`save_bundle`.
 
     ``feature_cache``: a directory where a built-in family keeps its frozen vision features
     (:attr:`MLLM.caches_image_features`; others ignore it): a run that starts from a bundle
     then reads the features earlier runs computed instead of encoding every image again.
+    ``spec_overrides``: values replacing those of the bundle's spec (training-time settings
+    such as dropout, chosen by the caller: :func:`sugar.train.run.build_model`).
 
     Raises ``FileNotFoundError`` for a missing directory or file, ``ValueError`` naming the
     file when its content differs from the recorded hash or the family is unknown.
@@ -209,7 +216,7 @@ def load_bundle(directory: str | Path, *, feature_cache: str | None = None) -> L
         if (directory / name).is_file() and name not in files:
             raise ValueError(f"{directory / name}: not listed in {MANIFEST}; refusing to load it")
     family = backbone_class(manifest["family"])
-    spec = dict(manifest["spec"])
+    spec = dict(manifest["spec"]) | dict(spec_overrides or {})
     if feature_cache is not None and family.caches_image_features:
         spec["feature_cache"] = feature_cache
     model = family.from_pretrained(directory, spec)

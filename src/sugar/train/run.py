@@ -24,7 +24,8 @@ from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample
 from sugar.io import atomic_write_text, read_log_lines
 from sugar.models.base import MLLM, backbone_class
-from sugar.models.bundle import load_bundle, save_bundle
+from sugar.models.bundle import load_bundle, read_manifest, save_bundle
+from sugar.strict import ConfigError
 from sugar.teachers.lookup import SliceLookup
 
 if TYPE_CHECKING:  # the objective's retrieval batches read this module's batch streams
@@ -148,12 +149,53 @@ def build_model(cfg: SugarConfig, train_samples: Sequence[Sample]) -> MLLM:
     one takes its output vocabulary from them; a Hugging Face family loads ``model.pretrained``
     and adds LoRA), then :meth:`MLLM.prepare` on the training samples."""
     if cfg.train.init_from:  # the run's feature cache serves the bundle's model too
-        return load_bundle(cfg.train.init_from, feature_cache=cfg.model.feature_cache).model
+        return load_bundle(
+            cfg.train.init_from,
+            feature_cache=cfg.model.feature_cache,
+            spec_overrides=init_from_overrides(cfg),
+        ).model
     texts = [seg.text for s in train_samples for seg in s.segments if seg.text is not None]
     builtin = cfg.model.builtin_kwargs()
     model = backbone_class(cfg.model.family).build(texts, builtin, cfg.model.hf_kwargs())
     model.prepare(train_samples, cfg.data.root)
     return model
+
+
+TRAINING_TIME_OPTIONS = (
+    "dropout", "image_dropout", "trunk_lr_scale", "autocast", "gradient_checkpointing",
+    "lora_dropout", "attn_implementation",
+)  # fmt: skip
+"""``model`` fields a run from ``train.init_from`` takes from its config, not from the bundle:
+how the weights train, not what they are."""
+ARCHITECTURE_OPTIONS = (
+    "width", "layers", "heads", "mlp_ratio", "max_positions", "vision", "image_size", "grid",
+    "vit_patch", "vit_width", "vit_layers",
+)  # fmt: skip
+"""``model`` fields the bundle of ``train.init_from`` fixes: a config that sets another value
+is refused rather than silently ignored."""
+
+
+def init_from_overrides(cfg: SugarConfig) -> dict[str, Any]:
+    """The training-time settings of ``cfg.model`` that differ from ``train.init_from``'s
+    bundle (its spec is replaced by them); ``ConfigError`` when an architecture field differs.
+
+    A bundle records its model's settings; before, a run from it used all of them, so
+    ``model.image_dropout=0`` in the fine-tune's config was recorded there but not applied."""
+    assert cfg.train.init_from
+    spec = read_manifest(cfg.train.init_from)["spec"]
+    wanted = {**cfg.model.hf_kwargs(), **cfg.model.builtin_kwargs()}
+    for name in ARCHITECTURE_OPTIONS:
+        if name in spec and wanted.get(name) is not None and spec[name] != wanted[name]:
+            raise ConfigError(
+                f"model.{name}={wanted[name]!r}: train.init_from={cfg.train.init_from} was "
+                f"built with {name}={spec[name]!r}, which it keeps; set model.{name} to that "
+                "value (or start without init_from)"
+            )
+    return {
+        name: wanted[name]
+        for name in TRAINING_TIME_OPTIONS
+        if name in spec and wanted.get(name) is not None and spec[name] != wanted[name]
+    }
 
 
 def check_state_keys(model: MLLM, saved: Mapping[str, Tensor], where: str) -> None:
