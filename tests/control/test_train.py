@@ -40,13 +40,35 @@ def test_rounds_mine_and_the_base_stays_frozen(trained: Path, control_world: Con
     log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
     mining = [r["mining"] for r in log if "mining" in r]
     assert len(mining) == 1 and mining[0]["mined"] > 0  # round 2 only
-    assert sum("validation" in r for r in log) == 2
+    assert sum("round" in r and "validation" in r for r in log) == 2
     base = load_file(str(control_world.bundle / "backbone.safetensors"))
     after = load_file(str(trained / "model" / "backbone.safetensors"))
     assert base.keys() == after.keys() and all(torch.equal(base[k], after[k]) for k in base)
     extras = load_file(str(trained / "model" / "extras.safetensors"))
     assert any(k.startswith("control.zero.") for k in extras)
     assert any(extras[k].abs().sum() > 0 for k in extras if k.startswith("control.zero."))
+
+
+def test_the_bundle_holds_the_round_best_on_validation(
+    trained: Path, control_world: ControlWorld, tmp_path: Path
+) -> None:
+    log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    scores = [r["validation"]["mean_r1"] for r in log if "round" in r and "validation" in r]
+    best = max(range(len(scores)), key=lambda i: (scores[i], i)) + 1  # a tie: the later round
+    (selected,) = [r for r in log if "selected_round" in r]
+    assert selected["selected_round"] == best and selected["validation"]["mean_r1"] == max(scores)
+    extras = load_file(str(trained / "model" / "extras.safetensors"))
+    chosen = load_file(str(trained / "rounds" / f"round-{best:02d}" / "tensors.safetensors"))
+    assert chosen and all(torch.equal(extras[f"control.{k}"], v) for k, v in chosen.items())
+    last = tmp_path / "last"
+    args = ["train-control", "-c", str(SMOKE), f"base={control_world.bundle}",
+            f"data_root={control_world.root}", f"output_dir={last}", "lr=0.01",
+            "select_round=last"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    extras = load_file(str(last / "model" / "extras.safetensors"))
+    branch = load_file(str(last / "rounds" / "round-02" / "tensors.safetensors"))
+    assert all(torch.equal(extras[f"control.{k}"], v) for k, v in branch.items())
 
 
 def test_resume_continues_at_the_same_step_with_the_same_result(

@@ -24,7 +24,8 @@ from safetensors.torch import load_file, save_file
 
 from sugar.io import atomic_directory, atomic_write_json, atomic_write_text, read_json_object
 
-__all__ = ["load_control_checkpoint", "save_control_checkpoint"]
+__all__ = ["load_control_checkpoint", "load_round_branch", "save_control_checkpoint",
+           "save_round_branch"]  # fmt: skip
 
 TENSORS = "tensors.safetensors"
 STATE = "state.json"
@@ -99,3 +100,29 @@ def load_control_checkpoint(
             f"{directory / TENSORS}: not a checkpoint of this branch ({detail})"
         ) from None
     return state
+
+
+def save_round_branch(
+    run_dir: Path, round_number: int, branch: torch.nn.Module, record: dict[str, Any]
+) -> None:
+    """Write the branch as it ends round ``round_number`` and ``record`` (JSON: its validation)
+    to ``run_dir/rounds/round-NN`` (atomically; a rerun of the round replaces it)."""
+    tensors = {k: v.detach().contiguous() for k, v in branch.state_dict().items()}
+    with atomic_directory(run_dir / "rounds" / f"round-{round_number:02d}") as tmp:
+        save_file(tensors, str(tmp / TENSORS))
+        atomic_write_json(tmp / STATE, record)
+
+
+def load_round_branch(run_dir: Path, round_number: int, branch: torch.nn.Module) -> dict[str, Any]:
+    """Load the branch of round ``round_number`` (:func:`save_round_branch`) into ``branch``;
+    its record. Errors name the file."""
+    directory = run_dir / "rounds" / f"round-{round_number:02d}"
+    if not (directory / TENSORS).is_file() or not (directory / STATE).is_file():
+        raise FileNotFoundError(f"{directory}: round {round_number}'s branch is missing")
+    record = read_json_object(directory / STATE)
+    try:
+        branch.load_state_dict(load_file(str(directory / TENSORS)))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ValueError(f"{directory / TENSORS}: not this branch's weights ({detail})") from None
+    return record

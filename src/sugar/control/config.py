@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -72,6 +73,10 @@ class ControlConfig:
     """Candidates examined per query when mining, best first."""
     checkpoint_every: int = 50
     """Steps between checkpoints (0: only at the end of each round)."""
+    select_round: Literal["best", "last"] = "best"
+    """The round whose branch the bundle holds: ``best`` on validation (mean per-intent R@1
+    over the trained intents; a tie goes to the later round) or ``last``. Each round still
+    mines with the previous round's branch."""
 
     def __post_init__(self) -> None:
         for name in ("joins", "layers", "heads", "rounds", "steps_per_round", "batch_size",

@@ -35,7 +35,12 @@ import torch
 import yaml
 
 from sugar.control.branch import ControlBranch
-from sugar.control.checkpoint import load_control_checkpoint, save_control_checkpoint
+from sugar.control.checkpoint import (
+    load_control_checkpoint,
+    load_round_branch,
+    save_control_checkpoint,
+    save_round_branch,
+)
 from sugar.control.config import ControlConfig
 from sugar.control.embed import embed_instructed, instructed_vectors
 from sugar.control.mine import mine_instructed
@@ -107,7 +112,7 @@ def _step_loss(
     return (torch.logsumexp(logits, dim=1) - top).mean()
 
 
-RUN_ENTRIES = ("control.yaml", "manifest.json", "checkpoints", "model", "log.jsonl")
+RUN_ENTRIES = ("control.yaml", "manifest.json", "checkpoints", "rounds", "model", "log.jsonl")
 """What a control run writes in its directory (nothing else may be there)."""
 
 
@@ -205,8 +210,18 @@ def _train_control(cfg: ControlConfig, resume: bool, say: Callable[[str], None])
         trained = [v for k, v in validation.items() if k[3:] in trained_intents]
         validation["mean_r1"] = sum(trained) / max(1, len(trained))
         log({"round": state["round"] + 1, "step": state["step"], "validation": validation})
+        record = {"round": state["round"] + 1, "step": state["step"], "validation": validation}
+        save_round_branch(run_dir, state["round"] + 1, branch, record)
+        best = state.get("best")
+        if best is None or validation["mean_r1"] >= best["validation"]["mean_r1"]:
+            state["best"] = record
         state.update({"round": state["round"] + 1, "round_step": 0, "mined": {}})
         checkpoint()
+    chosen = cfg.rounds
+    if cfg.select_round == "best":  # the branch is the last round's until then
+        chosen = int(state.get("best", {}).get("round", cfg.rounds))
+        validation = load_round_branch(run_dir, chosen, branch)["validation"]
+    log({"selected_round": chosen, "select_round": cfg.select_round, "validation": validation})
     extras = {
         name: (bundle.extra_specs.get(name, {}), tensors)
         for name, tensors in bundle.extras.items()
@@ -216,7 +231,9 @@ def _train_control(cfg: ControlConfig, resume: bool, say: Callable[[str], None])
     card = (
         f"# sugar bundle with a control branch\n\nBase bundle `{cfg.base}` (identity "
         f"{bundle.identity[:12]}), frozen; extra module `control` ({branch.spec}) trained by "
-        f"`sugar train-control` for {state['step']} steps in {cfg.rounds} rounds.\n"
+        f"`sugar train-control` for {state['step']} steps in {cfg.rounds} rounds; it holds "
+        f"round {chosen}'s branch "
+        f"(select_round: {cfg.select_round}).\n"
     )
     save_bundle(run_dir / "model", model, extras=extras, config_yaml=bundle.config, card=card)
     seconds = time.perf_counter() - started
