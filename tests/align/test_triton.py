@@ -10,6 +10,9 @@ GPU the same tests run the compiled kernels on CUDA tensors. Skipped where trito
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,3 +161,15 @@ def test_triton_backend_errors_and_auto_choice(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(_backends, "triton_kernels", lambda: None)
     with pytest.raises(ValueError, match="pip install sugar\\[gpu\\]"):
         log_alignment(torch.zeros(1, 2, 2), backend="triton")
+
+
+def test_kernels_compile_for_a_gpu_without_one() -> None:
+    # the interpreter above does not type-check the kernels as the compiler does: compile each
+    # variant for sm_90 (PTX, then the ptxas triton ships) in a process without the interpreter
+    script = Path(__file__).with_name("triton_offline_compile.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, str(script), "90"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(": ok") == 24

@@ -40,8 +40,8 @@ import triton.language as tl
 
 __all__ = ["backward_kernel", "forward_kernel"]
 
-NEG = -1e30
-"""The borders' "minus infinity"."""
+NEG = tl.constexpr(-1e30)
+"""The borders' "minus infinity" (a constexpr: compiled kernels may read no other globals)."""
 
 
 @triton.jit
