@@ -53,14 +53,18 @@ def _inside(lx: torch.Tensor, ly: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return (torch.arange(n)[:, None] < lx[:, None, None]) & (torch.arange(m) < ly[:, None, None])
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+# N < M and N > M in both dtypes; N = 16 fills the 16 lanes (row N on the last lane); N = 1
+CASES = [
+    (shape, dtype) for shape in [(4, 4, 6), (3, 8, 3)] for dtype in [torch.float64, torch.float32]
+] + [((2, 16, 2), torch.float64), ((3, 1, 5), torch.float64)]
+
+
 @pytest.mark.parametrize("table", [False, True])
 @pytest.mark.parametrize("kind", ["soft_dtw", "gak"])
-@pytest.mark.parametrize("shape", [(4, 4, 6), (3, 8, 3)])
+@pytest.mark.parametrize(("shape", "dtype"), CASES)
 def test_triton_matches_naive_values_and_gradients(
     dtype: torch.dtype, table: bool, kind: str, shape: tuple[int, int, int]
 ) -> None:
-    # (3, 8, 3): N + 1 = 9 rows take 16 lanes and N > M; (4, 4, 6): N < M
     p, n, m = shape
     values, lx, ly = _problem(p, n, m, dtype)
     sigma = torch.linspace(0.7, 1.9, p, dtype=torch.float64)
@@ -163,6 +167,7 @@ def test_triton_backend_errors_and_auto_choice(monkeypatch: pytest.MonkeyPatch) 
         log_alignment(torch.zeros(1, 2, 2), backend="triton")
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_a_gpu_without_one() -> None:
     # the interpreter above does not type-check the kernels as the compiler does: compile each
     # variant for sm_90 (PTX, then the ptxas triton ships) in a process without the interpreter

@@ -29,8 +29,8 @@ GAK = 1
 """``kind``: the input is GAK's ground distance phi, K = log k(scale * phi)."""
 INTERPRETED = isinstance(forward_kernel, InterpretedFunction)
 """Whether the kernels run in triton's interpreter (TRITON_INTERPRET=1 at import): on CPU."""
-MAX_ROWS = 8191
-"""Longest first sequence (N) one program holds: its anti-diagonal is N + 1 lanes."""
+MAX_ROWS = 8192
+"""Longest first sequence (N) one program holds: one lane per row of its anti-diagonal."""
 
 
 def unsupported(src: Tensor) -> str | None:
@@ -47,8 +47,8 @@ def unsupported(src: Tensor) -> str | None:
 
 
 def _lanes(n: int) -> int:
-    """BLOCK: the smallest power of two above N (lanes 0..N hold a diagonal's rows)."""
-    return 1 << n.bit_length()
+    """BLOCK: the smallest power of two >= N (lane l holds row l + 1), at least 16."""
+    return max(16, 1 << (n - 1).bit_length())
 
 
 def _warps(block: int) -> int:
@@ -103,8 +103,7 @@ class TritonLogAlignment(torch.autograd.Function):
         grad = bool(ctx.needs_input_grad[0])
         values = torch.empty(p, dtype=dtype, device=device)
         out = torch.empty((p, n, m) if table else (1,), dtype=dtype, device=device)
-        # zero outside the grid: the backward reads successors beyond it as share 0
-        shares = torch.zeros((p, 2, n + m + 3, block + 1) if grad else (1,), dtype=dtype,
+        shares = torch.empty((p, 2, n + m + 1, block) if grad else (1,), dtype=dtype,
                              device=device)  # fmt: skip
         scratch = torch.empty((p, 2, block), dtype=dtype, device=device)
         if p > 0:
