@@ -28,9 +28,10 @@ gradient.
 Backends. This torch implementation is the reference and runs everywhere. On CPU, float32 and
 float64 go by default to the compiled kernels of :mod:`sugar.align._compiled` (numba; same
 values and gradients to rounding; the README's alignment section has their figures) when numba
-imports; :func:`log_gak_alignment` then computes GAK's local kernel inside them. The environment
-variable ``SUGAR_ALIGN_BACKEND`` (``auto``, ``compiled`` or ``torch``) or the ``backend``
-argument of :func:`log_alignment` forces one; ``compiled`` raises where it cannot run. On
+imports; :func:`log_gak_alignment` then computes GAK's local kernel inside them. The
+environment variable ``SUGAR_ALIGN_BACKEND`` (``auto``, ``compiled``, ``triton`` or ``torch``)
+or the ``backend`` argument of :func:`log_alignment` forces one; ``compiled`` raises where it
+cannot run. On
 CUDA, float32 and float64 go by default to the Triton kernels of :mod:`sugar.align._triton` (one
 program per pair) when triton imports (``pip install sugar[gpu]``); ``triton`` forces them and
 raises where they cannot run (on CPU tensors they run only in triton's interpreter,
