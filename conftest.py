@@ -30,3 +30,6 @@ collect_ignore = [
     )
     if _missing(module)
 ]
+# The Triton kernels hold no doctests, and importing them here would decorate them before
+# tests/align/test_triton.py can ask for triton's interpreter (TRITON_INTERPRET=1).
+collect_ignore += ["src/sugar/align/_triton.py", "src/sugar/align/_triton_kernels.py"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs sugar and what it needs on a fresh machine. Idempotent.
 #   bash scripts/setup.sh            # the package, dev tools, offline teachers, faiss, plots, HF,
-#                                    # the server, the milvus index backend
+#                                    # the server, the milvus index backend, triton (gpu: the
+#                                    # alignment DP's GPU kernels; on CPU only their tests run them)
 #   SUGAR_EXTRAS=dev,teachers bash scripts/setup.sh
 # torch: the CPU build 2.13.0 is installed only when no torch is importable, so a user's own
 # (CUDA) torch is left alone. Plain pip on purpose: uv and poetry ignore the local CPU wheel.
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/python_env.sh
 PY=$(sugar_python create)
-extras=${SUGAR_EXTRAS:-dev,teachers,index,report,hf,serve,milvus}
+extras=${SUGAR_EXTRAS:-dev,teachers,index,report,hf,serve,milvus,gpu}
 
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "[setup] torch not found: installing torch==2.13.0 (CPU build)"

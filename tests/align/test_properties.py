@@ -9,6 +9,7 @@ from torch.autograd import gradcheck
 
 from sugar import align
 from sugar.align._dp import log_alignment_table
+from sugar.align._inputs import as_batch
 from sugar.align.kernels import SliceEmbeddings, TypeMedians
 
 
@@ -358,3 +359,33 @@ def test_all_pairs_costs_keep_the_pairs_innermost_in_memory() -> None:
         assert cost.permute(2, 3, 0, 1).is_contiguous(), metric
     tk = align.triple_kernel_cost(_slices([3, 2, 4], seed=1, dtype=torch.float32))
     assert tk.permute(2, 3, 0, 1).is_contiguous()
+
+
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
+def test_cost_of_one_set_equals_the_cost_against_its_copy(metric: str) -> None:
+    # cdist_cost(x, x) shares x's copies between both sides: same values and gradients
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
+    weights = torch.randn(3, 3, 4, 4, generator=g, dtype=torch.float64)
+    results = []
+    for same in (True, False):
+        leaf = x.clone().requires_grad_(True)
+        other = leaf if same else leaf.clone()
+        cost = align.cdist_cost(leaf, other, metric)  # type: ignore[arg-type]
+        (grad,) = torch.autograd.grad((cost * weights).sum(), [leaf])
+        results.append((cost.detach(), grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-13, atol=1e-13)
+
+
+def test_non_finite_input_is_found_when_the_sum_is_finite_or_overflows() -> None:
+    big = torch.full((2, 3, 1), 3e38)  # finite values whose float32 sum overflows: accepted
+    padded, lengths = as_batch("X", big)
+    assert padded is big and lengths.tolist() == [3, 3]
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.zeros(2, 3, 1)
+        x[1, 2, 0] = bad
+        with pytest.raises(ValueError, match="X contains NaN or inf"):
+            align.cdist_soft_dtw(x, gamma=1.0)
+    with pytest.raises(ValueError, match="X contains NaN or inf"):  # inf - inf: the sum is NaN
+        align.cdist_log_gak(torch.tensor([[[float("inf")], [-float("inf")]]]), sigma=1.0)

@@ -28,21 +28,28 @@ gradient.
 Backends. This torch implementation is the reference and runs everywhere. On CPU, float32 and
 float64 go by default to the compiled kernels of :mod:`sugar.align._compiled` (numba; same
 values and gradients to rounding; the README's alignment section has their figures) when numba
-imports; :func:`log_gak_alignment` then computes GAK's local kernel inside them. The environment
-variable ``SUGAR_ALIGN_BACKEND`` (``auto``, ``compiled`` or ``torch``) or the ``backend``
-argument of :func:`log_alignment` forces one; ``compiled`` raises where it cannot run.
+imports; :func:`log_gak_alignment` then computes GAK's local kernel inside them. The
+environment variable ``SUGAR_ALIGN_BACKEND`` (``auto``, ``compiled``, ``triton`` or ``torch``)
+or the ``backend`` argument of :func:`log_alignment` forces one; ``compiled`` raises where it
+cannot run. On
+CUDA, float32 and float64 go by default to the Triton kernels of :mod:`sugar.align._triton` (one
+program per pair) when triton imports (``pip install sugar[gpu]``); ``triton`` forces them and
+raises where they cannot run (on CPU tensors they run only in triton's interpreter,
+``TRITON_INTERPRET=1``, which is how they are tested without a GPU).
 """
 
 from __future__ import annotations
 
-import functools
-import os
-from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from sugar.align._backends import Backend
+from sugar.align._backends import compiled_kernels as _compiled_kernels
+from sugar.align._backends import triton_kernels as _triton_kernels
+from sugar.align._backends import use_compiled as _use_compiled
+from sugar.align._backends import use_triton as _use_triton
 from sugar.align.kernels import local_log_kernel
 
 __all__ = [
@@ -52,40 +59,6 @@ __all__ = [
     "log_alignment_table",
     "log_gak_alignment",
 ]
-
-Backend = Literal["auto", "compiled", "torch"]
-_BACKENDS = ("auto", "compiled", "torch")
-
-
-@functools.cache
-def _compiled_kernels() -> ModuleType | None:
-    """The compiled kernels' module, or None when numba is not installed (imported once)."""
-    try:
-        from sugar.align import _compiled
-    except ImportError:
-        return None
-    return _compiled
-
-
-def _use_compiled(logk: Tensor, backend: str | None) -> bool:
-    """Whether this call goes to the compiled kernels (see the module docstring)."""
-    choice = backend if backend is not None else os.environ.get("SUGAR_ALIGN_BACKEND", "auto")
-    if choice not in _BACKENDS:
-        raise ValueError(
-            f"SUGAR_ALIGN_BACKEND / backend must be one of {list(_BACKENDS)}, got {choice!r}"
-        )
-    if choice == "torch":
-        return False
-    runs = logk.device.type == "cpu" and logk.dtype in (torch.float32, torch.float64)
-    if choice == "compiled":
-        if not runs:
-            raise ValueError(
-                f"backend 'compiled' runs on CPU float32/float64, got {logk.dtype} on {logk.device}"
-            )
-        if _compiled_kernels() is None:
-            raise ValueError("backend 'compiled' needs numba: pip install numba")
-        return True
-    return runs and _compiled_kernels() is not None
 
 
 def _diagonal(buf: Tensor, d: int, lo: int, hi: int, shift: int = 0) -> Tensor:
@@ -316,6 +289,12 @@ def log_alignment(
     """
     if logk.dim() != 3:
         raise ValueError(f"logk must have shape (P, N, M), got {tuple(logk.shape)}")
+    if _use_triton(logk, backend):
+        triton_kernels = _triton_kernels()
+        assert triton_kernels is not None
+        return triton_kernels.TritonLogAlignment.apply(
+            logk, lengths_x, lengths_y, table, float(scale), triton_kernels.LINEAR
+        )
     if _use_compiled(logk, backend):
         kernels = _compiled_kernels()
         assert kernels is not None
@@ -337,12 +316,19 @@ def log_gak_alignment(
     """:func:`log_alignment` of GAK's log local kernel of the ground distances ``phi``.
 
     The same as ``log_alignment(local_log_kernel(phi, sigma), ...)``: ``sigma`` is a float or
-    one value per pair (not differentiated). The compiled backend computes the local kernel
-    while loading each block of pairs (and its gradient while writing the result), so the
+    one value per pair (not differentiated). The compiled and Triton backends compute the local
+    kernel while loading each cell (and its gradient while writing the result), so the
     (P, N, M) log kernel and its backward's temporaries are never materialised.
     """
     if phi.dim() != 3:
         raise ValueError(f"phi must have shape (P, N, M), got {tuple(phi.shape)}")
+    if _use_triton(phi, backend):
+        triton_kernels = _triton_kernels()
+        assert triton_kernels is not None
+        inv = 0.5 / (sigma.detach() ** 2) if isinstance(sigma, Tensor) else 0.5 / sigma**2
+        return triton_kernels.TritonLogAlignment.apply(
+            phi, lengths_x, lengths_y, table, inv, triton_kernels.GAK
+        )
     if _use_compiled(phi, backend):
         kernels = _compiled_kernels()
         assert kernels is not None

@@ -26,9 +26,24 @@ def as_float_tensor(name: str, x: Any) -> Tensor:
     t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float64))
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype())
-    if not torch.isfinite(t.detach()).all():
+    if not all_finite(t.detach()):
         raise ValueError(f"{name} contains NaN or inf")
     return t
+
+
+def all_finite(t: Tensor) -> bool:
+    """Whether every value of ``t`` is finite, checked through its sum first.
+
+    The sum is finite unless a value is NaN or inf or the sum overflows; only then are the
+    values checked one by one. Why: ``isfinite(t).all()`` took 0.73 ms on a (32, 8, 1024)
+    float32 batch, its sum 0.03 ms (1 thread), a quarter of a whole all-pairs log-GAK there.
+
+    >>> all_finite(torch.tensor([3e38, 3e38])), all_finite(torch.tensor([1.0, float("nan")]))
+    (True, False)
+    """
+    if t.numel() == 0 or bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 def as_sequence(name: str, x: Any) -> Tensor:
@@ -58,7 +73,10 @@ def as_batch(name: str, x: SequenceSet, lengths: Any = None) -> tuple[Tensor, Te
         if t.shape[0] == 0:
             raise ValueError(f"{name} holds no sequences")
         if lengths is None:
-            lens = torch.full((t.shape[0],), t.shape[1], dtype=torch.long)
+            if t.shape[1] == 0:
+                raise ValueError(f"sequence 0 of {name} is empty (length 0)")
+            # every length is S >= 1: nothing to check (a few torch calls fewer per call)
+            return t, torch.full((t.shape[0],), t.shape[1], dtype=torch.long, device=t.device)
         else:
             lens = torch.as_tensor(lengths, dtype=torch.long).reshape(-1)
             if lens.shape[0] != t.shape[0]:
@@ -90,8 +108,8 @@ def raise_if_not_finite(out: Tensor, name: str, source: Tensor) -> None:
     Checking the (small) result instead of every input cell keeps a full pass over large cost
     tensors out of the hot path.
     """
-    if not bool(torch.isfinite(out.detach()).all()):
-        if not bool(torch.isfinite(source.detach()).all()):
+    if not all_finite(out.detach()):
+        if not all_finite(source.detach()):
             raise ValueError(f"{name} contains NaN or inf")
         raise FloatingPointError(f"non-finite result from finite {name}: please report this")
 

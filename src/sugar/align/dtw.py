@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from sugar.align._dp import hard_alignment_table
-from sugar.align._inputs import SequenceSet
+from sugar.align._inputs import SequenceSet, all_finite
 from sugar.align._pairs import (
     GroundMetric,
     flatten_pairs,
@@ -76,7 +76,7 @@ def dtw_from_cost(
     if cost.dim() != 3:
         raise ValueError(f"cost must have shape (P, N, M), got {tuple(cost.shape)}")
     cost, lx, ly, _ = prepare_cost("cost", cost, lengths_x, lengths_y)
-    if not torch.isfinite(cost.detach()).all():
+    if not all_finite(cost.detach()):
         raise ValueError("cost contains NaN or inf")
     mask = dtw_path_mask(cost.detach(), lx, ly)
     return (cost * mask).sum(dim=(1, 2)), mask

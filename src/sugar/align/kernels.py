@@ -84,18 +84,21 @@ def cdist_cost(x: Tensor, y: Tensor, metric: Metric = "sqeuclidean") -> Tensor:
     _check_metric(metric)
     bx, sx, d = x.shape
     by, sy, _ = y.shape
+    same = y is x  # one set against itself (cdist_* of one set): its copies serve both sides
     if metric == "cosine":
         x = torch.nn.functional.normalize(x, dim=-1)
-        y = torch.nn.functional.normalize(y, dim=-1)
+        y = x if same else torch.nn.functional.normalize(y, dim=-1)
     xs = x.transpose(0, 1).reshape(sx * bx, d)
-    ys = y.transpose(0, 1).reshape(sy * by, d)
+    ys = xs if same else y.transpose(0, 1).reshape(sy * by, d)
     prod = (xs @ ys.T).view(sx, bx, sy, by).permute(0, 2, 1, 3)  # (Sx, Sy, Bx, By) view
     # in-place steps on fresh temporaries (autograd allows them: none is saved for backward)
     if metric == "cosine":
         cost = prod.contiguous().neg_().add_(1.0)
     else:
-        x2 = (x * x).sum(-1).T.contiguous().reshape(sx, 1, bx, 1)
-        y2 = (y * y).sum(-1).T.contiguous().reshape(1, sy, 1, by)
+        norms_x = (x * x).sum(-1).T.contiguous()  # (Sx, Bx)
+        norms_y = norms_x if same else (y * y).sum(-1).T.contiguous()
+        x2 = norms_x.reshape(sx, 1, bx, 1)
+        y2 = norms_y.reshape(1, sy, 1, by)
         cost = (x2 + y2).add_(prod, alpha=-2.0)  # keeps the first operand's layout
     return cost.clamp_min_(0.0).permute(2, 3, 0, 1)
 
