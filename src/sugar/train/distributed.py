@@ -40,7 +40,7 @@ import contextlib
 import inspect
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -298,7 +298,7 @@ class DataParallel:
             return None
         if self.mirror is None:
             raise ValueError("DataParallel(engine='fsdp2') needs rebuild= for full_modules()")
-        copy = self.mirror.load(state)
+        copy = cast(_Trained, self.mirror.load(state))
         return copy.model, copy.objective
 
     def training_state(self, optimiser: torch.optim.Optimizer) -> dict[str, Any] | None:

@@ -146,7 +146,8 @@ def clip_gradients(parameters: Sequence[Tensor], max_norm: float) -> Tensor:
     squares = torch.zeros((), dtype=torch.float64)
     for group in (sharded, whole):
         if group:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in group], norm_type=2.0)
+            grads = [p.grad for p in group if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
             if isinstance(norm, DTensor):
                 norm = norm.full_tensor()
             squares = squares + norm.double().cpu() ** 2
@@ -166,7 +167,7 @@ def _names(root: nn.Module) -> dict[int, str]:
 def full_state_dict(root: nn.Module) -> dict[str, Tensor] | None:
     """The whole state dict of the sharded ``root`` on rank 0 (CPU tensors), ``None`` on the
     others; a collective."""
-    state = get_model_state_dict(root, options=_FULL)
+    state: dict[str, Any] = get_model_state_dict(root, options=_FULL)
     return dict(state) if dist.get_rank() == 0 else None
 
 
@@ -176,9 +177,9 @@ def gather_state(
     """(the full state dict of ``root``, the optimiser's state in ``torch.optim``'s positional
     layout) on rank 0, ``None`` on the others; a collective (every rank calls it). Tensors are
     whole and on the CPU."""
-    model_state = get_model_state_dict(root, options=_FULL)
-    by_name = get_optimizer_state_dict(root, optimiser, options=_FULL)
-    if dist.get_rank() != 0:
+    model_state = full_state_dict(root)
+    by_name: dict[str, Any] = get_optimizer_state_dict(root, optimiser, options=_FULL)
+    if model_state is None:
         return None
     names = _names(root)
     groups = optimiser.state_dict()["param_groups"]  # hyper-parameters only (no tensors)
@@ -190,7 +191,7 @@ def gather_state(
             if name in by_name["state"]:
                 state[position] = by_name["state"][name]
             position += 1
-    return dict(model_state), {"state": state, "param_groups": groups}
+    return model_state, {"state": state, "param_groups": groups}
 
 
 def load_optimiser_state(
@@ -208,7 +209,7 @@ def load_optimiser_state(
             f"{[len(g['params']) for g in groups]} parameters, this run's "
             f"{[len(g['params']) for g in optimiser.param_groups]}"
         )
-    by_name = {
+    by_name: Any = {
         "state": {ordered[int(position)]: value for position, value in saved["state"].items()},
         "param_groups": [
             {**group, "params": [ordered[int(i)] for i in group["params"]]} for group in groups
