@@ -224,6 +224,7 @@ class DataParallel:
             if not shard.lockstep:
                 raise ValueError("engine='fsdp2' needs a Shard with lockstep=True")
             self.wrapped = fsdp.shard_modules(self.modules, layers, device)
+            self.use = fsdp.GradientUse(self.wrapped, layers)
             if rebuild is not None:
                 self.mirror = fsdp.Mirror(lambda: _Trained(*rebuild()))
         elif shard.active:
@@ -282,7 +283,7 @@ class DataParallel:
         from sugar.train import fsdp
 
         fsdp.reduce_replicated(parameters)
-        fsdp.drop_unused_gradients(parameters)
+        fsdp.drop_unused_gradients(self.wrapped, parameters, self.use)
         return fsdp.clip_gradients(parameters, max_norm)
 
     def full_modules(self) -> tuple[nn.Module, nn.Module] | None:

@@ -20,9 +20,10 @@ What this takes, and why:
   only). ``set_reduce_scatter_unused_params(True)`` makes every rank reduce the same set (zeros
   for its unused ones), as DDP's ``find_unused_parameters`` does. One process leaves a parameter
   that nothing used without a gradient (AdamW skips it: no moment update, no weight decay), so
-  :func:`drop_unused_gradients` sets back to ``None`` every gradient that is zero on every rank.
-  (A gradient of a *used* parameter that is exactly zero everywhere is treated the same; one
-  process would apply weight decay to it.)
+  :class:`GradientUse` records which parameters autograd reached on each rank and
+  :func:`drop_unused_gradients` sets back to ``None`` the gradients no rank produced. (Zero is
+  not the test: LoRA's ``A`` matrices get an exact zero gradient while ``B`` is zero, and one
+  process applies weight decay to them.)
 - **Sparse gradients** cannot be reduce-scattered: the MiniLM word embeddings' sparse
   gradients are turned dense (the same values; the loop densifies them before clipping anyway).
 - **Scalar parameters** (the InfoNCE temperature, the learned bandwidth): ``fully_shard`` cannot
@@ -51,6 +52,7 @@ What this takes, and why:
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -68,6 +70,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, init_device_mesh
 
 __all__ = [
+    "GradientUse",
     "Mirror",
     "clip_gradients",
     "drop_unused_gradients",
@@ -122,17 +125,52 @@ def reduce_replicated(parameters: Sequence[Tensor]) -> None:
         offset += parameter.numel()
 
 
-def drop_unused_gradients(parameters: Sequence[Tensor]) -> None:
-    """Set ``.grad`` to ``None`` for each sharded parameter whose gradient is zero on every rank
-    (or absent), as one process leaves a parameter nothing used (module doc). One all-reduce."""
+class GradientUse:
+    """Which sharded parameters autograd gave a gradient on this rank since :meth:`clear`.
+
+    After ``fully_shard`` a parameter is a sharded DTensor between passes and an unsharded
+    tensor (one object, kept for the run) while its module runs; a forward pre-hook, run after
+    FSDP's own (which unshards), puts a ``post_accumulate_grad`` hook on each unsharded
+    parameter the first time it is seen. FSDP's zero gradients for unused parameters do not
+    pass through autograd, so they do not count; a zero gradient that autograd computed (a LoRA
+    ``A`` matrix while ``B`` is still zero) does, as in one process."""
+
+    def __init__(self, root: nn.Module, layers: Sequence[nn.Module]) -> None:
+        self.used: set[str] = set()
+        self._hooked: set[int] = set()
+        self._sharded = {n for n, p in root.named_parameters() if isinstance(p, DTensor)}
+        prefixes = {id(module): name for name, module in root.named_modules()}
+        for module in (root, *layers):
+            module.register_forward_pre_hook(functools.partial(self._watch, prefixes[id(module)]))
+
+    def _watch(self, prefix: str, module: nn.Module, arguments: Any) -> None:
+        for name, parameter in module.named_parameters(prefix=prefix):
+            if (
+                isinstance(parameter, DTensor)  # another group's, sharded now
+                or not parameter.requires_grad
+                or name not in self._sharded
+                or id(parameter) in self._hooked
+            ):
+                continue
+            parameter.register_post_accumulate_grad_hook(lambda _, name=name: self.used.add(name))
+            self._hooked.add(id(parameter))
+
+    def clear(self) -> None:
+        self.used.clear()
+
+
+def drop_unused_gradients(root: nn.Module, parameters: Sequence[Tensor], use: GradientUse) -> None:
+    """Set ``.grad`` to ``None`` for each sharded parameter that autograd gave no gradient on
+    any rank since the last call (FSDP2 fills in zeros for them), as one process leaves a
+    parameter nothing used (module doc). One all-reduce; clears ``use``."""
+    names = _names(root)
     sharded = [p for p in parameters if isinstance(p, DTensor)]
-    used = torch.tensor(
-        [float(p.grad is not None and bool((_local(p.grad) != 0).any())) for p in sharded]
-    )
+    used = torch.tensor([float(names[id(p)] in use.used) for p in sharded])
     dist.all_reduce(used, op=dist.ReduceOp.MAX)
     for parameter, flag in zip(sharded, used.tolist(), strict=True):
         if not flag:
             parameter.grad = None
+    use.clear()
 
 
 def clip_gradients(parameters: Sequence[Tensor], max_norm: float) -> Tensor:
