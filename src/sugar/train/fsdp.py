@@ -11,10 +11,16 @@ its forward and again in its backward, freed after).
 
 What this takes, and why:
 
-- **Frozen and trainable parameters in one group** (a LoRA block, the root with its frozen
-  EfficientNet): FSDP2 all-gathers both and reduce-scatters only parameters that require a
-  gradient, so mixing them is correct (the FSDP1 ``use_orig_params=False`` pitfall does not
-  apply); frozen weights are sharded too, which is where a large base saves the most.
+- **Frozen and trainable parameters in one group** (a LoRA block: frozen base weights beside
+  trainable adapters): FSDP2 all-gathers both and reduce-scatters only parameters that require
+  a gradient, so mixing them is correct (the FSDP1 ``use_orig_params=False`` pitfall does not
+  apply); a large base's blocks are where sharding saves the most.
+- **Frozen parameters outside the blocks** (a vision tower, the tiny model's EfficientNet, a
+  LoRA base's embeddings and head) stay whole on every rank (``ignored_params``): the root
+  group is gathered for the whole forward of a step (the step runs inside its forward) and
+  again for its backward, so a sharded frozen weight would cost its full size at the peak *plus*
+  its shard, and it has no gradient or moment to save (measured on the tiny model,
+  ``benchmarks/probe_fsdp2.py --memory``: the peak was 31 % above DDP's before this rule).
 - **Unused parameters.** Which parameters a rank uses can depend on its share (a share without
   images never calls the vision adapter; the InfoNCE temperature passes its gradient on rank 0
   only). ``set_reduce_scatter_unused_params(True)`` makes every rank reduce the same set (zeros
@@ -88,16 +94,21 @@ def shard_modules(root: nn.Module, layers: Sequence[nn.Module], device: torch.de
     """``root`` (the model and the objective in one module) with ``fully_shard`` applied to each
     of ``layers`` and then to ``root``, over all ranks of the default process group (module
     doc). Scalar parameters (the temperature, the bandwidth), which ``fully_shard`` refuses,
-    stay whole on every rank (:func:`reduce_replicated`). Returns ``root``, now an
+    and frozen parameters outside the blocks stay whole on every rank. Returns ``root``, now an
     ``FSDPModule``."""
     for module in root.modules():
         if isinstance(module, nn.Embedding) and module.sparse:
             module.sparse = False  # a sparse gradient cannot be reduce-scattered
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    scalars = {parameter for parameter in root.parameters() if parameter.dim() == 0}
+    in_layers = {id(parameter) for layer in layers for parameter in layer.parameters()}
+    whole = {
+        parameter
+        for parameter in root.parameters()
+        if parameter.dim() == 0 or (not parameter.requires_grad and id(parameter) not in in_layers)
+    }
     for layer in layers:
-        fully_shard(layer, mesh=mesh, ignored_params=scalars)
-    sharded: Any = fully_shard(root, mesh=mesh, ignored_params=scalars)
+        fully_shard(layer, mesh=mesh, ignored_params=whole)
+    sharded: Any = fully_shard(root, mesh=mesh, ignored_params=whole)
     sharded.set_reduce_scatter_unused_params(True)
     return root
 
