@@ -99,6 +99,8 @@ def shard_modules(root: nn.Module, layers: Sequence[nn.Module], device: torch.de
     for module in root.modules():
         if isinstance(module, nn.Embedding) and module.sparse:
             module.sparse = False  # a sparse gradient cannot be reduce-scattered
+    if device.type == "cuda":  # the mesh is on the current device: this rank's GPU
+        torch.cuda.set_device(device)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     in_layers = {id(parameter) for layer in layers for parameter in layer.parameters()}
     whole = {
