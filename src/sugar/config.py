@@ -350,9 +350,7 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every", "retrieval_batch", "retrieval_interleaved"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         _check(self.embedding_chunk >= 0, "embedding_chunk", self.embedding_chunk, "must be >= 0")
-        _check(
-            self.parallel in ("ddp", "fsdp2"), "parallel", self.parallel, "must be ddp or fsdp2"
-        )
+        _check(self.parallel in ("ddp", "fsdp2"), "parallel", self.parallel, "must be ddp or fsdp2")
         _check(
             not self.embedding_chunk or self.retrieval_batch + self.retrieval_interleaved > 0,
             "embedding_chunk", self.embedding_chunk,
