@@ -115,10 +115,6 @@ def shard_modules(root: nn.Module, layers: Sequence[nn.Module], device: torch.de
     return root
 
 
-def _local(tensor: Tensor) -> Tensor:
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
-
-
 def reduce_replicated(parameters: Sequence[Tensor]) -> None:
     """Average the gradients of the parameters FSDP2 leaves whole (not DTensors) over ranks, as
     it averages the others: a rank without a gradient counts as zero, and a parameter that no
