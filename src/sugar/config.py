@@ -332,6 +332,12 @@ class TrainConfig:
     vectors, then re-run each chunk with its vectors' gradients. The same gradients as one pass,
     with memory growing with the chunk instead of the batch, for one more forward pass. 0: off
     (one pass with graph). Needs a retrieval micro-batch."""
+    parallel: Literal["ddp", "fsdp2"] = "ddp"
+    """The data-parallel engine under torchrun (sugar.train.distributed): ``ddp``
+    (DistributedDataParallel, every rank holds the whole model) or ``fsdp2`` (``fully_shard``
+    on each decoder block and on the model with the objective, sugar.train.fsdp: parameters,
+    gradients and AdamW moments sharded over the ranks). Same losses and gradients; checkpoints
+    are the same files, so a run resumes under either. No effect in one process."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_samples"):
@@ -344,6 +350,7 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every", "retrieval_batch", "retrieval_interleaved"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         _check(self.embedding_chunk >= 0, "embedding_chunk", self.embedding_chunk, "must be >= 0")
+        _check(self.parallel in ("ddp", "fsdp2"), "parallel", self.parallel, "must be ddp or fsdp2")
         _check(
             not self.embedding_chunk or self.retrieval_batch + self.retrieval_interleaved > 0,
             "embedding_chunk", self.embedding_chunk,

@@ -24,6 +24,10 @@ Dropout draws the same masks in steps 2 and 4 (the torch random state of each ch
 afterwards it is where one pass per chunk would leave it). Under data parallelism every pass is
 a :meth:`~sugar.train.distributed.DataParallel.forward_backward`; only the last of a step
 all-reduces, and the gather-with-gradient of step 3 gives each rank the ``g`` of its own rows.
+Steps 2 and 3 are :meth:`~sugar.train.distributed.DataParallel.forward` passes, which under
+FSDP2 (``train.parallel=fsdp2``) run inside the sharded wrapper so that its parameters are
+gathered; every rank then runs as many chunks
+(:func:`~sugar.train.distributed.equal_pass_counts`).
 """
 
 from __future__ import annotations
@@ -37,11 +41,15 @@ from torch import Tensor
 
 from sugar.data.schema import Sample
 from sugar.models.base import MLLM
-from sugar.train.distributed import DataParallel, Shard
+from sugar.train.distributed import DataParallel, Shard, equal_pass_counts
 from sugar.train.objective import SugarObjective
 from sugar.train.states import ChunkedStates, PrefixPlan, _length_chunks
 
 __all__ = ["cached_forward_backward"]
+
+_AFTER_GATHER = ("logit_scale", "log_bandwidth")
+"""The objective's parameters used after the gather (the InfoNCE temperature, a learned
+bandwidth), by name: under FSDP2 each pass sees its own unsharded parameter object."""
 
 
 def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
@@ -115,16 +123,20 @@ def cached_forward_backward(
     # 2. the retrieval vectors, chunk by chunk, without a graph
     plan: PrefixPlan = objective.prefix_plan(retrieval, generator, shard)
     local = list(retrieval[plan.lo : plan.hi])
-    chunks = _length_chunks(range(len(local)), local, chunk)
+    chunks = equal_pass_counts(_length_chunks(range(len(local)), local, chunk), shard)
     local_samples, _ = plan.local_prefixes()
     where = [torch.isin(local_samples, torch.tensor(rows)) for rows in chunks]  # prefixes'
-    cached: list[tuple[Tensor | None, Tensor | None]] = []
-    states: list[tuple[Tensor, Tensor | None]] = []
-    with torch.no_grad():
+
+    def cache(model: Any, objective: Any) -> tuple[list[Any], list[Any]]:
+        vectors, states = [], []
         for rows in chunks:
             states.append(_rng_state(device))
             encoded = _encode(model, objective, local, rows, root)
-            cached.append(objective.embed_plan(encoded, plan, rows))
+            vectors.append(objective.embed_plan(encoded, plan, rows))
+        return vectors, states
+
+    with torch.no_grad():
+        cached, states = parallel.forward(cache)
     after = _rng_state(device)
     r_prefixes = r_finals = None
     if objective.weights.alpha > 0:
@@ -142,17 +154,25 @@ def cached_forward_backward(
             r_finals[torch.tensor(rows)] = vectors
         r_finals.requires_grad_()
 
-    # 3. the losses on the cached vectors, and their gradients (no .grad is touched)
-    retrieval_parts = objective.retrieval_parts(model, r_prefixes, r_finals, plan, retrieval, root)
-    total = objective.weights.total({**retrieval_parts, "lm_loss": torch.zeros((), device=device)})
-    after_gather = [p for p in (objective.logit_scale, objective.log_bandwidth) if p.requires_grad]
-    inputs = [t for t in (r_prefixes, r_finals) if t is not None] + after_gather
-    grads: Sequence[Tensor | None] = [None] * len(inputs)
-    if total.requires_grad:
-        grads = torch.autograd.grad(total, inputs, allow_unused=True)
-    grad_of = dict(zip(map(id, inputs), grads, strict=True))
-    g_prefixes = grad_of.get(id(r_prefixes)) if r_prefixes is not None else None
-    g_finals = grad_of.get(id(r_finals)) if r_finals is not None else None
+    # 3. the losses on the cached vectors, and their gradients (no .grad is touched); the
+    # cached vectors enter by closure, not as arguments, so FSDP2 hooks none of them
+    def losses(model: Any, objective: Any) -> tuple[dict[str, Tensor], list[Tensor | None]]:
+        found = objective.retrieval_parts(model, r_prefixes, r_finals, plan, retrieval, root)
+        zero = torch.zeros((), device=device)
+        total = objective.weights.total({**found, "lm_loss": zero})
+        after_gather = [getattr(objective, name) for name in _AFTER_GATHER]
+        inputs = [t for t in (r_prefixes, r_finals) if t is not None]
+        inputs += [p for p in after_gather if p.requires_grad]
+        grads: Sequence[Tensor | None] = [None] * len(inputs)
+        if total.requires_grad:
+            grads = torch.autograd.grad(total, inputs, allow_unused=True)
+        return {k: v.detach() for k, v in found.items()}, list(grads)
+
+    retrieval_parts, grads = parallel.forward(losses)
+    g_prefixes = grads.pop(0) if r_prefixes is not None else None
+    g_finals = grads.pop(0) if r_finals is not None else None
+    trained = [name for name in _AFTER_GATHER if getattr(objective, name).requires_grad]
+    g_after = dict(zip(trained, grads, strict=True))
 
     # 4. each chunk again, with a graph: backward of sum_i r_i . g_i
     for c, rows in enumerate(chunks):
@@ -167,10 +187,9 @@ def cached_forward_backward(
             loss = _dot(vectors, None if g_prefixes is None else g_prefixes[where[c]])
             loss = loss + _dot(finals, None if g_finals is None else g_finals[torch.tensor(rows)])
             if last:  # the parameters used after the gather, through the same pass
-                for parameter in after_gather:
-                    gradient = grad_of[id(parameter)]
+                for name, gradient in g_after.items():
                     if gradient is not None:
-                        loss = loss + (parameter * gradient).sum()
+                        loss = loss + (getattr(objective, name) * gradient).sum()
             return {"loss": loss}
 
         parallel.forward_backward(surrogate, scale=scale, sync=sync and last)

@@ -47,14 +47,18 @@ RUN_ENTRIES = (
 ADJUSTABLE = (
     "train.lr", "train.steps", "train.warmup_ratio", "train.weight_decay", "train.clip_norm",
     "train.log_every", "train.eval_every", "train.checkpoint_every", "train.eval_samples",
-    "train.select_metric", "train.embedding_chunk", "run.device", "run.torch_threads",
-    "run.output_dir",
+    "train.select_metric", "train.embedding_chunk", "train.parallel", "run.device",
+    "run.torch_threads", "run.output_dir",
 )  # fmt: skip
 """Config fields ``--resume --allow-changes`` may change (hyper-parameters of the schedule and
 the bookkeeping); ``run.output_dir``, ``run.device``/``run.torch_threads`` and
-``train.embedding_chunk`` (GradCache changes memory, not the gradients) always may."""
+``train.embedding_chunk`` (GradCache) and ``train.parallel`` (ddp or fsdp2) change memory, not
+the gradients: they always may."""
 
-_ALWAYS = ("run.output_dir", "run.device", "run.torch_threads", "train.embedding_chunk")
+_ALWAYS = (
+    "run.output_dir", "run.device", "run.torch_threads", "train.embedding_chunk",
+    "train.parallel",
+)  # fmt: skip
 
 
 class NonFiniteError(ValueError):

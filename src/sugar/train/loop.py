@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -172,8 +172,10 @@ def _train(
         with open(run.run_dir / "log.jsonl", "a", encoding="utf-8") as summary:
             summary.write(json.dumps({"step": run.step, "loss_share": shares}) + "\n")
     bundle = run.run_dir / "model"
-    if run.step == t.steps and run.main:
-        save_run_bundle(bundle, run.model, run.objective, run.cfg)
+    if run.step == t.steps:
+        whole = run.parallel.full_modules()  # under FSDP2 a collective, rank 0's copy
+        if run.main and whole is not None:
+            save_run_bundle(bundle, whole[0], whole[1], run.cfg)  # type: ignore[arg-type]
     best = run.run_dir / "best"
     return TrainResult(
         run_dir=run.run_dir,
@@ -195,6 +197,8 @@ def build(
     run_dir = Path(cfg.run.output_dir)
     device = resolve_device(cfg.run.device)
     shard = init_from_environment(device)
+    if cfg.train.parallel == "fsdp2":  # every forward pass is a collective (sugar.train.fsdp)
+        shard = Shard(shard.rank, shard.world, lockstep=True)
     device = local_device(device, shard)
     main = shard.rank == 0  # only rank 0 writes files
     if cfg.run.torch_threads:
@@ -226,12 +230,15 @@ def build(
             if main:
                 atomic_write_json(run_dir / "target_stats.json", stats)
         cfg = replace(cfg, structure=replace(s, delta=delta))
-    objective = SugarObjective(
-        model.hidden_size, cfg.loss_weights(), s.options(), delta=delta, teacher=teacher,
-        medians=medians, hard_negatives=cfg.contrastive.hard_negatives,
-        lm_reduction=cfg.train.lm_reduction,
-    )  # fmt: skip
-    objective.to(device)
+
+    def make_objective() -> SugarObjective:
+        return SugarObjective(
+            model.hidden_size, cfg.loss_weights(), s.options(), delta=delta, teacher=teacher,
+            medians=medians, hard_negatives=cfg.contrastive.hard_negatives,
+            lm_reduction=cfg.train.lm_reduction,
+        ).to(device)  # fmt: skip
+
+    objective = make_objective()
     if cfg.train.embedding_chunk and cfg.contrastive.hard_negatives:
         raise ValueError(
             f"train.embedding_chunk={cfg.train.embedding_chunk} (GradCache) does not support "
@@ -242,8 +249,21 @@ def build(
         where = str(checkpoint)
         changes = compare_configs(state["config"], to_dict(cfg), allow_changes, where)
 
+    if state is not None:  # before FSDP2 shards the parameters
+        check_state_keys(model, state["model"], str(checkpoint))
+        model.load_state_dict(state["model"], strict=False)
+        objective.load_state_dict(state["objective"])
+
+    def rebuild() -> tuple[MLLM, SugarObjective]:  # FSDP2: rank 0's plain copy
+        torch.manual_seed(cfg.run.seed)
+        return build_model(cfg, train_samples).to(device), make_objective()
+
     t = cfg.train
-    optimiser = torch.optim.AdamW(
+    parallel = DataParallel(
+        model, objective, shard, engine=t.parallel, layers=model.decoder_layers(),
+        rebuild=rebuild if main else None,
+    )  # fmt: skip
+    optimiser = torch.optim.AdamW(  # after sharding: FSDP2 replaces the parameters
         parameter_groups(model, [objective], t.weight_decay, t.lr), lr=t.lr
     )
     warmup = int(t.warmup_ratio * t.steps)
@@ -252,13 +272,10 @@ def build(
     )
     run = Run(
         cfg, run_dir, shard, main, root, train_samples, val_samples, model, objective, optimiser,
-        scheduler, [], DataParallel(model, objective, shard), delta, medians,
+        scheduler, [], parallel, delta, medians,
     )  # fmt: skip
     if state is not None:
-        check_state_keys(model, state["model"], str(checkpoint))
-        model.load_state_dict(state["model"], strict=False)
-        objective.load_state_dict(state["objective"])
-        optimiser.load_state_dict(state["optimiser"])
+        parallel.load_optimiser_state(optimiser, state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         run.step, run.best_metric = state["step"], state["best_metric"]
@@ -350,7 +367,7 @@ def step(run: Run) -> dict[str, float]:
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach()) / t.grad_accum
     densify_gradients(run.trainable)
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, t.clip_norm or float("inf"))
+    grad_norm = run.parallel.clip_gradients(run.trainable, t.clip_norm or float("inf"))
     check_finite(run.step + 1, {**sums, "grad_norm": float(grad_norm)})  # before it is applied
     step_lr = float(run.scheduler.get_last_lr()[0])  # the rate this step uses
     run.optimiser.step()
@@ -403,10 +420,11 @@ def log_evaluate_checkpoint(
             for name, number in last.items():
                 writer.add_scalar(f"train/{name}", number, step_now)
     evaluate_now = (t.eval_every and step_now % t.eval_every == 0) or step_now == t.steps
-    if evaluate_now and run.val_samples and run.main:
-        metrics = evaluate(
-            run.model, run.objective, run.val_samples, run.root, t.batch_size, run.cfg.run.seed
-        )
+    whole = run.parallel.full_modules() if evaluate_now and run.val_samples else None
+    if evaluate_now and run.val_samples and run.main and whole is not None:
+        model, objective = cast(MLLM, whole[0]), cast(SugarObjective, whole[1])
+        seed = run.cfg.run.seed
+        metrics = evaluate(model, objective, run.val_samples, run.root, t.batch_size, seed)
         record = {"step": step_now, **metrics}
         run.history.append(record)
         log.write(json.dumps(record) + "\n")
@@ -419,20 +437,21 @@ def log_evaluate_checkpoint(
             )
         if better(t.select_metric, value, run.best_metric):
             run.best_metric = value
-            save_run_bundle(run.run_dir / "best", run.model, run.objective, run.cfg)
+            save_run_bundle(run.run_dir / "best", model, objective, run.cfg)
     checkpoint_now = (t.checkpoint_every and step_now % t.checkpoint_every == 0) or (
         step_now == t.steps
     )
-    if checkpoint_now and run.main:
+    modules = None
+    if checkpoint_now and (run.main or run.parallel.sharded):
+        modules = run.parallel.training_state(run.optimiser)
+    if checkpoint_now and run.main and modules is not None:  # under FSDP2 gathered on rank 0
         run.model.flush_caches()
         save_checkpoint(
             run.run_dir,
             step_now,
             {
                 "step": step_now,
-                "model": run.model.trainable_state_dict(),
-                "objective": run.objective.state_dict(),
-                "optimiser": run.optimiser.state_dict(),
+                **modules,
                 "scheduler": run.scheduler.state_dict(),
                 "rng": rng_state(),
                 "best_metric": run.best_metric,

@@ -40,7 +40,7 @@ from sugar.losses.structure import (
 from sugar.losses.weights import LossWeights
 from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector, embed_prefixes
-from sugar.train.distributed import Shard, all_reduce_sum, gather_with_grad
+from sugar.train.distributed import Shard, all_reduce_sum, equal_pass_counts, gather_with_grad
 from sugar.train.retrieval import pair_roles
 from sugar.train.states import _CHUNK, ChunkedStates, PrefixPlan, _length_chunks
 
@@ -149,7 +149,7 @@ class SugarObjective(nn.Module):
             embedded = retrieval or []
             if retrieval is not None and self.weights.uses_projector:
                 lo, hi = shard.bounds(len(retrieval))
-                states = self.encode_chunks(model, retrieval[lo:hi], root)
+                states = self.encode_chunks(model, retrieval[lo:hi], root, shard)
         if self.weights.uses_projector and embedded:
             plan = self.prefix_plan(embedded, generator, shard)
             r_prefixes, r_finals = self.embed_plan(states, plan)
@@ -177,18 +177,20 @@ class SugarObjective(nn.Module):
         """L_g of the global micro-batch ``samples`` from this rank's share, in length-sorted
         chunks: ({"lm_loss": global}, this rank's share of it)."""
         lo, hi = shard.bounds(len(samples))
-        generated = self._chunked_generative_loss(model, samples[lo:hi], root)
+        generated = self._chunked_generative_loss(model, samples[lo:hi], root, shard)
         return self._global_lm_loss(generated, shard)
 
     def _chunked_generative_loss(
-        self, model: MLLM, samples: Sequence[Sample], root: str | Path
+        self, model: MLLM, samples: Sequence[Sample], root: str | Path, shard: Shard
     ) -> dict[str, Tensor]:
         """L_g of ``samples`` (the mean over all their supervised tokens or samples:
         ``lm_reduction``), computed in chunks of samples of similar length
-        (:func:`_length_chunks`)."""
+        (:func:`_length_chunks`; as many on every rank under FSDP2,
+        :func:`~sugar.train.distributed.equal_pass_counts`)."""
         summed: Tensor | int = 0
         units: Tensor | int = 0
-        for rows in _length_chunks(range(len(samples)), samples, _CHUNK):
+        chunks = _length_chunks(range(len(samples)), samples, _CHUNK)
+        for rows in equal_pass_counts(chunks, shard):
             part = [samples[i] for i in rows]
             batch = model.collate(part, root, slice_text_by=self.options.slice_text_by)
             output = model(batch)
@@ -200,15 +202,17 @@ class SugarObjective(nn.Module):
         return {"lm_loss": summed / units.clamp_min(1), "lm_units": units}
 
     def encode_chunks(
-        self, model: MLLM, samples: Sequence[Sample], root: str | Path
+        self, model: MLLM, samples: Sequence[Sample], root: str | Path, shard: Shard | None = None
     ) -> ChunkedStates:
         """Hidden states of the retrieval samples in length-sorted chunks
         (:func:`_length_chunks`): a pair's document is often one image (two tokens) and its
         query a caption or a story, so one padded batch would spend most of its work on
         padding (measured: 64 caption pairs 4.7 s padded together, 2.4 s in chunks;
-        ``benchmarks/bench_minilm.py``)."""
+        ``benchmarks/bench_minilm.py``). Under FSDP2 every rank runs as many chunks
+        (:func:`~sugar.train.distributed.equal_pass_counts`)."""
         chunks = []
-        for part in _length_chunks(range(len(samples)), samples, _CHUNK):
+        parts = _length_chunks(range(len(samples)), samples, _CHUNK)
+        for part in equal_pass_counts(parts, shard):
             batch = model.collate(
                 [samples[i] for i in part], root, slice_text_by=self.options.slice_text_by
             )
