@@ -59,8 +59,8 @@ def _setup(
     if separate:
         samples = list(captions)
         retrieval = [view for source in captions + stories for view in retrieval_pair(source)]
-    else:
-        samples = stories + apply_views(captions, {"split": 1.0}, seed=0, step=0)  # 2 pairs
+    else:  # captions as they are (their caption is L_g's target) and 2 split pairs
+        samples = stories + captions[:2] + apply_views(captions, {"split": 1.0}, seed=0, step=0)
     texts = [s.text for x in stories + captions for s in x.segments if s.text]
     tokenizer = Tokenizer.train(texts, 300)
     torch.manual_seed(0)
@@ -106,6 +106,7 @@ def _run(
         )
     names = ("loss", "lm_loss", "structure_loss", "contrastive_loss")
     losses = {name: parts[name].detach() for name in names if name in parts}
+    assert float(losses["lm_loss"]) > 0, case  # L_g has targets in every case: it is compared
     return losses, _gradients(model, objective)
 
 
