@@ -43,15 +43,15 @@ class ControlConfig:
     """torch intra-op threads (1 on small shared CPUs)."""
     joins: int = 3
     """J: the first J decoder blocks of the frozen model receive a control vector."""
-    join: JoinKind = "add"
-    """How a control vector steers a joined block's hidden states: ``add`` (ControlNet's
-    ``h + c``) or ``film`` (``h * (1 + g) + c``: it can also re-weight features;
-    :mod:`sugar.control.branch`)."""
+    join: JoinKind = "film"
+    """How a control vector steers a joined block's hidden states: ``film`` (``h * (1 + g) +
+    c``: it can also re-weight features; chosen on validation, README) or ``add``
+    (ControlNet's ``h + c``); :mod:`sugar.control.branch`."""
     layers: int = 2
     """Transformer blocks of the branch."""
     heads: int = 4
     """Attention heads of the branch's blocks (must divide the backbone's width)."""
-    rounds: int = 2
+    rounds: int = 3
     """Training rounds: round 1 uses in-batch and stated negatives, each later round adds
     negatives mined with the previous round's model."""
     steps_per_round: int = 100
