@@ -133,3 +133,37 @@ def test_missing_manifest_and_wrong_class(corpus, tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="a FlatIndex, not a ExactIndex"):
         ExactIndex.load(directory)
+
+
+def test_a_save_between_two_reads_is_read_again_not_mixed(
+    corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader takes no lock: when a concurrent save swaps the directory after the reader
+    read the manifest and before it read the entries, the load reads the new version whole
+    (before, it failed with "N entries, manifest says M"). A damaged index with an unchanged
+    manifest still fails."""
+    ids, vectors = corpus
+    small = build_index("exact", 16, "model-a")
+    small.add(ids[:2], vectors[:2])
+    small.save(tmp_path / "index")
+    big = _built("exact", corpus)
+    original = sugar.index.base._read_entries
+    swaps = []
+
+    def read_during_a_swap(path: Path):  # type: ignore[no-untyped-def]
+        if not swaps:
+            swaps.append(1)
+            big.save(tmp_path / "index")  # another writer, between the two reads
+        return original(path)
+
+    monkeypatch.setattr(sugar.index.base, "_read_entries", read_during_a_swap)
+    loaded = Index.load(tmp_path / "index")
+    assert swaps and len(loaded) == len(ids) and loaded.ids() == big.ids()
+    monkeypatch.setattr(sugar.index.base, "_read_entries", original)
+    entries = tmp_path / "index" / "entries.jsonl"
+    sidecar = entries.with_name(entries.name + ".sha256")
+    lines = entries.read_text().splitlines()
+    entries.write_text("\n".join(lines[:-1]) + "\n")  # a damaged index, manifest unchanged
+    sidecar.unlink(missing_ok=True)
+    with pytest.raises((ChecksumError, sugar.index.base.IndexFormatError, FileNotFoundError)):
+        Index.load(tmp_path / "index")

@@ -62,6 +62,17 @@ VectorsLike = npt.ArrayLike | torch.Tensor
 _BACKENDS: dict[str, type[Index]] = {}
 
 
+LOAD_ATTEMPTS = 5
+"""Reads of an index that a concurrent save replaced while :meth:`Index.load` read it."""
+
+
+def _manifest_bytes(directory: Path) -> bytes | None:
+    try:
+        return (directory / "manifest.json").read_bytes()
+    except OSError:
+        return None
+
+
 class IndexFormatError(ValueError):
     """An index directory is not in the format this version reads, or is inconsistent."""
 
@@ -352,11 +363,28 @@ class Index(abc.ABC):
     def load(cls, directory: str | Path, expected_model_identity: str | None = None) -> Index:
         """Open an index written by :meth:`save`, verifying every file's checksum.
 
+        Readers take no lock: a save swaps in a whole directory at once, but a reader opens
+        its files one by one, so a swap between two opens would mix two versions. When a read
+        fails and the manifest has changed meanwhile, the new version is read again (up to
+        :data:`LOAD_ATTEMPTS` times); a failure on an unchanged manifest is a damaged index.
+
         Raises ``FileNotFoundError`` (missing file), :class:`~sugar.io.ChecksumError` (a file
         was truncated or altered), :class:`ModelIdentityError` (built with another model than
         ``expected_model_identity``) or :class:`IndexFormatError` (not a readable index).
         """
         directory = Path(directory)
+        for attempt in range(1, LOAD_ATTEMPTS + 1):
+            before = _manifest_bytes(directory)
+            try:
+                return cls._load_once(directory, expected_model_identity)
+            except (IndexFormatError, ChecksumError, OSError):
+                if attempt == LOAD_ATTEMPTS or _manifest_bytes(directory) == before:
+                    raise
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    @classmethod
+    def _load_once(cls, directory: Path, expected_model_identity: str | None) -> Index:
+        """One read of :meth:`load`, with no retry."""
         manifest_path = directory / "manifest.json"
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{directory}: not a sugar index (no manifest.json)")
