@@ -41,7 +41,8 @@ def load_editor(bundle: LoadedBundle, root: str | Path = ".") -> Editor | None:
     spec, state = bundle.extra_specs[EXTRA], bundle.extras.get(EXTRA, {})
     options = dict(spec["options"])
     if spec["method"] == "unike":
-        space = ScopeSpace(int(bundle.model.hidden_size), int(options["scope_dim"]))
+        vocabulary = len(state.get("space.frequency", ()))
+        space = ScopeSpace(int(bundle.model.hidden_size), int(options["scope_dim"]), vocabulary)
         space.load_state_dict({k[len("space.") :]: v for k, v in state.items()
                                if k.startswith("space.")})  # fmt: skip
         options["space"] = space.eval()

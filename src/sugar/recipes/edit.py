@@ -26,7 +26,7 @@ from sugar.edit.records import read_edits
 from sugar.io import atomic_write_json, atomic_write_text
 from sugar.models.bundle import load_bundle
 
-__all__ = ["METHODS", "bench_table", "run_edit_bench"]
+__all__ = ["METHODS", "bench_table", "run_edit_bench", "run_unike_validation"]
 
 METHODS = ("ft", "context", "patcher", "memory", "unike")
 
@@ -66,6 +66,42 @@ def run_edit_bench(
             say(f"seed {seed} {method}: {json.dumps(scores)}")
             atomic_write_json(out / "edit_bench.json", results)
     atomic_write_text(out / "edit_bench.md", bench_table(results))
+    return results
+
+
+def run_unike_validation(
+    model: str | Path,
+    root: str | Path,
+    out: str | Path,
+    *,
+    thresholds: Sequence[float] = (0.4, 0.5, 0.6),
+    max_frequencies: Sequence[float] = (0.05, 0.1, 0.15),
+    count: int = 50,
+    support: int = 400,
+    seed: int = 0,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """UniKE's ``threshold`` x ``max_frequency`` on validation edits: ``count`` sequential
+    edits of the val split (locality probes from the train split), one scope space trained on
+    ``support`` training-split edits and shared by every setting. Writes and returns
+    ``{"threshold=T max_frequency=F": scores}`` (``out/edit_validation.json``)."""
+    root, out = Path(root), Path(out)
+    base = load_bundle(model).model.eval()
+    build_edit_set(root, "train", support, locality_split="train", seed=seed)
+    build_edit_set(root, "val", count, locality_split="train", seed=seed)
+    train_edits = read_edits(root / "edit" / "train.jsonl", root)
+    val_edits = read_edits(root / "edit" / "val.jsonl", root)
+    space = build_editor("unike", copy.deepcopy(base), root, train_edits).memory.space
+    results: dict[str, Any] = {}
+    for threshold in thresholds:
+        for max_frequency in max_frequencies:
+            editor = build_editor("unike", copy.deepcopy(base), root, space=space,
+                                  threshold=threshold, max_frequency=max_frequency)  # fmt: skip
+            scores = sequential_edit_scores(editor, val_edits, (count,))
+            name = f"threshold={threshold} max_frequency={max_frequency}"
+            results[name] = scores
+            say(f"{name}: {json.dumps(scores[str(count)])}")
+            atomic_write_json(out / "edit_validation.json", results)
     return results
 
 
