@@ -23,6 +23,7 @@ from sugar.data.world.edits import build_edit_set
 from sugar.edit.base import build_editor
 from sugar.edit.evaluate import sequential_edit_scores
 from sugar.edit.records import read_edits
+from sugar.edit.unike import UniKEEditor
 from sugar.io import atomic_write_json, atomic_write_text
 from sugar.models.bundle import load_bundle
 
@@ -91,7 +92,9 @@ def run_unike_validation(
     build_edit_set(root, "val", count, locality_split="train", seed=seed)
     train_edits = read_edits(root / "edit" / "train.jsonl", root)
     val_edits = read_edits(root / "edit" / "val.jsonl", root)
-    space = build_editor("unike", copy.deepcopy(base), root, train_edits).memory.space
+    trained = build_editor("unike", copy.deepcopy(base), root, train_edits)
+    assert isinstance(trained, UniKEEditor)
+    space = trained.memory.space
     results: dict[str, Any] = {}
     for threshold in thresholds:
         for max_frequency in max_frequencies:
