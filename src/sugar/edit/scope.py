@@ -34,14 +34,17 @@ class ScopeSpace(nn.Module):
 
     It also keeps ``frequency`` (V,), the document frequency of every token over the questions
     it was trained on (:mod:`sugar.edit.keys`; empty: none recorded), from which an edit's key
-    tokens are read."""
+    tokens are read, and ``truth`` (D,), the truthful direction of the truthfulness space
+    (:mod:`sugar.edit.truth`; zeros: none)."""
 
     def __init__(self, width: int, dim: int = 128, vocabulary: int = 0) -> None:
         super().__init__()
         self.centre: Tensor
         self.frequency: Tensor
         self.register_buffer("centre", torch.zeros(width))
+        self.truth: Tensor
         self.register_buffer("frequency", torch.zeros(vocabulary, dtype=torch.float64))
+        self.register_buffer("truth", torch.zeros(width))
         self.linear = nn.Linear(width, dim, bias=False)
 
     def forward(self, hidden: Tensor) -> Tensor:

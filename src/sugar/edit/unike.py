@@ -42,6 +42,7 @@ from sugar.edit.memory import SlotMemory, fact_vectors
 from sugar.edit.patcher import answer_keys
 from sugar.edit.records import EditRequest
 from sugar.edit.scope import ScopeSpace, scope_rows, train_scope
+from sugar.edit.truth import contradicted, train_truth, truthful_direction
 from sugar.models.base import MLLM
 
 __all__ = ["UniKEEditor"]
@@ -58,11 +59,16 @@ class UnifiedMemory(SlotMemory):
         self.space = space
         self.token_ids = token_ids
         self.corrections: dict[str, Tensor] = {}
+        self.truth_strength = 0.0
         self.key_tokens: dict[str, list[list[int]]] = {}
         """Edit id -> its key spans (token-id runs)."""
 
     def values(self) -> Tensor:
-        return torch.cat([v + self.corrections[i] for i, (_, v) in self.slots.items()])
+        """Fact vector + intrinsic correction + ``truth_strength * |fact vector|`` along the
+        truthful direction (:mod:`sugar.edit.truth`), per slot. # (S, D)"""
+        truth = self.space.truth * self.truth_strength  # (D,)
+        return torch.cat([v + self.corrections[i] + v.norm(dim=-1, keepdim=True) * truth
+                          for i, (_, v) in self.slots.items()])  # fmt: skip
 
     def keys_present(self, batch: int, length: int) -> Tensor:
         """Per position and slot: does the sequence up to the position hold every key span
@@ -98,20 +104,21 @@ class UniKEEditor(Editor):
         space: ScopeSpace | None = None, scope_edits: Sequence[EditRequest] = (),
         threshold: float = 0.3, steps: int = 20, lr: float = 0.05, scope_dim: int = 128,
         scope_steps: int = 1000, max_frequency: float = 0.15, near_misses: int = 0,
-        seed: int = 0,
+        truth_strength: float = 0.0, seed: int = 0,
     ) -> None:  # fmt: skip
         super().__init__(backbone, root, layer=layer)
         if not 0.0 <= max_frequency < 1.0 or near_misses < 0:
             raise ValueError(f"max_frequency={max_frequency} (in [0, 1)), "
                              f"near_misses={near_misses} (>= 0)")  # fmt: skip
         self.options.update(threshold=threshold, steps=steps, lr=lr, scope_dim=scope_dim,
-                            max_frequency=max_frequency)  # fmt: skip
+                            max_frequency=max_frequency, truth_strength=truth_strength)  # fmt: skip
         if space is None:
             if not scope_edits:
                 raise ValueError("unike needs a trained scope space or scope_edits to train one")
             space = self.fit_scope(scope_edits, dim=scope_dim, steps=scope_steps, seed=seed,
                                    near_misses=near_misses)  # fmt: skip
         self.memory = UnifiedMemory(threshold, space, lambda: self.site.token_ids)
+        self.memory.truth_strength = truth_strength
         self.site.add("unike", self.memory)
 
     def prompt_ids(self, prompts: Sequence[Sample], batch_size: int = 64) -> list[list[int]]:
@@ -142,7 +149,17 @@ class UniKEEditor(Editor):
         vocabulary = int(self.site.embedding.num_embeddings)
         frequency = document_frequency(self.prompt_ids([e.prompt for e in edits]), vocabulary)
         space.frequency = frequency
+        space.truth = self.fit_truth(edits, seed=options.get("seed", 0))
         return space
+
+    def fit_truth(self, edits: Sequence[EditRequest], seed: int = 0) -> Tensor:
+        """The truthful direction (:mod:`sugar.edit.truth`) from ``edits``' fact vectors with
+        their own payload (positive) and a contradicting one (negative). # (D,)"""
+        pairs = contradicted(edits)
+        positive = torch.cat([fact_vectors(self, edits[i])[1] for i, _ in pairs])
+        negative = torch.cat([fact_vectors(self, wrong)[1] for _, wrong in pairs])
+        linear = train_truth(positive, negative, seed=seed)
+        return truthful_direction(linear, positive, negative)
 
     def key_spans(self, edit: EditRequest) -> list[list[int]]:
         """The edit's key tokens: runs of its question's rare tokens (module docstring)."""

@@ -77,15 +77,17 @@ def run_unike_validation(
     *,
     thresholds: Sequence[float] = (0.4, 0.5, 0.6),
     max_frequencies: Sequence[float] = (0.05, 0.1, 0.15),
+    truth_strengths: Sequence[float] = (0.0,),
     count: int = 50,
     support: int = 400,
     seed: int = 0,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """UniKE's ``threshold`` x ``max_frequency`` on validation edits: ``count`` sequential
-    edits of the val split (locality probes from the train split), one scope space trained on
-    ``support`` training-split edits and shared by every setting. Writes and returns
-    ``{"threshold=T max_frequency=F": scores}`` (``out/edit_validation.json``)."""
+    """UniKE's ``threshold`` x ``max_frequency`` x ``truth_strength`` on validation edits:
+    ``count`` sequential edits of the val split (locality probes from the train split), one
+    scope space (and truthful direction) trained on ``support`` training-split edits and shared
+    by every setting. Writes and returns ``{"threshold=T max_frequency=F truth_strength=S":
+    scores}`` (``out/edit_validation.json``)."""
     root, out = Path(root), Path(out)
     base = load_bundle(model).model.eval()
     build_edit_set(root, "train", support, locality_split="train", seed=seed)
@@ -96,15 +98,18 @@ def run_unike_validation(
     assert isinstance(trained, UniKEEditor)
     space = trained.memory.space
     results: dict[str, Any] = {}
-    for threshold in thresholds:
-        for max_frequency in max_frequencies:
-            editor = build_editor("unike", copy.deepcopy(base), root, space=space,
-                                  threshold=threshold, max_frequency=max_frequency)  # fmt: skip
-            scores = sequential_edit_scores(editor, val_edits, (count,))
-            name = f"threshold={threshold} max_frequency={max_frequency}"
-            results[name] = scores
-            say(f"{name}: {json.dumps(scores[str(count)])}")
-            atomic_write_json(out / "edit_validation.json", results)
+    grid = [(t, f, s) for t in thresholds for f in max_frequencies for s in truth_strengths]
+    for threshold, max_frequency, truth_strength in grid:
+        editor = build_editor("unike", copy.deepcopy(base), root, space=space,
+                              threshold=threshold, max_frequency=max_frequency,
+                              truth_strength=truth_strength)  # fmt: skip
+        scores = sequential_edit_scores(editor, val_edits, (count,))
+        name = (
+            f"threshold={threshold} max_frequency={max_frequency} truth_strength={truth_strength}"
+        )
+        results[name] = scores
+        say(f"{name}: {json.dumps(scores[str(count)])}")
+        atomic_write_json(out / "edit_validation.json", results)
     return results
 
 
