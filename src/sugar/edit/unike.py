@@ -117,6 +117,8 @@ class UniKEEditor(Editor):
                 raise ValueError("unike needs a trained scope space or scope_edits to train one")
             space = self.fit_scope(scope_edits, dim=scope_dim, steps=scope_steps, seed=seed,
                                    near_misses=near_misses)  # fmt: skip
+            if truth_strength != 0.0:  # the truthfulness space only where it is used
+                space.truth = self.fit_truth(scope_edits, seed=seed)
         self.memory = UnifiedMemory(threshold, space, lambda: self.site.token_ids)
         self.memory.truth_strength = truth_strength
         self.site.add("unike", self.memory)
@@ -149,7 +151,6 @@ class UniKEEditor(Editor):
         vocabulary = int(self.site.embedding.num_embeddings)
         frequency = document_frequency(self.prompt_ids([e.prompt for e in edits]), vocabulary)
         space.frequency = frequency
-        space.truth = self.fit_truth(edits, seed=options.get("seed", 0))
         return space
 
     def fit_truth(self, edits: Sequence[EditRequest], seed: int = 0) -> Tensor:

@@ -94,7 +94,8 @@ def run_unike_validation(
     build_edit_set(root, "val", count, locality_split="train", seed=seed)
     train_edits = read_edits(root / "edit" / "train.jsonl", root)
     val_edits = read_edits(root / "edit" / "val.jsonl", root)
-    trained = build_editor("unike", copy.deepcopy(base), root, train_edits)
+    trained = build_editor("unike", copy.deepcopy(base), root, train_edits,
+                           truth_strength=max(truth_strengths, key=abs))  # fmt: skip
     assert isinstance(trained, UniKEEditor)
     space = trained.memory.space
     results: dict[str, Any] = {}
