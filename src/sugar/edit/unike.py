@@ -21,9 +21,11 @@ space was trained on, e.g. a code's word pieces); only when the cosine reaches `
 (the external memory deciding *whether* the input is in an edit's scope) does it add fact
 vector + correction (*what* to answer). The key-token condition is what keeps a question that
 differs from an edited one only in its code out of scope; the space alone did not (README,
-Knowledge editing). Left out of the paper's method: the truthfulness space (positive /
-negative in-context examples steering the intrinsic values) and its MLLM-scale details (prefix
-key-values in every attention layer, T-Patcher neurons trained with a memory loss).
+Knowledge editing). With ``truth_strength`` != 0 every retrieved value also moves along the
+truthful direction of the truthfulness space (:mod:`sugar.edit.truth`), ``truth_strength``
+times the fact vector's length; off by default (no gain on the validation edits). Left out of
+the paper's method: its MLLM-scale details (prefix key-values in every attention layer,
+T-Patcher neurons trained with a memory loss).
 """
 
 from __future__ import annotations
