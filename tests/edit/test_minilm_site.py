@@ -45,3 +45,25 @@ def test_injection_and_tail_match_naive_references(
         atol=1e-4,
     )
     assert FeedForwardSite(minilm, 0).tail(capture.keys) is None  # not the last layer
+
+
+def test_an_answer_outside_the_output_vocabulary_is_refused(
+    minilm: MiniLMMLLM, edit_world: EditWorld
+) -> None:
+    """MiniLM's corpus output vocabulary cannot say an unseen word (it would be [UNK]): the
+    edit is refused with its id and answer, and a known answer is not."""
+    from dataclasses import replace
+
+    from sugar.edit.base import build_editor
+
+    editor = build_editor("memory", minilm, edit_world.root)
+    try:
+        edit = edit_world.edits[1]
+        strange = replace(edit, id="strange", answer="Zanzibarquux")
+        with pytest.raises(ValueError, match=r"'strange'.*'Zanzibarquux'.*output vocabulary"):
+            editor.add(strange)
+        assert "strange" not in editor.edits and minilm.unmapped_targets == 0
+        editor.add(edit)  # its answer is one of the corpus texts
+        assert list(editor.edits) == [edit.id]
+    finally:
+        editor.close()

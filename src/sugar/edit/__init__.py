@@ -7,7 +7,9 @@ methods at one hidden level (:mod:`sugar.edit.site`, a feed-forward block of the
 - ``context`` (:mod:`~sugar.edit.context`): retrieve the edited fact into the prompt (RAG);
 - ``patcher`` (:mod:`~sugar.edit.patcher`): T-Patcher neurons added to the block;
 - ``memory`` (:mod:`~sugar.edit.memory`): external key-value memory of fact vectors;
-- ``unike`` (:mod:`~sugar.edit.unike`): both memories, scope in a learned semantic space.
+- ``unike`` (:mod:`~sugar.edit.unike`): both memories, scope in a learned semantic space and by
+  the edit's key tokens (:mod:`~sugar.edit.keys`), optional truthfulness space
+  (:mod:`~sugar.edit.truth`).
 
 Edit sets and their probes: :mod:`sugar.edit.records`; scoring (reliability, generality,
 locality after sequential edits): :mod:`sugar.edit.evaluate`; bundles: :mod:`sugar.edit.store`.

@@ -13,6 +13,7 @@ options, the edit records: listed in ``model.json``) and :meth:`Editor.state` (t
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -68,9 +69,11 @@ class Editor(abc.ABC):
     # ---- the interface ---------------------------------------------------------------------
 
     def add(self, edit: EditRequest) -> None:
-        """Apply ``edit`` on top of the edits so far (``ValueError`` for a repeated id)."""
+        """Apply ``edit`` on top of the edits so far (``ValueError`` for a repeated id, or for
+        an answer the model cannot say: :meth:`check_answer`)."""
         if edit.id in self.edits:
             raise ValueError(f"edit {edit.id!r} is already applied; remove it first")
+        self.check_answer(edit)
         self._add(edit)
         self.edits[edit.id] = edit
 
@@ -80,6 +83,28 @@ class Editor(abc.ABC):
             raise ValueError(f"no edit {edit_id!r}; applied: {sorted(self.edits)}")
         self._remove(edit_id)
         del self.edits[edit_id]
+
+    def check_answer(self, edit: EditRequest) -> None:
+        """``ValueError`` when the new answer has tokens outside the backbone's output
+        vocabulary (MiniLM with ``output_vocab=corpus`` scores and generates them as
+        ``[UNK]``, counted in ``unmapped_targets``): such an edit would "take" as ``[UNK]``
+        and report reliability it does not have. Backbones without the counter score every
+        token."""
+        before = getattr(self.backbone, "unmapped_targets", None)
+        if before is None:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the backbone's own warning; this error says more
+            self.backbone.collate([edit.target()], self.root)
+        after = self.backbone.unmapped_targets
+        self.backbone.unmapped_targets = before
+        if after > before:
+            raise ValueError(
+                f"edit {edit.id!r}: the answer {edit.answer!r} has {after - before} token(s) "
+                "outside the model's output vocabulary (model.output_vocab=corpus), which it "
+                "can only say as [UNK]; train the base with model.output_vocab=full, or on "
+                "texts that contain the answer"
+            )
 
     def rewrite(self, samples: Sequence[Sample]) -> list[Sample]:
         """What the model is shown for ``samples`` (default: themselves)."""

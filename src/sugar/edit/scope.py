@@ -17,6 +17,7 @@ a rephrase (README, Knowledge editing).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -25,26 +26,41 @@ from torch.nn import functional as F
 
 from sugar.edit.records import EditRequest
 
-__all__ = ["ScopeSpace", "scope_rows", "train_scope"]
+__all__ = ["ScopeSpace", "near_miss_partners", "scope_rows", "train_scope"]
 
 
 class ScopeSpace(nn.Module):
-    """``W (h - centre)``: the semantic projection. # (..., D) -> (..., K)"""
+    """``W (h - centre)``: the semantic projection. # (..., D) -> (..., K)
 
-    def __init__(self, width: int, dim: int = 128) -> None:
+    It also keeps ``frequency`` (V,), the document frequency of every token over the questions
+    it was trained on (:mod:`sugar.edit.keys`; empty: none recorded), from which an edit's key
+    tokens are read, and ``truth`` (D,), the truthful direction of the truthfulness space
+    (:mod:`sugar.edit.truth`; zeros: none)."""
+
+    def __init__(self, width: int, dim: int = 128, vocabulary: int = 0) -> None:
         super().__init__()
         self.centre: Tensor
+        self.frequency: Tensor
         self.register_buffer("centre", torch.zeros(width))
+        self.truth: Tensor
+        self.register_buffer("frequency", torch.zeros(vocabulary, dtype=torch.float64))
+        self.register_buffer("truth", torch.zeros(width))
         self.linear = nn.Linear(width, dim, bias=False)
 
     def forward(self, hidden: Tensor) -> Tensor:
         return self.linear(hidden.float() - self.centre)
 
 
-def scope_rows(edits: Sequence[EditRequest]) -> list[tuple[str, list]]:
-    """Per edit, the samples whose answer positions give its rows: (role, [samples])."""
+def scope_rows(edits: Sequence[EditRequest], near_misses: int = 0) -> list[tuple[str, list]]:
+    """Per edit, the samples whose answer positions give its rows: (role, [samples]).
+
+    Negatives are the edit's locality probes and, with ``near_misses`` k > 0, the prompts of
+    the k other edits nearest to it in surface form (:func:`near_miss_partners`), each followed
+    by **this** edit's answer: questions that differ from it only in what identifies the fact
+    (another code, another object of the same image), so the space must separate them by that."""
+    partners = near_miss_partners(edits, near_misses) if near_misses > 0 else [[]] * len(edits)
     out: list[tuple[str, list]] = []
-    for edit in edits:
+    for edit, others in zip(edits, partners, strict=True):
         positive = [edit.target()] + [
             edit.target(edit.probes[name]) for name in ("text_generality", "image_generality")
             if name in edit.probes
@@ -53,8 +69,43 @@ def scope_rows(edits: Sequence[EditRequest]) -> list[tuple[str, list]]:
             edit.target(edit.probes[name]) for name in ("text_locality", "image_locality")
             if name in edit.probes
         ]  # fmt: skip
+        negative += [edit.target(edits[j].prompt) for j in others]
         out.append(("edit", positive))
         out.append(("other", negative))
+    return out
+
+
+def _words(edit: EditRequest) -> set[str]:
+    return set(re.findall(r"\w+", edit.question.lower()))
+
+
+def near_miss_partners(edits: Sequence[EditRequest], count: int) -> list[list[int]]:
+    """Per edit, the indices of the ``count`` other edits whose questions share the most words
+    with its own (Jaccard over lower-cased words; an edit on the same image first, then one
+    with an image or without one alike; ties by position). # list of (count,) index lists
+
+    >>> from sugar.edit.records import edit_from_sample
+    >>> from sugar.data.schema import Sample, Segment
+    >>> def edit(i, q):
+    ...     answer = Segment.text_("x", role="target")
+    ...     return edit_from_sample(Sample(str(i), [Segment.text_(q), answer]))
+    >>> near_miss_partners([edit(0, "Where was object 1 made?"), edit(1, "Who is Ada?"),
+    ...                     edit(2, "Where was object 2 made?")], 1)
+    [[2], [0], [0]]
+    """
+    words = [_words(e) for e in edits]
+    out = []
+    for i, edit in enumerate(edits):
+        nearness = {
+            j: (
+                edit.image is not None and other.image == edit.image,
+                (edit.image is None) == (other.image is None),
+                len(words[i] & words[j]) / max(len(words[i] | words[j]), 1),
+            )
+            for j, other in enumerate(edits)
+            if j != i
+        }
+        out.append(sorted(nearness, key=nearness.__getitem__, reverse=True)[:count])
     return out
 
 

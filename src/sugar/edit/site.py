@@ -12,8 +12,14 @@ the residual stream. At this site:
   ``minilm`` the input of ``output.LayerNorm`` (``dense(intermediate(h)) + h``), ``tiny`` the
   block's output (``x + mlp(norm2(x))``);
 - a **memory** is a function ``h -> delta`` (B, T, D); the site adds the sum of its memories'
-  deltas to the residual sum. An extra feed-forward neuron (T-Patcher) is such a memory, and so
-  is a key-value memory whose values are residual shifts.
+  deltas to the residual sum;
+- the **token ids** of the sequence so far (B, L) are what the input-embedding module was
+  last given: a (B, T) call (a forward pass, or a generation's prompt) starts a sequence, a
+  (B,) call (a generation's next token) extends it, so a memory can read the tokens up to
+  its positions (:attr:`FeedForwardSite.token_ids`) with or without the KV cache.
+
+An extra feed-forward neuron (T-Patcher) is a memory, and so is a key-value memory whose
+values are residual shifts.
 
 Everything happens through PyTorch module hooks on the model instance (removed by
 :meth:`FeedForwardSite.close`); no parameter or state-dict name of the backbone changes. The
@@ -86,6 +92,9 @@ class FeedForwardSite:
         block: Any = blocks[self.layer]  # BertLayer or tiny's Block (their modules differ)
         self.last = self.layer == len(blocks) - 1
         self._block = block
+        self.embedding: nn.Embedding = (
+            trunk.embeddings.word_embeddings if trunk is not None else backbone.embed  # type: ignore[assignment]
+        )
         if self.layout == "post-norm":
             self._key_module: nn.Module = block.intermediate
             self.ffn: nn.Module = nn.ModuleList([block.intermediate, block.output.dense])
@@ -99,7 +108,12 @@ class FeedForwardSite:
         self._key: Tensor | None = None
         self._seen: dict[str, Tensor] = {}
         self._recording = False
-        self._handles = [self._key_module.register_forward_pre_hook(self._read_key)]
+        self.token_ids: Tensor | None = None
+        """(B, L) the token ids of the sequence so far (module docstring)."""
+        self._handles = [
+            self._key_module.register_forward_pre_hook(self._read_key),
+            self.embedding.register_forward_pre_hook(self._read_ids),
+        ]
         if self.layout == "post-norm":
             self._handles.append(sum_module.register_forward_pre_hook(self._inject_pre))
         else:
@@ -109,6 +123,13 @@ class FeedForwardSite:
 
     def _read_key(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self._key = args[0]
+
+    def _read_ids(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        ids = args[0].detach()
+        if ids.dim() == 1 and self.token_ids is not None and len(self.token_ids) == len(ids):
+            self.token_ids = torch.cat([self.token_ids, ids[:, None]], dim=1)
+        else:
+            self.token_ids = ids if ids.dim() == 2 else None
 
     def _delta(self, residual: Tensor) -> Tensor:
         key = self._key

@@ -41,9 +41,10 @@ def load_editor(bundle: LoadedBundle, root: str | Path = ".") -> Editor | None:
     spec, state = bundle.extra_specs[EXTRA], bundle.extras.get(EXTRA, {})
     options = dict(spec["options"])
     if spec["method"] == "unike":
-        space = ScopeSpace(int(bundle.model.hidden_size), int(options["scope_dim"]))
-        space.load_state_dict({k[len("space.") :]: v for k, v in state.items()
-                               if k.startswith("space.")})  # fmt: skip
+        vocabulary = len(state.get("space.frequency", ()))
+        space = ScopeSpace(int(bundle.model.hidden_size), int(options["scope_dim"]), vocabulary)
+        saved = {k[len("space.") :]: v for k, v in state.items() if k.startswith("space.")}
+        space.load_state_dict({**space.state_dict(), **saved})  # older bundles: no keys/truth
         options["space"] = space.eval()
     editor = build_editor(spec["method"], bundle.model, root, **options)
     editor.load_state(recorded_edits(spec), state)

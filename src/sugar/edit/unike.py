@@ -1,7 +1,8 @@
 """UniKE: intrinsic and external knowledge as one key-value memory at one hidden level, with the
-scope decided in a learned semantic space (Pan et al. 2024, arXiv 2409.19872).
+scope decided in a learned semantic space and by the edit's key tokens (Pan et al. 2024, arXiv
+2409.19872).
 
-Shapes: S slots, D width, K semantic width.
+Shapes: B batch, T tokens, S slots, D width, K semantic width.
 
 Per edit and answer position j (as :mod:`sugar.edit.memory`):
 
@@ -13,43 +14,86 @@ Per edit and answer position j (as :mod:`sugar.edit.memory`):
   (Adam, ``lr``, up to ``steps`` steps, from 0) on the new answer's cross-entropy with the fact
   vector in place, so it supplies what the fact vector alone does not make the model say.
 
-At query time each position retrieves its nearest slot in the semantic space; only when the
-cosine reaches ``threshold`` (the external memory deciding *whether* the input is in an edit's
-scope) does it add fact vector + correction (*what* to answer). Left out of the paper's method:
-the truthfulness space (positive / negative in-context examples steering the intrinsic values)
-and its MLLM-scale details (prefix key-values in every attention layer, T-Patcher neurons
-trained with a memory loss); see README, Knowledge editing.
+At query time each position t retrieves its nearest slot in the semantic space **among the
+edits whose key tokens occur in the sequence up to t** (:mod:`sugar.edit.keys`: the runs of
+the edit question's tokens with document frequency <= ``max_frequency`` over the questions the
+space was trained on, e.g. a code's word pieces); only when the cosine reaches ``threshold``
+(the external memory deciding *whether* the input is in an edit's scope) does it add fact
+vector + correction (*what* to answer). The key-token condition is what keeps a question that
+differs from an edited one only in its code out of scope; the space alone did not (README,
+Knowledge editing). With ``truth_strength`` != 0 every retrieved value also moves along the
+truthful direction of the truthfulness space (:mod:`sugar.edit.truth`), ``truth_strength``
+times the fact vector's length; off by default (no gain on the validation edits). Left out of
+the paper's method: its MLLM-scale details (prefix key-values in every attention layer,
+T-Patcher neurons trained with a memory loss).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sugar.data.schema import Sample
 from sugar.edit.base import Editor, register_editor
+from sugar.edit.keys import document_frequency, key_spans, spans_seen
 from sugar.edit.memory import SlotMemory, fact_vectors
 from sugar.edit.patcher import answer_keys
 from sugar.edit.records import EditRequest
 from sugar.edit.scope import ScopeSpace, scope_rows, train_scope
+from sugar.edit.truth import contradicted, train_truth, truthful_direction
 from sugar.models.base import MLLM
 
 __all__ = ["UniKEEditor"]
 
 
 class UnifiedMemory(SlotMemory):
-    """Slots whose value is fact vector + intrinsic correction (module docstring)."""
+    """Slots whose value is fact vector + intrinsic correction, retrieved only among the edits
+    whose key tokens ``token_ids()`` (B, L) shows (module docstring). # (B, T, D) -> (B, T, D)"""
 
-    def __init__(self, threshold: float, space: ScopeSpace) -> None:
+    def __init__(
+        self, threshold: float, space: ScopeSpace, token_ids: Callable[[], Tensor | None]
+    ) -> None:
         super().__init__(threshold, project=space)
         self.space = space
+        self.token_ids = token_ids
         self.corrections: dict[str, Tensor] = {}
+        self.truth_strength = 0.0
+        self.key_tokens: dict[str, list[list[int]]] = {}
+        """Edit id -> its key spans (token-id runs)."""
 
     def values(self) -> Tensor:
-        return torch.cat([v + self.corrections[i] for i, (_, v) in self.slots.items()])
+        """Fact vector + intrinsic correction + ``truth_strength * |fact vector|`` along the
+        truthful direction (:mod:`sugar.edit.truth`), per slot. # (S, D)"""
+        truth = self.space.truth * self.truth_strength  # (D,)
+        return torch.cat([v + self.corrections[i] + v.norm(dim=-1, keepdim=True) * truth
+                          for i, (_, v) in self.slots.items()])  # fmt: skip
+
+    def keys_present(self, batch: int, length: int) -> Tensor:
+        """Per position and slot: does the sequence up to the position hold every key span
+        of the slot's edit? # -> (B, T, S) bool"""
+        ids = self.token_ids()
+        assert ids is not None and ids.shape[0] == batch and ids.shape[1] >= length, (
+            "the site saw no token ids for these positions"
+        )
+        columns = []
+        for edit_id, (keys, _) in self.slots.items():
+            seen = spans_seen(ids, self.key_tokens[edit_id])[:, ids.shape[1] - length :]
+            columns.append(seen.to(keys.device)[..., None].expand(-1, -1, len(keys)))
+        return torch.cat(columns, dim=-1)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        if not self.slots:
+            return torch.zeros_like(hidden)
+        keys = torch.cat([k for k, _ in self.slots.values()])  # (S, K)
+        score = self.query(hidden) @ keys.T  # (B, T, S)
+        allowed = self.keys_present(hidden.shape[0], hidden.shape[1])
+        best = score.masked_fill(~allowed, float("-inf")).max(dim=-1)
+        gate = (best.values >= self.threshold).to(hidden.dtype)[..., None]  # (B, T, 1)
+        return self.values().to(hidden.dtype)[best.indices] * gate
 
 
 @register_editor("unike")
@@ -60,20 +104,42 @@ class UniKEEditor(Editor):
     def __init__(
         self, backbone: MLLM, root: str | Path, *, layer: int = -1,
         space: ScopeSpace | None = None, scope_edits: Sequence[EditRequest] = (),
-        threshold: float = 0.5, steps: int = 20, lr: float = 0.05, scope_dim: int = 128,
-        scope_steps: int = 1000, seed: int = 0,
+        threshold: float = 0.3, steps: int = 20, lr: float = 0.05, scope_dim: int = 128,
+        scope_steps: int = 1000, max_frequency: float = 0.15, near_misses: int = 0,
+        truth_strength: float = 0.0, seed: int = 0,
     ) -> None:  # fmt: skip
         super().__init__(backbone, root, layer=layer)
-        self.options.update(threshold=threshold, steps=steps, lr=lr, scope_dim=scope_dim)
+        if not 0.0 <= max_frequency < 1.0 or near_misses < 0:
+            raise ValueError(f"max_frequency={max_frequency} (in [0, 1)), "
+                             f"near_misses={near_misses} (>= 0)")  # fmt: skip
+        self.options.update(threshold=threshold, steps=steps, lr=lr, scope_dim=scope_dim,
+                            max_frequency=max_frequency, truth_strength=truth_strength)  # fmt: skip
         if space is None:
             if not scope_edits:
                 raise ValueError("unike needs a trained scope space or scope_edits to train one")
-            space = self.fit_scope(scope_edits, dim=scope_dim, steps=scope_steps, seed=seed)
-        self.memory = UnifiedMemory(threshold, space)
+            space = self.fit_scope(scope_edits, dim=scope_dim, steps=scope_steps, seed=seed,
+                                   near_misses=near_misses)  # fmt: skip
+            if truth_strength != 0.0:  # the truthfulness space only where it is used
+                space.truth = self.fit_truth(scope_edits, seed=seed)
+        self.memory = UnifiedMemory(threshold, space, lambda: self.site.token_ids)
+        self.memory.truth_strength = truth_strength
         self.site.add("unike", self.memory)
 
-    def fit_scope(self, edits: Sequence[EditRequest], **options: int) -> ScopeSpace:
-        rows = scope_rows(edits)
+    def prompt_ids(self, prompts: Sequence[Sample], batch_size: int = 64) -> list[list[int]]:
+        """The token ids the model reads for each prompt (images as placeholders)."""
+        out: list[list[int]] = []
+        for start in range(0, len(prompts), batch_size):
+            batch = self.backbone.collate(prompts[start : start + batch_size], self.root)
+            lengths = batch.lengths.tolist()
+            out += [batch.input_ids[row, :n].tolist() for row, n in enumerate(lengths)]
+        return out
+
+    def fit_scope(
+        self, edits: Sequence[EditRequest], near_misses: int = 0, **options: int
+    ) -> ScopeSpace:
+        """The scope space trained on ``edits`` (module docstring of :mod:`sugar.edit.scope`),
+        with the document frequency of every token over their questions."""
+        rows = scope_rows(edits, near_misses)
         flat = [sample for _, samples in rows for sample in samples]
         keys = answer_keys(self, flat)
         pairs, at = [], 0
@@ -83,7 +149,25 @@ class UniKEEditor(Editor):
                 (keys[at : at + count_pos], keys[at + count_pos : at + count_pos + count_neg])
             )
             at += count_pos + count_neg
-        return train_scope(pairs, self.site.width, **options)
+        space = train_scope(pairs, self.site.width, **options)
+        vocabulary = int(self.site.embedding.num_embeddings)
+        frequency = document_frequency(self.prompt_ids([e.prompt for e in edits]), vocabulary)
+        space.frequency = frequency
+        return space
+
+    def fit_truth(self, edits: Sequence[EditRequest], seed: int = 0) -> Tensor:
+        """The truthful direction (:mod:`sugar.edit.truth`) from ``edits``' fact vectors with
+        their own payload (positive) and a contradicting one (negative). # (D,)"""
+        pairs = contradicted(edits)
+        positive = torch.cat([fact_vectors(self, edits[i])[1] for i, _ in pairs])
+        negative = torch.cat([fact_vectors(self, wrong)[1] for _, wrong in pairs])
+        linear = train_truth(positive, negative, seed=seed)
+        return truthful_direction(linear, positive, negative)
+
+    def key_spans(self, edit: EditRequest) -> list[list[int]]:
+        """The edit's key tokens: runs of its question's rare tokens (module docstring)."""
+        ids = self.prompt_ids([edit.prompt])[0]
+        return key_spans(ids, self.memory.space.frequency, self.options["max_frequency"])
 
     def _add(self, edit: EditRequest) -> None:
         keys, values = fact_vectors(self, edit)
@@ -92,6 +176,7 @@ class UniKEEditor(Editor):
         correction = nn.Parameter(torch.zeros_like(values))
         self.memory.slots[edit.id] = (semantic, values)
         self.memory.corrections[edit.id] = correction
+        self.memory.key_tokens[edit.id] = self.key_spans(edit)
         try:
             self.optimise([correction], edit, self.options["steps"], self.options["lr"])
         finally:
@@ -100,6 +185,7 @@ class UniKEEditor(Editor):
     def _remove(self, edit_id: str) -> None:
         del self.memory.slots[edit_id]
         del self.memory.corrections[edit_id]
+        del self.memory.key_tokens[edit_id]
 
     def state(self) -> dict[str, Tensor]:
         out = {f"space.{k}": v for k, v in self.memory.space.state_dict().items()}
@@ -112,4 +198,5 @@ class UniKEEditor(Editor):
         for i, edit in enumerate(edits):
             self.memory.slots[edit.id] = (state[f"{i}.keys"], state[f"{i}.values"])
             self.memory.corrections[edit.id] = state[f"{i}.correction"]
+            self.memory.key_tokens[edit.id] = self.key_spans(edit)
             self.edits[edit.id] = edit

@@ -23,10 +23,11 @@ from sugar.data.world.edits import build_edit_set
 from sugar.edit.base import build_editor
 from sugar.edit.evaluate import sequential_edit_scores
 from sugar.edit.records import read_edits
+from sugar.edit.unike import UniKEEditor
 from sugar.io import atomic_write_json, atomic_write_text
 from sugar.models.bundle import load_bundle
 
-__all__ = ["METHODS", "bench_table", "run_edit_bench"]
+__all__ = ["METHODS", "bench_table", "run_edit_bench", "run_unike_validation"]
 
 METHODS = ("ft", "context", "patcher", "memory", "unike")
 
@@ -66,6 +67,50 @@ def run_edit_bench(
             say(f"seed {seed} {method}: {json.dumps(scores)}")
             atomic_write_json(out / "edit_bench.json", results)
     atomic_write_text(out / "edit_bench.md", bench_table(results))
+    return results
+
+
+def run_unike_validation(
+    model: str | Path,
+    root: str | Path,
+    out: str | Path,
+    *,
+    thresholds: Sequence[float] = (0.4, 0.5, 0.6),
+    max_frequencies: Sequence[float] = (0.05, 0.1, 0.15),
+    truth_strengths: Sequence[float] = (0.0,),
+    count: int = 50,
+    support: int = 400,
+    seed: int = 0,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """UniKE's ``threshold`` x ``max_frequency`` x ``truth_strength`` on validation edits:
+    ``count`` sequential edits of the val split (locality probes from the train split), one
+    scope space (and truthful direction) trained on ``support`` training-split edits and shared
+    by every setting. Writes and returns ``{"threshold=T max_frequency=F truth_strength=S":
+    scores}`` (``out/edit_validation.json``)."""
+    root, out = Path(root), Path(out)
+    base = load_bundle(model).model.eval()
+    build_edit_set(root, "train", support, locality_split="train", seed=seed)
+    build_edit_set(root, "val", count, locality_split="train", seed=seed)
+    train_edits = read_edits(root / "edit" / "train.jsonl", root)
+    val_edits = read_edits(root / "edit" / "val.jsonl", root)
+    trained = build_editor("unike", copy.deepcopy(base), root, train_edits,
+                           truth_strength=max(truth_strengths, key=abs))  # fmt: skip
+    assert isinstance(trained, UniKEEditor)
+    space = trained.memory.space
+    results: dict[str, Any] = {}
+    grid = [(t, f, s) for t in thresholds for f in max_frequencies for s in truth_strengths]
+    for threshold, max_frequency, truth_strength in grid:
+        editor = build_editor("unike", copy.deepcopy(base), root, space=space,
+                              threshold=threshold, max_frequency=max_frequency,
+                              truth_strength=truth_strength)  # fmt: skip
+        scores = sequential_edit_scores(editor, val_edits, (count,))
+        name = (
+            f"threshold={threshold} max_frequency={max_frequency} truth_strength={truth_strength}"
+        )
+        results[name] = scores
+        say(f"{name}: {json.dumps(scores[str(count)])}")
+        atomic_write_json(out / "edit_validation.json", results)
     return results
 
 
