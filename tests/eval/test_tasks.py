@@ -365,3 +365,9 @@ def test_the_headline_shows_instructed_retrieval_alone() -> None:
     assert header == "| variant | instructed R@1 (as text) | instructed R@1 (branch) |"
     assert branch == "| branch | 15.8 | **19.0** |"
     assert plain == "| plain | **16.0** | n/a |"
+
+
+def test_the_headline_shows_editing_in_its_own_percent() -> None:
+    """The edit task's metrics are percentages already: shown as they are, not times 100."""
+    table = headline_table({"m": {"edit": {"unike_100_mean": 94.0}}})
+    assert table.splitlines()[-1] == "| m | 94.0 |"

@@ -40,12 +40,17 @@ HEADLINE: list[tuple[str, str, str]] = [
     ("grounding", "gap_positive", "captions grounded"),
     ("instructed", "text_mean_r1", "instructed R@1 (as text)"),
     ("instructed", "control_mean_r1", "instructed R@1 (branch)"),
+    ("edit", "unike_100_mean", "UniKE, 100 edits (mean)"),
 ]
 """(task, metric, column title) of the headline table; higher is better for each."""
+IN_PERCENT = {"edit"}
+"""Tasks whose metrics are already percentages (the others are fractions)."""
 
 
-def _cell(value: Any) -> str:
-    return f"{100 * value:.1f}" if isinstance(value, float) else str(value)
+def _cell(value: Any, task: str = "") -> str:
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value if task in IN_PERCENT else 100 * value:.1f}"
 
 
 def headline_table(results: Results) -> str:
@@ -64,7 +69,7 @@ def headline_table(results: Results) -> str:
         cells = []
         for task, metric, _ in columns:
             value = tasks.get(task, {}).get(metric, "n/a")
-            text = _cell(value)
+            text = _cell(value, task)
             if isinstance(value, float) and value == best[(task, metric)] and len(results) > 1:
                 text = f"**{text}**"
             cells.append(text)
