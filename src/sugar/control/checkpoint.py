@@ -31,6 +31,18 @@ TENSORS = "tensors.safetensors"
 STATE = "state.json"
 
 
+def _branch_tensors(branch: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    return {prefix + k: v.detach().contiguous() for k, v in branch.state_dict().items()}
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; ``ValueError`` naming it when it cannot be read."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:  # e.g. a truncated file
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
 def save_control_checkpoint(
     run_dir: Path,
     branch: torch.nn.Module,
@@ -43,7 +55,7 @@ def save_control_checkpoint(
     at it; the oldest beyond ``keep`` are removed."""
     root = run_dir / "checkpoints"
     name = f"step-{int(state['step']):06d}"
-    tensors = {f"branch.{k}": v.detach().contiguous() for k, v in branch.state_dict().items()}
+    tensors = _branch_tensors(branch, "branch.")
     for index, values in optimizer.state_dict()["state"].items():
         for key, value in values.items():
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).contiguous()
@@ -78,12 +90,7 @@ def load_control_checkpoint(
     if not (directory / TENSORS).is_file() or not (directory / STATE).is_file():
         raise FileNotFoundError(f"{pointer} names {directory}, which is incomplete")
     state = read_json_object(directory / STATE)  # names the file when it is not JSON
-    try:
-        tensors = load_file(str(directory / TENSORS))
-    except (SafetensorError, OSError, ValueError) as exc:  # e.g. a truncated file
-        raise ValueError(
-            f"{directory / TENSORS}: not a readable safetensors file ({exc})"
-        ) from None
+    tensors = _read_tensors(directory / TENSORS)
     try:
         branch.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("branch.")})
         optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
@@ -107,7 +114,7 @@ def save_round_branch(
 ) -> None:
     """Write the branch as it ends round ``round_number`` and ``record`` (JSON: its validation)
     to ``run_dir/rounds/round-NN`` (atomically; a rerun of the round replaces it)."""
-    tensors = {k: v.detach().contiguous() for k, v in branch.state_dict().items()}
+    tensors = _branch_tensors(branch)
     with atomic_directory(run_dir / "rounds" / f"round-{round_number:02d}") as tmp:
         save_file(tensors, str(tmp / TENSORS))
         atomic_write_json(tmp / STATE, record)
@@ -120,9 +127,10 @@ def load_round_branch(run_dir: Path, round_number: int, branch: torch.nn.Module)
     if not (directory / TENSORS).is_file() or not (directory / STATE).is_file():
         raise FileNotFoundError(f"{directory}: round {round_number}'s branch is missing")
     record = read_json_object(directory / STATE)
+    tensors = _read_tensors(directory / TENSORS)
     try:
-        branch.load_state_dict(load_file(str(directory / TENSORS)))
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        branch.load_state_dict(tensors)
+    except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
         raise ValueError(f"{directory / TENSORS}: not this branch's weights ({detail})") from None
     return record
