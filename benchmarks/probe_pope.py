@@ -16,6 +16,13 @@ Two diagnostics on a world (``sugar data world``) and a bundle:
    back to the next score) and by the sum of its colour and shape probes' logits (presence of
    both attributes, not of the bound object): the AUC over the POPE probes, per setting.
 
+3. ``--model M --hidden``: a logistic probe on the model's last-layer hidden state at the
+   answer position (the prompt's last token, whose logits write the answer), trained on the
+   train split's POPE probes, scored by ``--split`` AUC (with the right images and shuffled
+   ones). High AUC with an answer AUC near 0.5: the trunk carries the image's answer to that
+   position and the LM head does not read it; near 0.5: the trunk never routes it there. Also
+   the presence probes of 2. on the image token the trunk reads (after the projector).
+
     python benchmarks/probe_pope.py --world runs/demo/world --model runs/demo/generative/model \
         --cache runs/demo/cache/vision --features
 
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,7 +42,7 @@ import torch
 
 from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample
-from sugar.models.base import MLLM
+from sugar.models.base import MLLM, prompt_of
 from sugar.models.bundle import load_bundle
 from sugar.models.tiny import FrozenGridVision
 
@@ -91,6 +99,50 @@ def probe_model(args: argparse.Namespace) -> None:
     print(f"; shuffled images: AUC {auc(answer_margins(model, shuffled, root), truth):.3f}")
 
 
+def answer_states(model: MLLM, samples: list[Sample], root: Path) -> torch.Tensor:
+    """Last-layer hidden state at each probe prompt's last token. # (N, D)"""
+    states = []
+    with torch.no_grad():
+        for start in range(0, len(samples), 32):
+            prompts = [prompt_of(s) for s in samples[start : start + 32]]
+            batch = model.collate(prompts, root)
+            hidden = model(batch).hidden.float()  # (B, T, D)
+            last = batch.lengths - 1
+            states.append(hidden[torch.arange(len(prompts)), last])
+    return torch.cat(states)
+
+
+def probe_hidden(args: argparse.Namespace) -> None:
+    root = Path(args.world)
+    model = load_bundle(args.model, feature_cache=args.cache).model.eval()
+    train = read_samples(root / "pope" / "train.jsonl", root)
+    test = read_samples(root / "pope" / f"{args.split}.jsonl", root)
+    y_train = torch.tensor([s.meta["answer"] == "yes" for s in train])
+    y_test = torch.tensor([s.meta["answer"] == "yes" for s in test])
+    x_train, x_test = answer_states(model, train, root), answer_states(model, test, root)
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-3
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    weight, bias = fit_logistic(x_train, y_train, args.l2)
+    shuffled_images = [next(g.image for g in s.segments if g.image) for s in test]
+    random.Random(0).shuffle(shuffled_images)
+    shuffled = [
+        replace(
+            s, segments=[replace(g, image=shuffled_images[i]) if g.image else g for g in s.segments]
+        )
+        for i, s in enumerate(test)
+    ]
+    x_shuffled = (answer_states(model, shuffled, root) - mean) / std
+    with torch.no_grad():
+        fit = auc(x_train @ weight + bias, y_train)
+        right = auc(x_test @ weight + bias, y_test)
+        control = auc(x_shuffled @ weight + bias, y_test)
+    presence_probes(args, model.image_tokens_of, "the image token after the projector")
+    print(
+        f"{args.model}: hidden-state probe at the answer position ({len(train)} train probes): "
+        f"train AUC {fit:.3f}, {args.split} AUC {right:.3f}, shuffled images {control:.3f}"
+    )
+
+
 def fit_logistic(
     features: torch.Tensor, labels: torch.Tensor, l2: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,9 +164,16 @@ def fit_logistic(
     return weight.detach(), bias.detach()
 
 
-def probe_features(args: argparse.Namespace) -> None:
+Encoder = Callable[[list[str]], torch.Tensor]
+
+
+def presence_probes(
+    args: argparse.Namespace, encode: Encoder, what: str
+) -> tuple[torch.Tensor, list[list[dict[str, str]]], torch.Tensor]:
+    """Per-colour and per-shape presence probes on ``encode``'s vectors of the caption images
+    (train -> test AUC, printed); returns the standardised train vectors, their objects and the
+    standardised test vectors."""
     root = Path(args.world)
-    vision = FrozenGridVision(args.image_size, args.grid, args.cache)
 
     def load(split: str) -> tuple[torch.Tensor, list[list[dict[str, str]]]]:
         rows = [json.loads(line) for line in (root / "caption" / f"{split}.jsonl").open()]
@@ -122,15 +181,14 @@ def probe_features(args: argparse.Namespace) -> None:
             str(root / next(s["image"] for s in row["segments"] if s.get("image"))) for row in rows
         ]
         with torch.no_grad():
-            features = torch.cat([vision(paths[i : i + 128]) for i in range(0, len(paths), 128)])
-        return features.flatten(1), [row["meta"]["scene"]["objects"] for row in rows]
+            vectors = torch.cat([encode(paths[i : i + 128]) for i in range(0, len(paths), 128)])
+        return vectors.float().flatten(1), [row["meta"]["scene"]["objects"] for row in rows]
 
     train, train_objects = load("train")
     test, test_objects = load("test")
-    vision.cache.flush()
     mean, std = train.mean(0), train.std(0) + 1e-3
     train, test = (train - mean) / std, (test - mean) / std
-    print(f"logistic probes on frozen features ({len(train)} train / {len(test)} test images)")
+    print(f"logistic probes on {what} ({len(train)} train / {len(test)} test images)")
     for field in ("colour", "shape"):
         values = sorted({o[field] for objects in train_objects for o in objects})
         aucs = []
@@ -142,6 +200,13 @@ def probe_features(args: argparse.Namespace) -> None:
                 aucs.append(auc(test @ weight + bias, y_test))
         listed = ", ".join(f"{v} {a:.3f}" for v, a in zip(values, aucs, strict=True))
         print(f"  {field}: mean test AUC {sum(aucs) / len(aucs):.3f} ({listed})")
+    return train, train_objects, test
+
+
+def probe_features(args: argparse.Namespace) -> None:
+    vision = FrozenGridVision(args.image_size, args.grid, args.cache)
+    train, train_objects, test = presence_probes(args, vision, "frozen features")
+    vision.cache.flush()
     probe_pope_from_features(args, train, train_objects, test)
 
 
@@ -218,11 +283,12 @@ def main() -> None:
     parser.add_argument("--features", action="store_true", help="probe the frozen features")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--grid", type=int, default=1)
+    parser.add_argument("--hidden", action="store_true", help="probe the answer position's state")
     parser.add_argument("--l2", type=float, default=1e-3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.model:
-        probe_model(args)
+        probe_hidden(args) if args.hidden else probe_model(args)
     if args.features:
         probe_features(args)
 
