@@ -48,9 +48,11 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
+    "SPARSE_ALL_REDUCE",
     "DataParallel",
     "Shard",
     "all_reduce_sum",
+    "dense_embeddings",
     "equal_pass_counts",
     "gather_with_grad",
     "init_from_environment",
@@ -170,6 +172,25 @@ def equal_pass_counts(chunks: list[list[int]], shard: Shard | None) -> list[list
     return chunks
 
 
+SPARSE_ALL_REDUCE = ("gloo",)
+"""Backends whose all-reduce takes a sparse gradient. NCCL's refuses one ("NCCL does not support
+all_reduce with sparse tensors", ``ProcessGroupNCCL::allreduce_sparse`` outside Meta's NCCLX
+builds), so DDP over NCCL with a sparse embedding fails at the first backward."""
+
+
+def dense_embeddings(root: nn.Module) -> int:
+    """Make every ``nn.Embedding`` under ``root`` that gives sparse gradients give dense ones
+    (the same values; what a backend without sparse all-reduce, or FSDP2's reduce-scatter,
+    needs); returns how many it changed. A lookup that reads ``module.sparse`` at each call
+    (:meth:`sugar.models.minilm.MiniLMMLLM.logits`) follows."""
+    changed = 0
+    for module in root.modules():
+        if isinstance(module, nn.Embedding) and module.sparse:
+            module.sparse = False
+            changed += 1
+    return changed
+
+
 class _Trained(nn.Module):
     """The model and the objective as one module: ``forward(compute, *arguments)`` returns
     ``compute(model, objective, *arguments)``, so every forward of a step goes through the one
@@ -192,11 +213,13 @@ class DataParallel:
     (:mod:`sugar.train.fsdp`; ``layers``: the decoder blocks, each its own FSDP group). One
     process runs a plain forward and backward whatever the engine.
 
-    DDP: ``find_unused_parameters`` is on: a micro-batch where InfoNCE cannot run (fewer than
-    two pairs) leaves the temperature unused, a run without a projector loss leaves the
-    projector unused. Buffers are not broadcast (every rank builds the same model from the same
-    seed and checkpoint). A parameter no rank gave a gradient keeps ``None`` (AdamW then skips
-    it); under FSDP2 :meth:`clip_gradients` restores that.
+    DDP: sparse gradients (the MiniLM word table's) are all-reduced as they are on gloo and made
+    dense first on other backends (:data:`SPARSE_ALL_REDUCE`). ``find_unused_parameters`` is
+    on: a micro-batch where InfoNCE cannot run (fewer than two pairs) leaves the temperature
+    unused, a run without a projector loss leaves the projector unused. Buffers are not
+    broadcast (every rank builds the same model from the same seed and checkpoint). A parameter
+    no rank gave a gradient keeps ``None`` (AdamW then skips it); under FSDP2
+    :meth:`clip_gradients` restores that.
 
     ``rebuild`` (FSDP2 only): makes a plain copy of the wrapper's two modules, as a
     :class:`_Trained` of (model, objective), for :meth:`full_modules` on rank 0.
@@ -228,6 +251,8 @@ class DataParallel:
             if rebuild is not None:
                 self.mirror = fsdp.Mirror(lambda: _Trained(*rebuild()))
         elif shard.active:
+            if dist.get_backend() not in SPARSE_ALL_REDUCE:  # NCCL: the MiniLM word table
+                dense_embeddings(self.modules)
             # torch 2.13 renamed broadcast_buffers (deprecated there) to forward_sync_buffers
             options = inspect.signature(DistributedDataParallel.__init__).parameters
             renamed = "forward_sync_buffers" in options

@@ -75,6 +75,8 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, init_device_mesh
 
+from sugar.train.distributed import dense_embeddings
+
 __all__ = [
     "GradientUse",
     "Mirror",
@@ -96,9 +98,7 @@ def shard_modules(root: nn.Module, layers: Sequence[nn.Module], device: torch.de
     doc). Scalar parameters (the temperature, the bandwidth), which ``fully_shard`` refuses,
     and frozen parameters outside the blocks stay whole on every rank. Returns ``root``, now an
     ``FSDPModule``."""
-    for module in root.modules():
-        if isinstance(module, nn.Embedding) and module.sparse:
-            module.sparse = False  # a sparse gradient cannot be reduce-scattered
+    dense_embeddings(root)  # a sparse gradient cannot be reduce-scattered
     if device.type == "cuda":  # the mesh is on the current device: this rank's GPU
         torch.cuda.set_device(device)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
