@@ -52,6 +52,7 @@ __all__ = [
     "DataParallel",
     "Shard",
     "all_reduce_sum",
+    "collective_device",
     "dense_embeddings",
     "equal_pass_counts",
     "gather_with_grad",
@@ -149,6 +150,16 @@ def all_reduce_sum(tensor: Tensor, shard: Shard) -> Tensor:
     return out
 
 
+def collective_device() -> torch.device:
+    """Where a tensor that only a collective uses (a count, flags) must live: the CPU on gloo,
+    the current CUDA device otherwise (an NCCL process group has no CPU backend: a CPU tensor
+    fails with "No backend type associated with device type cpu"; FSDP2 sets the current
+    device to the rank's GPU, :func:`sugar.train.fsdp.shard_modules`)."""
+    if "gloo" in str(dist.get_backend()) or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
 def equal_pass_counts(chunks: list[list[int]], shard: Shard | None) -> list[list[int]]:
     """``chunks`` (the row lists of this rank's forward passes), with its largest chunks halved
     until it has as many as the rank with the most, when ``shard.lockstep`` (FSDP2: a rank with
@@ -161,7 +172,7 @@ def equal_pass_counts(chunks: list[list[int]], shard: Shard | None) -> list[list
     """
     if shard is None or not shard.lockstep:
         return chunks
-    count = torch.tensor([len(chunks)])
+    count = torch.tensor([len(chunks)], device=collective_device())
     dist.all_reduce(count, op=dist.ReduceOp.MAX)
     chunks = [list(rows) for rows in chunks]
     while len(chunks) < int(count):

@@ -75,7 +75,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, init_device_mesh
 
-from sugar.train.distributed import dense_embeddings
+from sugar.train.distributed import collective_device, dense_embeddings
 
 __all__ = [
     "GradientUse",
@@ -174,9 +174,10 @@ def drop_unused_gradients(root: nn.Module, parameters: Sequence[Tensor], use: Gr
     parameter nothing used (module doc). One all-reduce; clears ``use``."""
     names = _names(root)
     sharded = [p for p in parameters if isinstance(p, DTensor)]
-    used = torch.tensor([float(names[id(p)] in use.used) for p in sharded])
-    dist.all_reduce(used, op=dist.ReduceOp.MAX)
-    for parameter, flag in zip(sharded, used.tolist(), strict=True):
+    used = [float(names[id(p)] in use.used) for p in sharded]
+    flags = torch.tensor(used, device=collective_device())  # NCCL: not on the CPU
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    for parameter, flag in zip(sharded, flags.tolist(), strict=True):
         if not flag:
             parameter.grad = None
     use.clear()
