@@ -191,6 +191,11 @@ def _loop_rank(rank: int, config: dict, port: int) -> None:
 
 
 def _minilm_loop(autocast: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="probe_fsdp2_minilm_") as directory:
+        _minilm_runs(Path(directory), autocast)  # checkpoints of the word table: 1.4 GB
+
+
+def _minilm_runs(work: Path, autocast: str) -> None:
     import json
     import time
 
@@ -203,7 +208,6 @@ def _minilm_loop(autocast: str) -> None:
     from sugar.serve.load import free_port
     from sugar.train.loop import train
 
-    work = Path(tempfile.mkdtemp(prefix="probe_fsdp2_minilm_"))
     generate_world(work / "world", seed=5, train_per_task=24, val_per_task=8, test_per_task=2)
     overrides = (
         *OVERRIDES, "train.steps=2", "train.eval_every=2", "train.checkpoint_every=2",
