@@ -15,7 +15,14 @@ parameters during the step (at rest plus the unsharded copies alive at once, sam
 block's forward and at every gradient accumulation), gradients and AdamW moments. A CPU
 figure (gloo, float32); on GPUs the same counts are device memory.
 
-    python benchmarks/probe_fsdp2.py [--memory]
+With ``--minilm-loop``: the demo's model family (``minilm``, the installed all-MiniLM-L6-v2 trunk,
+all six blocks) through the training loop, 2 steps of 4 samples with L_d, InfoNCE, gradient
+accumulation, GradCache and a validation, in one process and on 2 gloo ranks under ``ddp`` and
+under ``fsdp2``; prints each run's logged losses, gradient norms and validation metrics and the
+largest relative difference from one process (``--autocast bfloat16``: under bfloat16
+autocast, where the differences are bfloat16's rounding, not a parity check).
+
+    python benchmarks/probe_fsdp2.py [--memory] [--minilm-loop [--autocast bfloat16]]
 """
 
 from __future__ import annotations
@@ -165,9 +172,80 @@ def _memory() -> None:
             print(f"{engine:>5} rank {rank}: {row}")
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/
+LOGGED = ("loss", "lm_loss", "structure_loss", "contrastive_loss", "grad_norm", "val_lm_loss")
+
+
+def _loop_rank(rank: int, config: dict, port: int) -> None:
+    from tests.train.fake_teacher import FakeTeacher
+
+    from sugar.config import config_from_dict
+    from sugar.train.loop import train
+
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    train(config_from_dict(config), teacher=FakeTeacher(), progress=False)
+
+
+def _minilm_loop(autocast: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="probe_fsdp2_minilm_") as directory:
+        _minilm_runs(Path(directory), autocast)  # checkpoints of the word table: 1.4 GB
+
+
+def _minilm_runs(work: Path, autocast: str) -> None:
+    import json
+    import time
+
+    from tests.train.conftest import tiny_config
+    from tests.train.fake_teacher import FakeTeacher
+    from tests.train.test_world_size import OVERRIDES
+
+    from sugar.config import to_dict
+    from sugar.data.world import generate_world
+    from sugar.serve.load import free_port
+    from sugar.train.loop import train
+
+    generate_world(work / "world", seed=5, train_per_task=24, val_per_task=8, test_per_task=2)
+    overrides = (
+        *OVERRIDES, "train.steps=2", "train.eval_every=2", "train.checkpoint_every=2",
+        "train.eval_samples=4", "model.family=minilm", "model.image_dropout=0.0",
+        f"model.autocast={autocast}", "model.image_size=64", "model.grid=1",
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    records = {}
+    for run in ("one", "ddp", "fsdp2"):
+        parallel = () if run == "one" else (f"train.parallel={run}",)
+        cfg = tiny_config(work / "world", work / run, *overrides, *parallel)
+        start = time.time()
+        if run == "one":
+            train(cfg, teacher=FakeTeacher(), progress=False)
+        else:
+            mp.spawn(_loop_rank, args=(to_dict(cfg), free_port()), nprocs=2, join=True)
+        lines = (work / run / "log.jsonl").read_text(encoding="utf-8").splitlines()
+        records[run] = [r for r in map(json.loads, lines) if any(k in r for k in LOGGED)]
+        print(f"{run}: {time.time() - start:.0f} s wall (whole run, start-up included)")
+        for record in records[run]:
+            print("  ", {k: round(v, 6) for k, v in record.items() if k in LOGGED or k == "step"})
+    for run in ("ddp", "fsdp2"):
+        worst = max(
+            abs(b[k] - a[k]) / abs(a[k])
+            for a, b in zip(records["one"], records[run], strict=True)
+            for k in LOGGED
+            if a.get(k)
+        )
+        print(f"{run}: largest relative difference from one process {worst:.2g}")
+
+
 if __name__ == "__main__":
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     init = os.path.join(tempfile.mkdtemp(prefix="probe_fsdp2_"), "init")
     mp.spawn(_rank, args=(init,), nprocs=2)
     if "--memory" in sys.argv[1:]:
         _memory()
+    if "--minilm-loop" in sys.argv[1:]:
+        arguments = sys.argv[1:]
+        chosen = arguments[arguments.index("--autocast") + 1] if "--autocast" in arguments else None
+        _minilm_loop(chosen or "none")

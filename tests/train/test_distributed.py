@@ -20,7 +20,7 @@ from sugar.data.views import apply_views
 from sugar.losses import LossWeights, StructureOptions
 from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
-from sugar.train.distributed import DataParallel, Shard
+from sugar.train.distributed import SPARSE_ALL_REDUCE, DataParallel, Shard
 from sugar.train.grad_cache import cached_forward_backward
 from sugar.train.objective import SugarObjective
 from sugar.train.retrieval import retrieval_pair
@@ -157,3 +157,22 @@ def test_two_gloo_processes_equal_one_process(loop_world: Path, tmp_path: Path) 
             assert any(n.startswith("objective.projector") for n in single), case
         else:
             assert not any(n.startswith("objective") for n in single), case
+
+
+def test_ddp_makes_sparse_embeddings_dense_where_the_backend_cannot_all_reduce_them() -> None:
+    """NCCL refuses to all-reduce a sparse gradient (``SPARSE_ALL_REDUCE``), which the MiniLM
+    word table gives; torch's ``fake`` backend stands in for it here (no GPU): ``DataParallel``
+    makes the table dense before DDP wraps it. gloo keeps it sparse
+    (``test_parallel_minilm.py``), and FSDP2 makes it dense on any backend."""
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=2)
+    try:
+        model = torch.nn.Sequential(torch.nn.Embedding(10, 4, sparse=True), torch.nn.Linear(4, 1))
+        objective = torch.nn.Linear(1, 1)
+        assert dist.get_backend() not in SPARSE_ALL_REDUCE
+        parallel = DataParallel(model, objective, Shard(0, 2))
+        assert isinstance(parallel.wrapped, torch.nn.parallel.DistributedDataParallel)
+        assert not model[0].sparse
+    finally:
+        dist.destroy_process_group()

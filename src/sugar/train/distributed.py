@@ -48,9 +48,12 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
+    "SPARSE_ALL_REDUCE",
     "DataParallel",
     "Shard",
     "all_reduce_sum",
+    "collective_device",
+    "dense_embeddings",
     "equal_pass_counts",
     "gather_with_grad",
     "init_from_environment",
@@ -147,6 +150,16 @@ def all_reduce_sum(tensor: Tensor, shard: Shard) -> Tensor:
     return out
 
 
+def collective_device() -> torch.device:
+    """Where a tensor that only a collective uses (a count, flags) must live: the CPU on gloo,
+    the current CUDA device otherwise (an NCCL process group has no CPU backend: a CPU tensor
+    fails with "No backend type associated with device type cpu"; FSDP2 sets the current
+    device to the rank's GPU, :func:`sugar.train.fsdp.shard_modules`)."""
+    if "gloo" in str(dist.get_backend()) or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
 def equal_pass_counts(chunks: list[list[int]], shard: Shard | None) -> list[list[int]]:
     """``chunks`` (the row lists of this rank's forward passes), with its largest chunks halved
     until it has as many as the rank with the most, when ``shard.lockstep`` (FSDP2: a rank with
@@ -159,7 +172,7 @@ def equal_pass_counts(chunks: list[list[int]], shard: Shard | None) -> list[list
     """
     if shard is None or not shard.lockstep:
         return chunks
-    count = torch.tensor([len(chunks)])
+    count = torch.tensor([len(chunks)], device=collective_device())
     dist.all_reduce(count, op=dist.ReduceOp.MAX)
     chunks = [list(rows) for rows in chunks]
     while len(chunks) < int(count):
@@ -168,6 +181,25 @@ def equal_pass_counts(chunks: list[list[int]], shard: Shard | None) -> list[list
         assert len(rows) > 1, "equal shares always reach the largest pass count"
         chunks[largest : largest + 1] = [rows[: len(rows) // 2], rows[len(rows) // 2 :]]
     return chunks
+
+
+SPARSE_ALL_REDUCE = ("gloo",)
+"""Backends whose all-reduce takes a sparse gradient. NCCL's refuses one ("NCCL does not support
+all_reduce with sparse tensors", ``ProcessGroupNCCL::allreduce_sparse`` outside Meta's NCCLX
+builds), so DDP over NCCL with a sparse embedding fails at the first backward."""
+
+
+def dense_embeddings(root: nn.Module) -> int:
+    """Make every ``nn.Embedding`` under ``root`` that gives sparse gradients give dense ones
+    (the same values; what a backend without sparse all-reduce, or FSDP2's reduce-scatter,
+    needs); returns how many it changed. A lookup that reads ``module.sparse`` at each call
+    (:meth:`sugar.models.minilm.MiniLMMLLM.logits`) follows."""
+    changed = 0
+    for module in root.modules():
+        if isinstance(module, nn.Embedding) and module.sparse:
+            module.sparse = False
+            changed += 1
+    return changed
 
 
 class _Trained(nn.Module):
@@ -192,11 +224,13 @@ class DataParallel:
     (:mod:`sugar.train.fsdp`; ``layers``: the decoder blocks, each its own FSDP group). One
     process runs a plain forward and backward whatever the engine.
 
-    DDP: ``find_unused_parameters`` is on: a micro-batch where InfoNCE cannot run (fewer than
-    two pairs) leaves the temperature unused, a run without a projector loss leaves the
-    projector unused. Buffers are not broadcast (every rank builds the same model from the same
-    seed and checkpoint). A parameter no rank gave a gradient keeps ``None`` (AdamW then skips
-    it); under FSDP2 :meth:`clip_gradients` restores that.
+    DDP: sparse gradients (the MiniLM word table's) are all-reduced as they are on gloo and made
+    dense first on other backends (:data:`SPARSE_ALL_REDUCE`). ``find_unused_parameters`` is
+    on: a micro-batch where InfoNCE cannot run (fewer than two pairs) leaves the temperature
+    unused, a run without a projector loss leaves the projector unused. Buffers are not
+    broadcast (every rank builds the same model from the same seed and checkpoint). A parameter
+    no rank gave a gradient keeps ``None`` (AdamW then skips it); under FSDP2
+    :meth:`clip_gradients` restores that.
 
     ``rebuild`` (FSDP2 only): makes a plain copy of the wrapper's two modules, as a
     :class:`_Trained` of (model, objective), for :meth:`full_modules` on rank 0.
@@ -228,6 +262,8 @@ class DataParallel:
             if rebuild is not None:
                 self.mirror = fsdp.Mirror(lambda: _Trained(*rebuild()))
         elif shard.active:
+            if dist.get_backend() not in SPARSE_ALL_REDUCE:  # NCCL: the MiniLM word table
+                dense_embeddings(self.modules)
             # torch 2.13 renamed broadcast_buffers (deprecated there) to forward_sync_buffers
             options = inspect.signature(DistributedDataParallel.__init__).parameters
             renamed = "forward_sync_buffers" in options

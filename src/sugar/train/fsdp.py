@@ -75,6 +75,8 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, init_device_mesh
 
+from sugar.train.distributed import collective_device, dense_embeddings
+
 __all__ = [
     "GradientUse",
     "Mirror",
@@ -96,9 +98,7 @@ def shard_modules(root: nn.Module, layers: Sequence[nn.Module], device: torch.de
     doc). Scalar parameters (the temperature, the bandwidth), which ``fully_shard`` refuses,
     and frozen parameters outside the blocks stay whole on every rank. Returns ``root``, now an
     ``FSDPModule``."""
-    for module in root.modules():
-        if isinstance(module, nn.Embedding) and module.sparse:
-            module.sparse = False  # a sparse gradient cannot be reduce-scattered
+    dense_embeddings(root)  # a sparse gradient cannot be reduce-scattered
     if device.type == "cuda":  # the mesh is on the current device: this rank's GPU
         torch.cuda.set_device(device)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
@@ -174,9 +174,10 @@ def drop_unused_gradients(root: nn.Module, parameters: Sequence[Tensor], use: Gr
     parameter nothing used (module doc). One all-reduce; clears ``use``."""
     names = _names(root)
     sharded = [p for p in parameters if isinstance(p, DTensor)]
-    used = torch.tensor([float(names[id(p)] in use.used) for p in sharded])
-    dist.all_reduce(used, op=dist.ReduceOp.MAX)
-    for parameter, flag in zip(sharded, used.tolist(), strict=True):
+    used = [float(names[id(p)] in use.used) for p in sharded]
+    flags = torch.tensor(used, device=collective_device())  # NCCL: not on the CPU
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    for parameter, flag in zip(sharded, flags.tolist(), strict=True):
         if not flag:
             parameter.grad = None
     use.clear()
