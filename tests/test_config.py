@@ -108,3 +108,15 @@ def test_parse_override_values_are_yaml() -> None:
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
     assert parse_override("a=") == (["a"], "")
     assert parse_override("a.b=x=y") == (["a", "b"], "x=y")
+
+
+def test_gradient_checkpointing_on_a_built_in_family_is_refused_not_ignored() -> None:
+    # The built-in families do not recompute activations; accepting the flag would record a
+    # setting that never applied.
+    for family in ("tiny", "minilm"):
+        with pytest.raises(
+            ConfigError, match=rf"gradient_checkpointing.*built-in family '{family}'"
+        ):
+            load_config(None, [f"model.family={family}", "model.gradient_checkpointing=true"])
+    cfg = load_config(None, ["model.family=llava", "model.gradient_checkpointing=true"])
+    assert cfg.model.gradient_checkpointing

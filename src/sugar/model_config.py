@@ -42,6 +42,10 @@ class LoraConfig:
 _ATTENTION = ("eager", "sdpa", "flash_attention_2")
 
 
+_NO_CHECKPOINTING = ("tiny", "minilm")
+"""The built-in families, which do not recompute activations (``gradient_checkpointing``)."""
+
+
 @dataclass
 class ModelConfig:
     """The backbone (``family``) and its options.
@@ -99,7 +103,8 @@ class ModelConfig:
     float32; auto: bfloat16 where the device computes it natively, e.g. a CPU with AVX-512 BF16,
     else float32; sugar.models.precision)."""
     gradient_checkpointing: bool = False
-    """Hugging Face families: recompute activations in backward (less memory, slower)."""
+    """Hugging Face families: recompute activations in backward (less memory, slower). The
+    built-in families (``tiny``, ``minilm``) do not implement it and refuse ``true``."""
     attn_implementation: str | None = None
     """Hugging Face families: ``eager``, ``sdpa`` or ``flash_attention_2`` (null: transformers'
     default for the model)."""
@@ -118,6 +123,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.family), "family", self.family, "must not be empty")
+        _check(
+            not (self.gradient_checkpointing and self.family in _NO_CHECKPOINTING),
+            "gradient_checkpointing",
+            self.gradient_checkpointing,
+            f"is not implemented by the built-in family {self.family!r} (Hugging Face families)",
+        )
         _check(
             self.pretrained is None or bool(self.pretrained),
             "pretrained",
