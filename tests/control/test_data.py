@@ -25,6 +25,21 @@ from sugar.data.world.instructed import (
 from tests.control.conftest import ControlWorld
 
 
+def naive_triples(objects: list[dict]) -> set[tuple[str, str, str]]:
+    """(shape, where, shape) for every ordered pair, the relation written out from positions."""
+    out = set()
+    for i, a in enumerate(objects):
+        for j, b in enumerate(objects):
+            dx, dy = a["x"] - b["x"], a["y"] - b["y"]
+            if i == j or abs(dx) == abs(dy):
+                continue
+            if abs(dx) > abs(dy):
+                out.add((a["shape"], "left" if dx < 0 else "right", b["shape"]))
+            else:
+                out.add((a["shape"], "above" if dy < 0 else "below", b["shape"]))
+    return out
+
+
 def naive_positives(captions: list, query: int, intent: str) -> list[str]:
     """The relevant corpus ids, written out plainly from the scenes."""
     if intent == "caption":
@@ -42,6 +57,8 @@ def naive_positives(captions: list, query: int, intent: str) -> list[str]:
         if intent == "same_colours" and {o["colour"] for o in theirs} == {
             o["colour"] for o in mine
         }:
+            out.append(f"image/{other.id}")
+        if intent == "same_relation" and naive_triples(theirs) == naive_triples(mine):
             out.append(f"image/{other.id}")
     return out
 
