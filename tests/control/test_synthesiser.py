@@ -160,3 +160,19 @@ def test_world_with_hf_wordings_records_and_uses_them(random_gpt2: Path, tmp_pat
         for query in read_samples(root / "instructed" / f"{name}.jsonl", root):
             pool = recorded[query.meta["intent"]]["train" if name == "train" else "test"]
             assert query.meta["instruction"] in pool
+
+
+def test_cli_names_a_missing_instruction_model(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sugar.cli import app
+
+    missing = tmp_path / "no-model"
+    args = ["data", "world", "--out", str(tmp_path / "w"), "--size", "12"]
+    result = CliRunner().invoke(
+        app, [*args, "--synthesiser", "hf", "--instruction-model", str(missing)]
+    )
+    assert result.exit_code != 0
+    assert str(missing) in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, [*args, "--synthesiser", "hf"])
+    assert result.exit_code != 0 and "instruction_model" in result.output
