@@ -231,6 +231,16 @@ class WorldConfig:
     """Samples per task file in ``val``."""
     test_per_task: int = 2000
     """Samples per task file in ``test`` (>= 2,000 for the evaluation protocol)."""
+    instruction_synthesiser: str = "template"
+    """Who words the instructed task's instructions (``sugar.data.world.instructed``):
+    ``template`` (built in, deterministic) or ``hf`` (a local Hugging Face model at
+    ``instruction_model`` paraphrases each intent's seed instructions; too few valid
+    paraphrases are topped up from the templates; the manifest records every wording)."""
+    instruction_model: str = ""
+    """Local directory of the Hugging Face model ``instruction_synthesiser: hf`` uses (never
+    downloaded); must be empty for ``template``."""
+    instruction_paraphrases: int = 32
+    """Wordings per intent the ``hf`` synthesiser keeps (4-32; templates top up the rest)."""
 
     def __post_init__(self) -> None:
         from sugar.data.world.rules import world_rules  # lazy: the world imports this module

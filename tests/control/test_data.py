@@ -15,6 +15,7 @@ from sugar.data.instructed import (
     write_instructed,
 )
 from sugar.data.jsonl import read_samples
+from sugar.data.schema import Sample, Segment
 from sugar.data.world.instructed import (
     HELDOUT_INTENTS,
     INTENTS,
@@ -23,6 +24,21 @@ from sugar.data.world.instructed import (
     wordings,
 )
 from tests.control.conftest import ControlWorld
+
+
+def naive_triples(objects: list[dict]) -> set[tuple[str, str, str]]:
+    """(shape, where, shape) for every ordered pair, the relation written out from positions."""
+    out = set()
+    for i, a in enumerate(objects):
+        for j, b in enumerate(objects):
+            dx, dy = a["x"] - b["x"], a["y"] - b["y"]
+            if i == j or abs(dx) == abs(dy):
+                continue
+            if abs(dx) > abs(dy):
+                out.add((a["shape"], "left" if dx < 0 else "right", b["shape"]))
+            else:
+                out.add((a["shape"], "above" if dy < 0 else "below", b["shape"]))
+    return out
 
 
 def naive_positives(captions: list, query: int, intent: str) -> list[str]:
@@ -42,6 +58,8 @@ def naive_positives(captions: list, query: int, intent: str) -> list[str]:
         if intent == "same_colours" and {o["colour"] for o in theirs} == {
             o["colour"] for o in mine
         }:
+            out.append(f"image/{other.id}")
+        if intent == "same_relation" and naive_triples(theirs) == naive_triples(mine):
             out.append(f"image/{other.id}")
     return out
 
@@ -117,3 +135,34 @@ def test_user_rows_convert_and_read_back(tmp_path: Path) -> None:
     broken["meta"]["positives"] = ["doc-9"]
     with pytest.raises(ValueError, match="positives names 'doc-9', not in the corpus"):
         InstructedSet([type(queries[0]).from_dict(broken)], corpus)
+
+
+def _caption(index: int, objects: list[tuple[str, str, float, float]]) -> Sample:
+    scene = {"objects": [{"shape": s, "colour": c, "size": "small", "x": x, "y": y}
+                         for s, c, x, y in objects]}  # fmt: skip
+    segments = [Segment.image_(f"images/{index}.png"), Segment.text_(f"caption {index}")]
+    return Sample(f"caption-test-{index:06d}", segments, "caption", {"scene": scene})
+
+
+def test_same_relation_needs_the_same_shapes_in_the_same_relations() -> None:
+    captions = [
+        _caption(0, [("circle", "red", 0.2, 0.5), ("square", "blue", 0.7, 0.45)]),
+        _caption(1, [("circle", "green", 0.1, 0.3), ("square", "green", 0.6, 0.35)]),
+        _caption(2, [("square", "red", 0.2, 0.5), ("circle", "blue", 0.7, 0.45)]),  # swapped
+        _caption(3, [("circle", "red", 0.5, 0.2), ("square", "blue", 0.45, 0.8)]),  # vertical
+    ]
+    assert naive_triples(captions[0].meta["scene"]["objects"]) == {
+        ("circle", "left", "square"), ("square", "right", "circle")
+    }  # fmt: skip
+    queries, _ = build_instructed(captions, "test", 0)
+    by_id = {q.id: q.meta for q in queries}
+    relation = by_id["instructed-test-000000-same_relation"]
+    assert relation["positives"] == ["image/caption-test-000001"]
+    # images with the same shapes in other relations are its stated negatives
+    assert relation["negatives"][1:] == ["image/caption-test-000002", "image/caption-test-000003"]
+    shapes = by_id["instructed-test-000000-same_shapes"]["positives"]
+    assert shapes == [f"image/caption-test-00000{i}" for i in (1, 2, 3)]
+    assert "instructed-test-000003-same_relation" not in by_id  # no other vertical pair
+    for q in range(len(captions)):
+        got = by_id.get(f"instructed-test-{q:06d}-same_relation", {}).get("positives", [])
+        assert got == naive_positives(captions, q, "same_relation")

@@ -106,6 +106,20 @@ def data_world(
     force: Annotated[
         bool, typer.Option(help="Replace OUT when it holds a world sugar wrote.")
     ] = False,
+    synthesiser: Annotated[
+        str | None,
+        typer.Option(
+            help="Who words the instructed task's instructions: template | hf "
+            "(world.instruction_synthesiser; hf needs --instruction-model)."
+        ),
+    ] = None,
+    instruction_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Local Hugging Face model directory for --synthesiser hf "
+            "(world.instruction_model; never downloaded)."
+        ),
+    ] = None,
 ) -> None:
     """Generate the built-in world: images, one JSONL per task and split, and a manifest. A
     non-empty OUT that sugar did not write is refused, even with --force."""
@@ -114,7 +128,9 @@ def data_world(
     from sugar.config import to_dict
     from sugar.data.world import generate_world
 
-    cfg = load_config(config, overrides or [])
+    flags = [f"world.instruction_synthesiser={synthesiser}"] if synthesiser else []
+    flags += [f"world.instruction_model={instruction_model}"] if instruction_model else []
+    cfg = load_config(config, [*(overrides or []), *flags])
     options = to_dict(cfg.world)
     if size is not None:
         options.update(

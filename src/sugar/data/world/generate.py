@@ -18,6 +18,7 @@ pass ``root=out_dir``)::
     kb_items/<split>.jsonl             knowledge-base items (key, payload)
     instructed/<split>.jsonl           caption images as queries, one per intent (instructed.py)
     instructed_corpus/<split>.jsonl    their shared candidate corpus: the images and captions
+                                       (manifest world.instructions: every wording used)
 
 ``<split>`` is ``train``, ``val`` and ``test``. The directory is built under a temporary name
 and swapped in by :func:`sugar.io.atomic_directory` (replacing an older ``out_dir``), so an
@@ -41,7 +42,7 @@ from sugar.config import WorldConfig, config_from_dict, to_dict
 from sugar.data.schema import Sample
 from sugar.data.world.captions import NEGATIVE_KINDS, build_captions, build_winoground
 from sugar.data.world.context import ImageWriter, SplitContext
-from sugar.data.world.instructed import build_instructed
+from sugar.data.world.instructed import build_instructed, catalogue
 from sugar.data.world.kb import build_kb
 from sugar.data.world.needle import build_needle
 from sugar.data.world.probes import (
@@ -144,6 +145,9 @@ def generate_world(
     per = _per_split(cfg)
     probes = _probes_per_split(cfg)
     files: dict[str, dict[str, list[Sample]]] = {t: {} for t in TASKS + DERIVED}
+    instructions = catalogue(
+        cfg.instruction_synthesiser, cfg.instruction_model, cfg.instruction_paraphrases, seed
+    )
     with atomic_directory(out_dir, replace=replace, kind="world") as tmp:
         images = ImageWriter(tmp, cfg.image_size, cfg.small_size, cfg.large_size, cfg.noise)
         ctxs = {
@@ -153,7 +157,7 @@ def generate_world(
         bar = tqdm(total=7 * len(SPLITS), desc="world", unit="part", disable=not progress)
         for split, ctx in ctxs.items():
             files["caption"][split] = build_captions(ctx, per[split], cfg.heldout_scene_fraction)
-            queries, corpus = build_instructed(files["caption"][split], split, seed)
+            queries, corpus = build_instructed(files["caption"][split], split, seed, instructions)
             files["instructed"][split], files["instructed_corpus"][split] = queries, corpus
             bar.update()
         stats = pope_stats(ctxs["train"].pool, vocab)
@@ -198,6 +202,8 @@ def generate_world(
                 for s in SPLITS
             },
             "heldout_combos": [combo_name(c) for c in vocab.heldout],
+            # the instructed task's wordings per intent and their sources (template / hf)
+            "instructions": instructions,
             "images": images.count,
             "samples": sum(len(v) for by in files.values() for v in by.values()),
         }

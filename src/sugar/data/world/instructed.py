@@ -11,6 +11,9 @@ intent             relevant candidates                                          
 ``caption``        the image's own caption                                      text
 ``same_shapes``    other images whose set of shapes equals the query's          image
 ``same_colours``   other images whose set of colours equals the query's         image
+``same_relation``  other images whose set of (shape, relation, shape) triples   image
+                   equals the query's: the same kinds of shape in the same
+                   spatial relations (:func:`relation_triples`)
 ``same_count``     other images with as many objects as the query               image
 =================  ==========================================================  ==========
 
@@ -18,7 +21,10 @@ intent             relevant candidates                                          
 description alone (zero-shot). Instruction wordings come from :func:`synthesise_instructions`, a
 deterministic template synthesiser (verb x object phrase, 32 paraphrases per intent);
 :func:`wordings` splits them into train and test wordings that share no string (val and test
-use the test wordings; every wording of a held-out intent is a test wording).
+use the test wordings; every wording of a held-out intent is a test wording). With
+``instruction_synthesiser: hf`` a local Hugging Face model writes them instead
+(:func:`catalogue`, :mod:`sugar.data.world.synthesiser`); the world manifest records the
+wordings used and their sources.
 
 A query sample is ``[image (context)]`` with meta ``{"intent", "instruction", "positives",
 "negatives", "exclude", "corpus", "heldout_intent", "split"}``: ``positives`` the corpus ids
@@ -38,10 +44,11 @@ under which it has at least one relevant candidate. Corpus samples are ``[image]
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sugar.data.schema import Sample, Segment
+from sugar.data.world.scene import SceneObject, relation
 
 __all__ = [
     "CORPUS_FOLDER",
@@ -49,6 +56,8 @@ __all__ = [
     "HELDOUT_INTENTS",
     "INTENTS",
     "build_instructed",
+    "catalogue",
+    "relation_triples",
     "synthesise_instructions",
     "wordings",
 ]
@@ -57,7 +66,7 @@ FOLDER = "instructed"
 """The world folder of the query files."""
 CORPUS_FOLDER = "instructed_corpus"
 """The world folder of the candidate corpus files."""
-INTENTS = ("caption", "same_shapes", "same_colours", "same_count")
+INTENTS = ("caption", "same_shapes", "same_colours", "same_relation", "same_count")
 """Every intent, in report order."""
 HELDOUT_INTENTS = ("same_count",)
 """Intents absent from the train split (reached by description alone)."""
@@ -81,6 +90,12 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "pictures that use exactly these colours, whatever the shapes",
         "scenes painted in the same colours",
         "images whose colours match this picture's",
+    ),
+    "same_relation": (
+        "images where the same shapes stand in the same positions relative to each other",
+        "pictures with these shapes in the same arrangement",
+        "scenes laid out the same way, shape by shape",
+        "images whose shapes are placed as in this one",
     ),
     "same_count": (
         "images with the same number of objects as this one",
@@ -114,6 +129,43 @@ def wordings(intent: str) -> dict[str, list[str]]:
     return out
 
 
+def catalogue(
+    synthesiser: str = "template", model: str = "", count: int = 32, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Every intent's wordings: ``{intent: {"train", "test", "generated", "sources": {"hf",
+    "template"}, "rejected": {reason: n}}}``. ``template``: :func:`wordings` (``model`` and
+    ``count`` unused); ``hf``: :func:`sugar.data.world.synthesiser.hf_catalogue` with the
+    model directory ``model``, seeded by ``seed``, paraphrasing each intent's ``"Find
+    <phrase>."`` seeds."""
+    if synthesiser == "template":
+        return {
+            i: {**wordings(i), "generated": [],
+                "sources": {"hf": 0, "template": len(_VERBS) * len(_PHRASES[i])}, "rejected": {}}
+            for i in INTENTS
+        }  # fmt: skip
+    if synthesiser != "hf":
+        raise ValueError(f"instruction_synthesiser={synthesiser!r}: must be 'template' or 'hf'")
+    from sugar.data.world.synthesiser import hf_catalogue  # lazy: imports transformers
+
+    seeds = {i: [f"{_VERBS[0]} {phrase}." for phrase in _PHRASES[i]] for i in INTENTS}
+    templates = {i: synthesise_instructions(i) for i in INTENTS}
+    return hf_catalogue(model, seeds, templates, HELDOUT_INTENTS, count, seed)
+
+
+def relation_triples(objects: Sequence[Mapping[str, Any]]) -> frozenset[tuple[str, str, str]]:
+    """``(shape of a, relation of a to b, shape of b)`` for every ordered pair of objects with
+    a relation (:func:`sugar.data.world.scene.relation`; none on an exact diagonal)."""
+    placed = [SceneObject(**{k: o[k] for k in ("shape", "colour", "size", "x", "y")})
+              for o in objects]  # fmt: skip
+    out = set()
+    for a in placed:
+        for b in placed:
+            where = relation(a, b) if a is not b else None
+            if where is not None:
+                out.add((a.shape, where, b.shape))
+    return frozenset(out)
+
+
 def _objects(sample: Sample) -> list[dict[str, Any]]:
     scene = sample.meta.get("scene")
     if not isinstance(scene, dict) or not isinstance(scene.get("objects"), list):
@@ -124,6 +176,7 @@ def _objects(sample: Sample) -> list[dict[str, Any]]:
 _KEYS: dict[str, Callable[[list[dict[str, Any]]], object]] = {
     "same_shapes": lambda objects: frozenset(o["shape"] for o in objects),
     "same_colours": lambda objects: frozenset(o["colour"] for o in objects),
+    "same_relation": relation_triples,
     "same_count": len,
 }
 
@@ -137,12 +190,17 @@ def _parts(sample: Sample) -> tuple[str, str]:
 
 
 def build_instructed(
-    captions: Sequence[Sample], split: str, seed: int
+    captions: Sequence[Sample],
+    split: str,
+    seed: int,
+    wordings_by_intent: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
 ) -> tuple[list[Sample], list[Sample]]:
     """``(queries, corpus)`` of one split from its caption samples (module docstring).
 
     Deterministic in ``seed`` and ``split``; instructions are drawn from the split's wordings
-    (:func:`wordings`: train wordings for ``train``, test wordings otherwise)."""
+    (``wordings_by_intent``, by default the templates' :func:`wordings`: train wordings for
+    ``train``, test wordings otherwise)."""
+    chosen = wordings_by_intent or {i: wordings(i) for i in INTENTS}
     rng = random.Random(f"sugar-world/{seed}/instructed/{split}")
     corpus: list[Sample] = []
     for sample in captions:
@@ -156,7 +214,7 @@ def build_instructed(
         corpus.append(Sample(f"caption/{sample.id}", [text], "instructed_corpus", origin))
     keys = {name: [key(_objects(s)) for s in captions] for name, key in _KEYS.items()}
     intents = [i for i in INTENTS if split != "train" or i not in HELDOUT_INTENTS]
-    pools = {i: wordings(i)["train" if split == "train" else "test"] for i in intents}
+    pools = {i: list(chosen[i]["train" if split == "train" else "test"]) for i in intents}
     queries: list[Sample] = []
     for q, sample in enumerate(captions):
         image, _ = _parts(sample)
@@ -166,7 +224,7 @@ def build_instructed(
             relevant[name] = [
                 f"image/{other.id}"
                 for j, other in enumerate(captions)
-                if j != q and values[j] == values[q]
+                if j != q and values[q] and values[j] == values[q]
             ]
         for intent in intents:
             if not relevant[intent]:

@@ -81,3 +81,23 @@ def world_rules(w: Any) -> Iterator[Rule]:
     )
     for name in ("val_per_task", "test_per_task"):
         yield _rule(getattr(w, name) >= 0, name, getattr(w, name), "must be >= 0")
+    synthesiser = w.instruction_synthesiser
+    yield _rule(
+        synthesiser in ("template", "hf"),
+        "instruction_synthesiser",
+        synthesiser,
+        "must be 'template' or 'hf'",
+    )
+    yield _rule(
+        (synthesiser == "hf") == bool(w.instruction_model),
+        "instruction_model",
+        w.instruction_model,
+        f"must name a local model directory exactly when instruction_synthesiser is 'hf' "
+        f"(it is {synthesiser!r})",
+    )
+    yield _rule(
+        4 <= w.instruction_paraphrases <= 32,
+        "instruction_paraphrases",
+        w.instruction_paraphrases,
+        "must be in [4, 32] (the templates that top up an hf catalogue hold 32)",
+    )
