@@ -66,7 +66,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "align_steps": 0,
         "base_steps": 150,
         "base_batch_size": 32,
-        "tune_steps": 150,
+        "tune_steps": 225,  # Sugar reaches the teacher by then (validation; README, demo)
         "batch_size": 16,
         "model": BUILT_IN,
         "train": RETRIEVAL,
