@@ -87,8 +87,8 @@ GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
     "smoke": {"lr": (1e-3, 2e-3), "weight_factors": (1.0, 3.0)},
 }
 """The tuning budget: the same lr grid for every variant, then weight x factor (1.0 = default).
-``long`` tries only the defaults (no tuning; said in its report): 3x the steps of ``demo`` and
-its grid do not fit the 90 minutes."""
+``long`` tries only the defaults (no tuning; said in its report): 2-3x the steps of ``demo``
+and its grid do not fit the 90 minutes."""
 DEFAULT_LR = 1e-3
 BAND = (0.02, 0.98)
 """A frozen-difficulty figure outside this band is flagged (floor / ceiling)."""

@@ -16,11 +16,11 @@ image features (``cache/vision``; the teacher keeps its own), so each encodes on
 that no earlier one did.
 
 Sizes (``SIZES``): ``demo`` is the main job (its wall time is in the README); ``long``
-(``sugar bench quality --size long``) trains 3x longer on 2.5x the data; ``smoke``
-takes seconds and only shows that every stage runs (its figures mean nothing). With
-``align_steps``, an alignment stage (the trunk frozen) runs before the base, which starts from
-it. The full,
-multi-seed comparison with every variant is ``sugar bench quality`` (issue 10).
+(``sugar bench quality --size long``) trains the base 3x and the fine-tunes 2x longer on 2.5x
+the data; ``smoke`` takes seconds and only shows that every stage runs (its figures mean
+nothing). With ``align_steps``, an alignment stage (the trunk frozen) runs before the base,
+which starts from it. The full, multi-seed comparison with every variant is
+``sugar bench quality`` (issue 10).
 """
 
 from __future__ import annotations
