@@ -5,15 +5,11 @@ parameters used after the gather (a learned bandwidth, the InfoNCE temperature):
 
 from __future__ import annotations
 
-import gc
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from sugar.data.jsonl import read_samples
 from sugar.data.views import apply_views
@@ -24,6 +20,7 @@ from sugar.train.distributed import SPARSE_ALL_REDUCE, DataParallel, Shard
 from sugar.train.grad_cache import cached_forward_backward
 from sugar.train.objective import SugarObjective
 from sugar.train.retrieval import retrieval_pair
+from tests.train.gloo_ranks import on_two_gloo_ranks
 
 SETTINGS = {
     "width": 32,
@@ -110,27 +107,13 @@ def _run(
     return losses, _gradients(model, objective)
 
 
-def _worker(rank: int, world_root: str, init_file: str, out: str) -> None:
-    torch.set_num_threads(1)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    results = {case: _run(Path(world_root), case, Shard(rank, 2)) for case in CASES}
-    if rank == 0:
-        torch.save(results, out)
-    # Every case's DistributedDataParallel (its reducer and hooks) is freed and both ranks are
-    # done before the group goes: one run in about five ended with rank 1 aborting at exit
-    # ("terminate called without an active exception") when it tore down first.
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
+def _on_rank(rank: int, world_root: str) -> dict[str, object]:
+    return {case: _run(Path(world_root), case, Shard(rank, 2)) for case in CASES}
 
 
 @pytest.mark.slow
 def test_two_gloo_processes_equal_one_process(loop_world: Path, tmp_path: Path) -> None:
-    out = tmp_path / "rank0.pt"
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(_worker, args=(str(loop_world), str(tmp_path / "init"), str(out)), nprocs=2)
-    double = torch.load(out)
+    double = on_two_gloo_ranks(_on_rank, str(loop_world), tmp_path=tmp_path)
     for case in CASES:
         losses, grads = double[case]
         single_losses, single = _run(loop_world, case, None)

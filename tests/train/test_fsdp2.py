@@ -10,21 +10,17 @@ within 1e-12, parameters after the AdamW step within 3.2e-11."""
 
 from __future__ import annotations
 
-import gc
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from sugar.train.distributed import DataParallel, Shard, equal_pass_counts
 from sugar.train.grad_cache import cached_forward_backward
 from sugar.train.run import parameter_groups
+from tests.train.gloo_ranks import on_two_gloo_ranks
 from tests.train.test_distributed import CASES as DDP_CASES
 from tests.train.test_distributed import _setup
 
@@ -102,29 +98,19 @@ def _run(world_root: Path, case: str, shard: Shard | None) -> dict[str, dict[str
     return {"losses": losses, "grads": grads, "after": after, "before": before, "sharded": sharded}
 
 
-def _worker(rank: int, world_root: str, init_file: str, out: str) -> None:
-    torch.set_num_threads(1)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+def _on_rank(rank: int, world_root: str) -> dict[str, Any]:
     shard = Shard(rank, 2, lockstep=True)
     results: dict[str, Any] = {case: _run(Path(world_root), case, shard) for case in CASES}
     # rank 0 cut its share into one pass, rank 1 into three: rank 0 must run three too
     results["passes"] = equal_pass_counts(
         [[0, 1, 2, 3]] if rank == 0 else [[0], [1], [2, 3]], shard
     )
-    if rank == 0:
-        torch.save(results, out)
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
+    return results
 
 
 @pytest.mark.slow
 def test_fsdp2_on_two_gloo_processes_equals_one_process(loop_world: Path, tmp_path: Path) -> None:
-    out = tmp_path / "rank0.pt"
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(_worker, args=(str(loop_world), str(tmp_path / "init"), str(out)), nprocs=2)
-    double = torch.load(out)
+    double = on_two_gloo_ranks(_on_rank, str(loop_world), tmp_path=tmp_path)
     assert double["passes"] == [[0], [1], [2, 3]]
     for case in CASES:
         fsdp, single = double[case], _run(loop_world, case, None)

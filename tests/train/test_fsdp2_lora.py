@@ -8,16 +8,11 @@ pixels): the gradient tolerance is the DDP parity test's, 1e-5 of each gradient'
 
 from __future__ import annotations
 
-import gc
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from sugar.data.schema import Sample, Segment
 from sugar.losses import LossWeights, StructureOptions
@@ -26,6 +21,7 @@ from sugar.train.distributed import DataParallel, Shard
 from sugar.train.objective import SugarObjective
 from sugar.train.retrieval import retrieval_pair
 from tests.models.hf_checkpoints import llava_checkpoint, write_images
+from tests.train.gloo_ranks import on_two_gloo_ranks
 
 CAPTIONS = ["a red circle .", "two dogs left of a star .", "the cat is big .", "a blue square ."]
 IMAGES = ["img/wide.png", "img/tall.png", "img/big.png", "img/square.png"]
@@ -81,16 +77,8 @@ def _whole(tensor: torch.Tensor) -> torch.Tensor:
     return (full() if full is not None else tensor).detach().clone()
 
 
-def _worker(rank: int, root: str, init_file: str, out: str) -> None:
-    torch.set_num_threads(1)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    result = _run(Path(root), Shard(rank, 2, lockstep=True))
-    if rank == 0:
-        torch.save(result, out)
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
+def _on_rank(rank: int, root: str) -> dict[str, Any]:
+    return _run(Path(root), Shard(rank, 2, lockstep=True))
 
 
 @pytest.mark.slow
@@ -98,10 +86,8 @@ def test_fsdp2_lora_layers_equal_one_process(tmp_path: Path) -> None:
     root = tmp_path / "hf"
     write_images(root)
     llava_checkpoint(root / "hf-llava")
-    out = tmp_path / "rank0.pt"
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(_worker, args=(str(root), str(tmp_path / "init"), str(out)), nprocs=2)
-    sharded, single = torch.load(out), _run(root, None)
+    sharded = on_two_gloo_ranks(_on_rank, str(root), tmp_path=tmp_path)
+    single = _run(root, None)
     for name, value in single["losses"].items():
         torch.testing.assert_close(sharded["losses"][name], value, rtol=1e-6, atol=1e-7)
     assert sharded["grads"].keys() == single["grads"].keys()

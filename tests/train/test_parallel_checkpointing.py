@@ -22,16 +22,11 @@ process over the same global batch.
 
 from __future__ import annotations
 
-import gc
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import Tensor
 
 from sugar.losses import LossWeights, StructureOptions
@@ -41,6 +36,7 @@ from sugar.train.objective import SugarObjective
 from sugar.train.retrieval import retrieval_pair
 from tests.models.hf_checkpoints import llava_checkpoint, write_images
 from tests.train.fake_teacher import FakeTeacher
+from tests.train.gloo_ranks import on_two_gloo_ranks
 from tests.train.test_fsdp2_lora import _samples
 from tests.train.test_parallel_minilm import bfloat16_check
 
@@ -110,20 +106,13 @@ def _run(
     }
 
 
-def _worker(rank: int, root: str, init_file: str, out: str) -> None:
-    torch.set_num_threads(1)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+def _on_rank(rank: int, root: str) -> dict[str, Any]:
     results = {}
     for engine in ENGINES:
         shard = Shard(rank, 2, lockstep=engine == "fsdp2")
         results[engine] = _run(Path(root), engine, shard)
         results[f"{engine}-bfloat16"] = _run(Path(root), engine, shard, precision="bfloat16")
-    if rank == 0:
-        torch.save(results, out)
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
+    return results
 
 
 @pytest.mark.slow
@@ -131,10 +120,7 @@ def test_gradient_checkpointing_on_two_gloo_processes_equals_one_process(tmp_pat
     root = tmp_path / "hf"
     write_images(root)
     llava_checkpoint(root / "hf-llava")
-    out = tmp_path / "rank0.pt"
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(_worker, args=(str(root), str(tmp_path / "init"), str(out)), nprocs=2)
-    two = torch.load(out)
+    two = on_two_gloo_ranks(_on_rank, str(root), tmp_path=tmp_path)
     single = _run(root, "ddp", None)
     plain = _run(root, "ddp", None, checkpointing=False)
 

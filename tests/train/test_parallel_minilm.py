@@ -40,9 +40,6 @@ table dense before sharding (``sugar.train.fsdp``).
 from __future__ import annotations
 
 import copy
-import gc
-import os
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -50,8 +47,6 @@ from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import Tensor
 
 import sugar.train.objective as objective_module
@@ -64,6 +59,7 @@ from sugar.train.loop import densify_gradients
 from sugar.train.objective import SugarObjective
 from sugar.train.retrieval import retrieval_pair
 from sugar.train.run import parameter_groups
+from tests.train.gloo_ranks import on_two_gloo_ranks
 
 BLOCKS = 2
 """Trunk blocks kept of the six (each its own FSDP2 group)."""
@@ -177,10 +173,7 @@ def _run(
     }
 
 
-def _worker(rank: int, world_root: str, init_file: str, out: str) -> None:
-    torch.set_num_threads(1)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+def _on_rank(rank: int, world_root: str) -> dict[str, Any]:
     root = Path(world_root)
     template = _template(root)
     results: dict[str, Any] = {}
@@ -191,11 +184,7 @@ def _worker(rank: int, world_root: str, init_file: str, out: str) -> None:
     shard = Shard(rank, 2)
     for mutation in MUTATIONS:
         results[mutation] = _run(template, root, "ddp", "bfloat16", shard, mutation)
-    if rank == 0:
-        torch.save(results, out)
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
+    return results
 
 
 def _distance(a: dict[str, Tensor], b: dict[str, Tensor], names: list[str]) -> Tensor:
@@ -246,10 +235,7 @@ def _close(label: str) -> Callable[[str], str]:
 def test_minilm_on_two_gloo_processes_equals_one_process_in_float32_and_bfloat16(
     loop_world: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "rank0.pt"
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(_worker, args=(str(loop_world), str(tmp_path / "init"), str(out)), nprocs=2)
-    two = torch.load(out)
+    two = on_two_gloo_ranks(_on_rank, str(loop_world), tmp_path=tmp_path)
     template = _template(loop_world)
     single = _run(template, loop_world, "ddp", "none", None)
     rounded = _run(template, loop_world, "ddp", "bfloat16", None)
