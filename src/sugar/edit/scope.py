@@ -26,7 +26,13 @@ from torch.nn import functional as F
 
 from sugar.edit.records import EditRequest
 
-__all__ = ["ScopeSpace", "near_miss_partners", "scope_rows", "train_scope"]
+__all__ = [
+    "ScopeSpace",
+    "near_miss_partners",
+    "scope_rows",
+    "supervised_contrastive",
+    "train_scope",
+]
 
 
 class ScopeSpace(nn.Module):
@@ -109,6 +115,21 @@ def near_miss_partners(edits: Sequence[EditRequest], count: int) -> list[list[in
     return out
 
 
+def supervised_contrastive(vectors: Tensor, groups: Tensor, temperature: float) -> Tensor:
+    """The supervised contrastive loss (Khosla et al. 2020) of unit rows ``vectors`` (R, K) in
+    ``groups`` (R,): the mean, over anchors (rows with another row of their group), of
+    ``-log(sum_same exp(s) / sum_other exp(s))``, ``s`` the cosine over ``temperature``. A
+    negative group id matches nothing (a row that is only ever a negative). # -> ()"""
+    similarity = vectors @ vectors.T / temperature  # (R, R)
+    eye = torch.eye(len(groups), dtype=torch.bool)
+    similarity = similarity.masked_fill(eye, float("-inf"))
+    same = (groups[:, None] == groups[None, :]) & (groups[:, None] >= 0) & ~eye
+    anchors = same.any(dim=1)
+    log_all = torch.logsumexp(similarity, dim=1)
+    log_pos = torch.logsumexp(similarity.masked_fill(~same, float("-inf")), dim=1)
+    return (log_all - log_pos)[anchors].mean()
+
+
 def train_scope(
     keys: Sequence[tuple[list[Tensor], list[Tensor]]],
     width: int,
@@ -157,15 +178,7 @@ def _scope_step(
             rows.append(k)
             groups += [-1] * len(k)  # a negative matches nothing
     vectors = F.normalize(space(torch.cat(rows)), dim=-1)  # (R, K)
-    group = torch.tensor(groups)
-    similarity = vectors @ vectors.T / temperature  # (R, R)
-    eye = torch.eye(len(group), dtype=torch.bool)
-    similarity = similarity.masked_fill(eye, float("-inf"))
-    same = (group[:, None] == group[None, :]) & (group[:, None] >= 0) & ~eye
-    anchors = same.any(dim=1)
-    log_all = torch.logsumexp(similarity, dim=1)
-    log_pos = torch.logsumexp(similarity.masked_fill(~same, float("-inf")), dim=1)
-    loss = (log_all - log_pos)[anchors].mean()
+    loss = supervised_contrastive(vectors, torch.tensor(groups), temperature)
     optimiser.zero_grad()
     loss.backward()
     optimiser.step()

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sugar.edit.records import EditRequest
+from sugar.edit.scope import supervised_contrastive
 
 __all__ = ["contradicted", "train_truth", "truthful_direction"]
 
@@ -78,12 +79,7 @@ def train_truth(
         for _ in range(steps):
             chosen = torch.randperm(len(rows), generator=generator)[:batch]
             vectors = F.normalize(linear(rows[chosen]), dim=-1)
-            similarity = vectors @ vectors.T / temperature
-            eye = torch.eye(len(chosen), dtype=torch.bool)
-            similarity = similarity.masked_fill(eye, float("-inf"))
-            same = (label[chosen][:, None] == label[chosen][None, :]) & ~eye
-            log_pos = torch.logsumexp(similarity.masked_fill(~same, float("-inf")), dim=1)
-            loss = (torch.logsumexp(similarity, dim=1) - log_pos).mean()
+            loss = supervised_contrastive(vectors, label[chosen].long(), temperature)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
