@@ -72,6 +72,17 @@ def answer_margins(model: MLLM, samples: list[Sample], root: Path) -> torch.Tens
     return torch.cat(margins)
 
 
+def with_shuffled_images(samples: list[Sample]) -> list[Sample]:
+    """``samples`` with their (one) image each replaced by another sample's, a fixed
+    permutation (seed 0): the control that shows whether an answer reads its image."""
+    images = [next(seg.image for seg in s.segments if seg.image is not None) for s in samples]
+    random.Random(0).shuffle(images)
+    return [
+        replace(s, segments=[replace(g, image=images[i]) if g.image else g for g in s.segments])
+        for i, s in enumerate(samples)
+    ]
+
+
 def probe_model(args: argparse.Namespace) -> None:
     root = Path(args.world)
     model = load_bundle(args.model, feature_cache=args.cache).model.eval()
@@ -87,15 +98,7 @@ def probe_model(args: argparse.Namespace) -> None:
         chosen = truth | torch.tensor([kind == setting for kind in kinds])
         if bool((chosen & ~truth).any()):
             print(f", {setting} {auc(margins[chosen], truth[chosen]):.3f}", end="")
-    images = [next(seg.image for seg in s.segments if seg.image is not None) for s in samples]
-    shuffled_images = images[:]
-    random.Random(0).shuffle(shuffled_images)
-    shuffled = [
-        replace(
-            s, segments=[replace(g, image=shuffled_images[i]) if g.image else g for g in s.segments]
-        )
-        for i, s in enumerate(samples)
-    ]
+    shuffled = with_shuffled_images(samples)
     print(f"; shuffled images: AUC {auc(answer_margins(model, shuffled, root), truth):.3f}")
 
 
@@ -123,15 +126,7 @@ def probe_hidden(args: argparse.Namespace) -> None:
     mean, std = x_train.mean(0), x_train.std(0) + 1e-3
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     weight, bias = fit_logistic(x_train, y_train, args.l2)
-    shuffled_images = [next(g.image for g in s.segments if g.image) for s in test]
-    random.Random(0).shuffle(shuffled_images)
-    shuffled = [
-        replace(
-            s, segments=[replace(g, image=shuffled_images[i]) if g.image else g for g in s.segments]
-        )
-        for i, s in enumerate(test)
-    ]
-    x_shuffled = (answer_states(model, shuffled, root) - mean) / std
+    x_shuffled = (answer_states(model, with_shuffled_images(test), root) - mean) / std
     with torch.no_grad():
         fit = auc(x_train @ weight + bias, y_train)
         right = auc(x_test @ weight + bias, y_test)
