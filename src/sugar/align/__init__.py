@@ -30,6 +30,7 @@ from sugar.align.kernels import (
     triple_kernel_cost,
     triple_kernel_medians,
 )
+from sugar.align.prefix_gram import gak_prefix_gram, prefix_offsets
 from sugar.align.soft_dtw import cdist_soft_dtw, soft_dtw, soft_dtw_divergence, soft_dtw_from_cost
 
 __all__ = [
@@ -46,11 +47,13 @@ __all__ = [
     "dtw",
     "dtw_from_cost",
     "gak",
+    "gak_prefix_gram",
     "local_log_kernel",
     "log_gak",
     "log_gak_from_cost",
     "normalise_log_gak",
     "prefix_mean_local_kernel",
+    "prefix_offsets",
     "sigma_gak",
     "soft_dtw",
     "soft_dtw_divergence",

@@ -8,7 +8,8 @@ For the n picked prefixes the loss compares two (n, n) matrices:
 - the target ``Ml`` (:func:`structure_targets`, constants under no-grad): the normalised Global
   Alignment Kernel of the two prefixes' teacher slice sequences under the Triple-Kernel ground
   distance; with a fixed sigma all prefix pairs of two samples come from one DP
-  (``cdist_gak_prefixes``); ``same_sample_target="one"`` sets 1 between prefixes of one sample;
+  (``gak_prefix_gram``, unpadded: the padded ``cdist_gak_prefixes`` is its reference);
+  ``same_sample_target="one"`` sets 1 between prefixes of one sample;
   ``use_gak=False`` ("w/o GAK") uses the mean local kernel over the prefixes' slice pairs;
 - the prediction ``Mr`` (:func:`predicted_matrix`) from the unit vectors ``r``: the local kernel
   ``k = exp(-t) / (2 - exp(-t))``, ``t = ||r_i - r_j||^2 / (2 sigma^2)`` with the target's sigma
@@ -31,8 +32,9 @@ from sugar.align import (
     SliceEmbeddings,
     TypeMedians,
     cdist_gak,
-    cdist_gak_prefixes,
+    gak_prefix_gram,
     prefix_mean_local_kernel,
+    prefix_offsets,
     triple_kernel_cost,
 )
 from sugar.align.gak import Normalisation
@@ -184,11 +186,14 @@ def structure_targets(
         ).reshape(count, count, s, s)
         target = table[b[:, None], b[None, :], e[:, None], e[None, :]]
     elif sigma_mode == "fixed":
-        table = cdist_gak_prefixes(
+        gram = gak_prefix_gram(  # every prefix pair, unpadded (sugar.align.prefix_gram)
             slices, sigma=sigma, normalisation=normalisation, triple_kernel=triple_kernel,
             medians=medians,
         )  # fmt: skip
-        target = table[b[:, None], b[None, :], e[:, None], e[None, :]]  # (n, n)
+        rows = prefix_offsets(slices.lengths)[b.to(slices.lengths.device)] + e.to(
+            slices.lengths.device
+        )
+        target = gram[rows[:, None], rows[None, :]]  # (n, n)
     elif sigma_mode == "pair_length":
         target = cdist_gak(
             _truncate(slices, b, e), sigma=sigma, normalisation=normalisation,
