@@ -263,8 +263,9 @@ def build(
         model, objective, shard, engine=t.parallel, layers=model.decoder_layers(),
         rebuild=rebuild if main else None,
     )  # fmt: skip
+    groups = parameter_groups(model, [objective], t.weight_decay, t.lr)
     optimiser = torch.optim.AdamW(  # after sharding: FSDP2 replaces the parameters
-        parameter_groups(model, [objective], t.weight_decay, t.lr), lr=t.lr
+        groups, lr=t.lr, fused=fused_adam(groups)
     )
     warmup = int(t.warmup_ratio * t.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -324,6 +325,19 @@ def _retrieval_sources(
                 "files in data.retrieval or set train.retrieval_batch=0"
             )
     return generative, split_pool(pool)
+
+
+def fused_adam(groups: Sequence[dict[str, Any]]) -> bool | None:
+    """True (AdamW's fused kernel) when every parameter is a plain floating tensor on a CPU or
+    CUDA device; None (torch's default) otherwise, e.g. FSDP2's DTensors. Measured on the
+    demo's MiniLM (23.5 M trainable values, 1 thread): an AdamW step 128 ms per-tensor, 96-118
+    ms ``foreach``, 28-30 ms fused; the same update to rounding."""
+    plain = all(
+        type(p) in (Tensor, nn.Parameter) and p.device.type in ("cpu", "cuda")
+        and p.is_floating_point()
+        for group in groups for p in group["params"]
+    )  # fmt: skip
+    return True if plain else None
 
 
 def densify_gradients(parameters: Sequence[Tensor]) -> None:
