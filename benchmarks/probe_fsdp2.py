@@ -153,9 +153,14 @@ def _memory_rank(rank: int, init_file: str, world_root: str, engine: str, out: s
 
 
 def _memory() -> None:
+
+    with tempfile.TemporaryDirectory(prefix="probe_fsdp2_memory_") as directory:
+        _memory_in(Path(directory))
+
+
+def _memory_in(work: Path) -> None:
     from sugar.data.world import generate_world
 
-    work = Path(tempfile.mkdtemp(prefix="probe_fsdp2_memory_"))
     generate_world(work / "world", seed=5, train_per_task=12, val_per_task=2, test_per_task=2)
     names = ("parameters at rest", "parameters, peak", "gradients", "AdamW moments")
     print("per rank, MiB (CPU, gloo, 2 ranks, float32; tiny MLLM at config defaults + projector)")
@@ -241,8 +246,8 @@ def _minilm_runs(work: Path, autocast: str) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    init = os.path.join(tempfile.mkdtemp(prefix="probe_fsdp2_"), "init")
-    mp.spawn(_rank, args=(init,), nprocs=2)
+    with tempfile.TemporaryDirectory(prefix="probe_fsdp2_") as directory:
+        mp.spawn(_rank, args=(os.path.join(directory, "init"),), nprocs=2)
     if "--memory" in sys.argv[1:]:
         _memory()
     if "--minilm-loop" in sys.argv[1:]:
