@@ -152,6 +152,19 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
     assert values[10] == pytest.approx(0.0)
 
 
+def test_adamw_is_fused_only_over_plain_floating_parameters() -> None:
+    from sugar.train.loop import fused_adam
+
+    plain = [{"params": [torch.nn.Parameter(torch.zeros(3)), torch.zeros(2, 2)]}]
+    assert fused_adam(plain) is True
+    assert fused_adam([*plain, {"params": [torch.zeros(2, dtype=torch.long)]}]) is None
+
+    class Sharded(torch.Tensor):  # a tensor subclass, as FSDP2's DTensor is
+        pass
+
+    assert fused_adam([{"params": [torch.zeros(2).as_subclass(Sharded)]}]) is None
+
+
 def test_split_views_are_two_samples_of_one_group() -> None:
     from sugar.data.schema import Sample, Segment
     from sugar.data.views import apply_views
