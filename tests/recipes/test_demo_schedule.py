@@ -25,3 +25,32 @@ def test_the_in_process_pool_hands_errors_to_result() -> None:
     assert _InProcess().submit(lambda a, b: a + b, 1, 2).result() == 3
     with pytest.raises(ValueError, match="boom"):
         _InProcess().submit(fail).result()
+
+
+def test_recipes_run_their_own_stages_in_one_torch_thread_and_restore_it() -> None:
+    import torch
+
+    from sugar.recipes.bench import run_quality_bench
+    from sugar.recipes.demo import run_demo
+    from sugar.recipes.jobs import in_one_torch_thread
+
+    seen: list[int] = []
+
+    @in_one_torch_thread
+    def stage(fail: bool) -> None:
+        seen.append(torch.get_num_threads())
+        if fail:
+            raise ValueError("stage failed")
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stage(False)
+        assert seen == [1] and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="stage failed"):
+            stage(True)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    for recipe in (run_demo, run_quality_bench):  # both recipes carry the wrapper
+        assert getattr(recipe, "__wrapped__", None) is not None, recipe.__name__

@@ -52,7 +52,7 @@ from sugar.eval.report import HEADLINE, write_report
 from sugar.eval.tasks import TASKS, run_tasks
 from sugar.io import atomic_write_json, atomic_write_text, sha256_file, write_manifest
 from sugar.recipes.demo import SIZES, run_config, stage
-from sugar.recipes.jobs import train_and_evaluate
+from sugar.recipes.jobs import in_one_torch_thread, train_and_evaluate
 
 __all__ = ["HEADLINE_VARIANTS", "VARIANTS", "run_quality_bench"]
 
@@ -291,6 +291,7 @@ def _difficulty(
     return {"world": world, "band": list(BAND), "figures": figures}
 
 
+@in_one_torch_thread
 def run_quality_bench(
     out: str | Path,
     *,

@@ -40,7 +40,12 @@ from sugar.eval.report import headline_table, write_report
 from sugar.eval.tasks import TASKS
 from sugar.io import atomic_write_json, sha256_file
 from sugar.owned import claim_directory, remove_owned
-from sugar.recipes.jobs import evaluate_teacher, train_and_evaluate, train_on_workers
+from sugar.recipes.jobs import (
+    evaluate_teacher,
+    in_one_torch_thread,
+    train_and_evaluate,
+    train_on_workers,
+)
 from sugar.teachers.training import train_teacher
 from sugar.train.loop import train
 
@@ -226,6 +231,7 @@ DEMO_ENTRIES = (
 """What ``sugar demo`` (and ``sugar bench quality``, in ``bench/``) write in their ``--out``."""
 
 
+@in_one_torch_thread
 def run_demo(
     out: str | Path,
     *,
