@@ -59,7 +59,13 @@ class ControlConfig:
     batch_size: int = 32
     """Queries per step."""
     lr: float = 1e-3
-    """AdamW learning rate (constant)."""
+    """AdamW learning rate (the peak, under ``lr_schedule``)."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """``constant``: ``lr`` throughout. ``cosine``: within each round, from ``lr`` down to
+    ``lr * lr_floor`` along a half cosine (:func:`sugar.control.train.round_lr`), restarting
+    at ``lr`` when the next round brings its mined negatives."""
+    lr_floor: float = 0.1
+    """The cosine schedule's last learning rate as a fraction of ``lr`` (0 to 1)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     temperature: float = 0.05
@@ -84,6 +90,9 @@ class ControlConfig:
             check(getattr(self, name) >= 1, name, getattr(self, name))
         check(self.batch_size >= 2, "batch_size", self.batch_size, "must be >= 2 (in-batch)")
         check(self.lr > 0, "lr", self.lr, "must be > 0")
+        check(self.lr_schedule in ("constant", "cosine"), "lr_schedule", self.lr_schedule,
+              "must be constant or cosine")  # fmt: skip
+        check(0 <= self.lr_floor <= 1, "lr_floor", self.lr_floor, "must be in [0, 1]")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         check(self.temperature > 0, "temperature", self.temperature, "must be > 0")
         check(self.mining_margin >= 0, "mining_margin", self.mining_margin, "must be >= 0")
