@@ -74,7 +74,10 @@ class ControlConfig:
     """Hard negatives mined per query for rounds after the first."""
     mining_margin: float = 0.05
     """False-negative margin: a candidate scoring above ``positive - margin`` is dropped
-    (:func:`sugar.mine.select_negatives`)."""
+    (:func:`sugar.mine.select_negatives`). At 0 and above only candidates scoring below the
+    best positive can be mined; a negative margin trusts the labels that far (down to -2,
+    which drops nothing: cosines differ by at most 2), for data whose positives are complete,
+    as the built-in world's are."""
     mining_depth: int = 50
     """Candidates examined per query when mining, best first."""
     checkpoint_every: int = 50
@@ -95,7 +98,7 @@ class ControlConfig:
         check(0 <= self.lr_floor <= 1, "lr_floor", self.lr_floor, "must be in [0, 1]")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         check(self.temperature > 0, "temperature", self.temperature, "must be > 0")
-        check(self.mining_margin >= 0, "mining_margin", self.mining_margin, "must be >= 0")
+        check(self.mining_margin >= -2, "mining_margin", self.mining_margin, "must be >= -2")
         check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, ">= 0")
 
     def to_yaml(self) -> str:
