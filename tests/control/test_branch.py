@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sugar.control.branch import ControlBranch, JoinKind, joined
-from sugar.control.embed import embed_instructed, instructed_vectors
+from sugar.control.embed import embed_instructed, instructed_vectors, read_instructions
 from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample, Segment
 from sugar.embed import embed_vectors
@@ -143,3 +143,57 @@ def test_bad_shapes_and_instructions_are_named(control_world: ControlWorld) -> N
     projector = RetrievalProjector(32, 16)
     with pytest.raises(ValueError, match=r"instructions\[1\] = ''"):
         embed_instructed(model, projector, branch, samples[:2], ["find it", ""], root)
+
+
+@pytest.mark.parametrize("join", ["add", "film"])
+def test_cached_readings_give_the_same_vectors_and_gradients(
+    control_world: ControlWorld, join: JoinKind
+) -> None:
+    """Training reads each [instruction, query] once (read_instructions) and reuses it in
+    padded batches; vectors and the branch's gradients must match the naive reference, each
+    query read and embedded alone (no padding anywhere), in any batch order."""
+    samples, instructions = queries(control_world)
+    model, root = control_world.model, control_world.root
+    torch.manual_seed(0)
+    projector = RetrievalProjector(model.hidden_size, 16).eval()
+    branch = perturbed(ControlBranch(model.hidden_size, joins=2, layers=1, heads=2, join=join))
+    readings = read_instructions(model, samples, instructions, root, batch_size=4)
+    assert [r.dim() for r in readings] == [2] * len(samples)
+    assert len({len(r) for r in readings}) > 1  # lengths differ: padding is exercised
+    weights = torch.arange(1.0, 17.0)
+
+    def gradient_of(vectors: torch.Tensor) -> torch.Tensor:
+        branch.zero_grad()
+        (vectors * weights).sum().backward()
+        grad = branch.zero[0].weight.grad
+        assert grad is not None
+        return grad.clone()
+
+    def alone(order: list[int]) -> torch.Tensor:  # (B, P), each query read and embedded alone
+        return torch.cat([instructed_vectors(model, projector, branch, [samples[i]],
+                                             [instructions[i]], root) for i in order])  # fmt: skip
+
+    reference = alone(list(range(len(samples)))).detach()
+    assert (reference - base_vectors(model, projector, samples, root)).abs().max() > 1e-3
+    for order in (list(range(len(samples))), [3, 0, 5, 1, 4, 2]):
+        batch = instructed_vectors(
+            model, projector, branch, [samples[i] for i in order],
+            [instructions[i] for i in order], root, readings=[readings[i] for i in order],
+        )  # fmt: skip
+        torch.testing.assert_close(batch.detach(), reference[order], rtol=1e-5, atol=1e-6)
+        grad = gradient_of(batch)
+        torch.testing.assert_close(grad, gradient_of(alone(order)), rtol=1e-4, atol=1e-6)
+    fresh = embed_instructed(model, projector, branch, samples, instructions, root, batch_size=4)
+    cached = embed_instructed(model, projector, branch, samples, instructions, root,
+                              batch_size=4, readings=readings)  # fmt: skip
+    torch.testing.assert_close(fresh, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cached, reference, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="5 readings for 6 queries"):
+        embed_instructed(model, projector, branch, samples, instructions, root,
+                         readings=readings[:5])  # fmt: skip
+
+
+def base_vectors(
+    model: MLLM, projector: RetrievalProjector, samples: list[Sample], root: Path
+) -> torch.Tensor:
+    return embed_vectors(model, projector, samples, root)

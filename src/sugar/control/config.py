@@ -59,7 +59,13 @@ class ControlConfig:
     batch_size: int = 32
     """Queries per step."""
     lr: float = 1e-3
-    """AdamW learning rate (constant)."""
+    """AdamW learning rate (the peak, under ``lr_schedule``)."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """``constant``: ``lr`` throughout. ``cosine``: within each round, from ``lr`` down to
+    ``lr * lr_floor`` along a half cosine (:func:`sugar.control.train.round_lr`), restarting
+    at ``lr`` when the next round brings its mined negatives."""
+    lr_floor: float = 0.1
+    """The cosine schedule's last learning rate as a fraction of ``lr`` (0 to 1)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     temperature: float = 0.05
@@ -68,7 +74,10 @@ class ControlConfig:
     """Hard negatives mined per query for rounds after the first."""
     mining_margin: float = 0.05
     """False-negative margin: a candidate scoring above ``positive - margin`` is dropped
-    (:func:`sugar.mine.select_negatives`)."""
+    (:func:`sugar.mine.select_negatives`). At 0 and above only candidates scoring below the
+    best positive can be mined; a negative margin trusts the labels that far (down to -2,
+    which drops nothing: cosines differ by at most 2), for data whose positives are complete,
+    as the built-in world's are."""
     mining_depth: int = 50
     """Candidates examined per query when mining, best first."""
     checkpoint_every: int = 50
@@ -84,9 +93,12 @@ class ControlConfig:
             check(getattr(self, name) >= 1, name, getattr(self, name))
         check(self.batch_size >= 2, "batch_size", self.batch_size, "must be >= 2 (in-batch)")
         check(self.lr > 0, "lr", self.lr, "must be > 0")
+        check(self.lr_schedule in ("constant", "cosine"), "lr_schedule", self.lr_schedule,
+              "must be constant or cosine")  # fmt: skip
+        check(0 <= self.lr_floor <= 1, "lr_floor", self.lr_floor, "must be in [0, 1]")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         check(self.temperature > 0, "temperature", self.temperature, "must be > 0")
-        check(self.mining_margin >= 0, "mining_margin", self.mining_margin, "must be >= 0")
+        check(self.mining_margin >= -2, "mining_margin", self.mining_margin, "must be >= -2")
         check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, ">= 0")
 
     def to_yaml(self) -> str:

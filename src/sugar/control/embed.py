@@ -8,6 +8,12 @@ added after the first J decoder blocks (:func:`sugar.control.branch.joined`). Th
 read from the second pass exactly as :func:`sugar.embed.embed_samples` reads a sample's (its
 final prefix through the frozen retrieval projector), so with zero joins it *is* the base
 model's vector. Documents are never embedded here: they stay the base model's.
+
+The first pass does not depend on the branch, so a caller that embeds the same queries many
+times (training: every step, mining, validation) reads them once with
+:func:`read_instructions` and passes the ``readings``; the vectors are the same up to float
+rounding (the branch masks padding and has no positions of its own, so how a batch of
+readings is padded does not matter).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from sugar.data.schema import Sample, Segment
 from sugar.models.base import MLLM
 from sugar.models.prefix import RetrievalProjector, embed_prefixes
 
-__all__ = ["embed_instructed", "instructed", "instructed_vectors"]
+__all__ = ["embed_instructed", "instructed", "instructed_vectors", "padded", "read_instructions"]
 
 
 def instructed(sample: Sample, instruction: str) -> Sample:
@@ -42,6 +48,44 @@ def _checked(instructions: Sequence[str], count: int) -> None:
             raise ValueError(f"instructions[{i}] = {text!r}: a non-empty text")
 
 
+@torch.no_grad()
+def read_instructions(
+    model: MLLM,
+    samples: Sequence[Sample],
+    instructions: Sequence[str],
+    root: str | Path,
+    *,
+    batch_size: int = 64,
+    slice_text_by: Literal["sentence", "segment"] = "sentence",
+) -> list[Tensor]:
+    """The frozen model's last hidden states over ``[instruction, query...]`` of each sample,
+    its real tokens only, float32 on the CPU: what the branch reads. # B x (T_i, D)
+
+    The caller sets modes: the frozen ``model`` should be in eval mode (no dropout)."""
+    _checked(instructions, len(samples))
+    out: list[Tensor] = []
+    for start in range(0, len(samples), batch_size):
+        stop = start + batch_size
+        prefixed = [instructed(s, text) for s, text in
+                    zip(samples[start:stop], instructions[start:stop], strict=True)]  # fmt: skip
+        read = model.collate(prefixed, root, slice_text_by=slice_text_by)
+        states = model(read).hidden.float().cpu()  # (b, T', D)
+        mask = read.attention_mask.bool().cpu()  # (b, T')
+        out += [states[i][mask[i]] for i in range(len(prefixed))]
+    return out
+
+
+def padded(readings: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Readings of :func:`read_instructions` as one right-padded batch and its mask (true at
+    real tokens). # (B, T, D), (B, T)"""
+    if not readings:
+        raise ValueError("no readings to pad")
+    states = torch.nn.utils.rnn.pad_sequence(list(readings), batch_first=True)  # (B, T, D)
+    lengths = torch.tensor([len(r) for r in readings])
+    mask = torch.arange(states.shape[1])[None, :] < lengths[:, None]  # (B, T)
+    return states, mask
+
+
 def instructed_vectors(
     model: MLLM,
     projector: RetrievalProjector,
@@ -52,17 +96,23 @@ def instructed_vectors(
     *,
     image_pool: Literal["mean", "last"] = "mean",
     slice_text_by: Literal["sentence", "segment"] = "sentence",
+    readings: Sequence[Tensor] | None = None,
 ) -> Tensor:
     """Unit query vectors of one batch, differentiable with respect to the branch. # (B, P)
 
-    The caller sets modes: the frozen ``model`` should be in eval mode (no dropout)."""
+    ``readings``: the samples' :func:`read_instructions`, to skip the first pass. The caller
+    sets modes: the frozen ``model`` should be in eval mode (no dropout)."""
     _checked(instructions, len(samples))
     device = next(branch.parameters()).device
-    prefixed = [instructed(s, text) for s, text in zip(samples, instructions, strict=True)]
-    with torch.no_grad():  # the frozen model's reading of the instruction: an input
-        read = model.collate(prefixed, root, slice_text_by=slice_text_by)
-        states = model(read).hidden.to(device)  # (B, T', D)
-    control = branch(states.float(), read.attention_mask.to(device))  # (J, B, D or 2D)
+    if readings is None:
+        readings = read_instructions(
+            model, samples, instructions, root, batch_size=max(1, len(samples)),
+            slice_text_by=slice_text_by,
+        )  # fmt: skip
+    if len(readings) != len(samples):
+        raise ValueError(f"{len(readings)} readings for {len(samples)} queries")
+    states, mask = padded(readings)  # (B, T', D), (B, T')
+    control = branch(states.to(device), mask.to(device))  # (J, B, D or 2D)
     batch = model.collate(samples, root, slice_text_by=slice_text_by)
     with joined(model.decoder_layers(), control, branch.join):
         hidden = model(batch).hidden  # (B, T, D)
@@ -83,9 +133,14 @@ def embed_instructed(
     batch_size: int = 32,
     image_pool: Literal["mean", "last"] = "mean",
     slice_text_by: Literal["sentence", "segment"] = "sentence",
+    readings: Sequence[Tensor] | None = None,
 ) -> Tensor:
-    """:func:`instructed_vectors` in batches, in eval mode, as float32 on the CPU. # (B, P)"""
+    """:func:`instructed_vectors` in batches, in eval mode, as float32 on the CPU. # (B, P)
+
+    ``readings``: every sample's :func:`read_instructions` (as there), or ``None``."""
     _checked(instructions, len(samples))
+    if readings is not None and len(readings) != len(samples):
+        raise ValueError(f"{len(readings)} readings for {len(samples)} queries")
     modes = model.training, branch.training
     model.eval()
     branch.eval()
@@ -97,6 +152,7 @@ def embed_instructed(
                 instructed_vectors(
                     model, projector, branch, samples[start:stop], instructions[start:stop],
                     root, image_pool=image_pool, slice_text_by=slice_text_by,
+                    readings=None if readings is None else readings[start:stop],
                 ).float().cpu()
             )  # fmt: skip
     finally:

@@ -11,6 +11,7 @@ candidates scoring above ``best positive - margin`` as likely false negatives, k
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,12 +40,14 @@ def mine_instructed(
     depth: int,
     image_pool: Literal["mean", "last"] = "mean",
     slice_text_by: Literal["sentence", "segment"] = "sentence",
+    readings: Sequence[Tensor] | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """``{query id: [mined corpus ids]}`` and a summary (``queries``, ``mined``,
-    ``filtered_false_negatives``, ``short``: queries with fewer than ``k``)."""
+    ``filtered_false_negatives``, ``short``: queries with fewer than ``k``). ``readings``:
+    the queries' :func:`sugar.control.embed.read_instructions`, or ``None``."""
     queries = embed_instructed(
         model, projector, branch, data.queries, data.instructions, root,
-        batch_size=64, image_pool=image_pool, slice_text_by=slice_text_by,
+        batch_size=64, image_pool=image_pool, slice_text_by=slice_text_by, readings=readings,
     )  # fmt: skip
     scores = (queries @ corpus_vectors.T).masked_fill(data.excluded, float("-inf"))  # (Q, C)
     relevance = data.relevance

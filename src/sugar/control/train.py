@@ -25,6 +25,7 @@ newest one at the same step.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from sugar.control.checkpoint import (
     save_round_branch,
 )
 from sugar.control.config import ControlConfig
-from sugar.control.embed import embed_instructed, instructed_vectors
+from sugar.control.embed import embed_instructed, instructed_vectors, read_instructions
 from sugar.control.mine import mine_instructed
 from sugar.data.instructed import InstructedSet, read_instructed
 from sugar.embed import embed_vectors
@@ -52,7 +53,7 @@ from sugar.models.bundle import load_bundle, save_bundle
 from sugar.models.prefix import projector_from_extras
 from sugar.train.guard import run_directory
 
-__all__ = ["ControlResult", "intent_recall", "slice_text_by_of", "train_control"]
+__all__ = ["ControlResult", "intent_recall", "round_lr", "slice_text_by_of", "train_control"]
 
 
 @dataclass
@@ -88,6 +89,23 @@ def intent_recall(
         rows = torch.tensor([i for i, name in enumerate(intents) if name == intent])
         out[f"r1_{intent}"] = recall_at_k(scores[rows], relevance[rows], 1)
     return out
+
+
+def round_lr(cfg: ControlConfig, round_step: int) -> float:
+    """The learning rate of step ``round_step`` (0-based) of a round: ``cfg.lr`` for
+    ``constant``; for ``cosine``, ``lr * (floor + (1 - floor) * (1 + cos(pi * s / S)) / 2)``
+    with ``S`` the round's steps, so the first step uses ``lr`` and the last nears ``lr *
+    floor``. A pure function of the step, so a resumed run needs no scheduler state.
+
+    >>> cfg = ControlConfig(base="b", lr=1.0, lr_schedule="cosine", lr_floor=0.0,
+    ...                     steps_per_round=4)
+    >>> [round(round_lr(cfg, s), 3) for s in range(4)]
+    [1.0, 0.854, 0.5, 0.146]
+    """
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = round_step / cfg.steps_per_round
+    return cfg.lr * (cfg.lr_floor + (1 - cfg.lr_floor) * (1 + math.cos(math.pi * progress)) / 2)
 
 
 def _step_loss(
@@ -149,6 +167,12 @@ def _train_control(cfg: ControlConfig, resume: bool, say: Callable[[str], None])
     trained_intents = {str(q.meta.get("intent", "user")) for q in train_set.queries}
     corpus = embed_vectors(model, projector, train_set.corpus, root, batch_size=64, **options)
     val_corpus = embed_vectors(model, projector, val_set.corpus, root, batch_size=64, **options)
+    # the frozen model's reading of each [instruction, query], once: every step, mining and
+    # validation reuse it (sugar.control.embed)
+    readings = read_instructions(model, train_set.queries, train_set.instructions, root,
+                                 slice_text_by=slicing)  # fmt: skip
+    val_readings = read_instructions(model, val_set.queries, val_set.instructions, root,
+                                     slice_text_by=slicing)  # fmt: skip
 
     if cfg.joins > len(model.decoder_layers()):
         raise ValueError(f"joins={cfg.joins} > the backbone's {len(model.decoder_layers())} layers")
@@ -180,7 +204,7 @@ def _train_control(cfg: ControlConfig, resume: bool, say: Callable[[str], None])
         if state["round"] > 0 and state["round_step"] == 0 and not state["mined"]:
             state["mined"], summary = mine_instructed(
                 model, projector, branch, train_set, corpus, root, k=cfg.mined_negatives,
-                margin=cfg.mining_margin, depth=cfg.mining_depth, **options,
+                margin=cfg.mining_margin, depth=cfg.mining_depth, readings=readings, **options,
             )  # fmt: skip
             log({"round": state["round"] + 1, "mining": summary})
         branch.train()
@@ -189,12 +213,15 @@ def _train_control(cfg: ControlConfig, resume: bool, say: Callable[[str], None])
             indices = picked.tolist()
             vectors = instructed_vectors(
                 model, projector, branch, [train_set.queries[i] for i in indices],
-                [train_set.instructions[i] for i in indices], root, **options,
+                [train_set.instructions[i] for i in indices], root,
+                readings=[readings[i] for i in indices], **options,
             )  # fmt: skip
             loss = _step_loss(vectors, corpus, train_set, indices, state["mined"], generator,
                               cfg.temperature)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = round_lr(cfg, state["round_step"])
             optimizer.step()
             state["step"] += 1
             state["round_step"] += 1
@@ -204,7 +231,7 @@ def _train_control(cfg: ControlConfig, resume: bool, say: Callable[[str], None])
                 checkpoint()
         vectors = embed_instructed(
             model, projector, branch, val_set.queries, val_set.instructions, root,
-            batch_size=64, **options,
+            batch_size=64, readings=val_readings, **options,
         )  # fmt: skip
         validation = intent_recall(vectors, val_corpus, val_set)
         trained = [v for k, v in validation.items() if k[3:] in trained_intents]
