@@ -34,12 +34,10 @@ from sklearn.linear_model import LogisticRegressionCV
 
 from sugar.control.train import slice_text_by_of
 from sugar.data.schema import Sample
-from sugar.data.world.scene import SceneObject, relation
+from sugar.data.world.scene import Scene, relation
 from sugar.embed import embed_vectors
 from sugar.models.bundle import load_bundle
 from sugar.models.prefix import projector_from_extras
-
-FIELDS = ("shape", "colour", "size", "x", "y")
 
 
 def _images(world: Path, split: str) -> tuple[list[dict[str, Any]], list[Sample]]:
@@ -59,8 +57,8 @@ def _labels(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
         out["colour"].append({o["colour"] for o in objects})
         axis = where = None
         if len(objects) == 2:
-            a, b = sorted((SceneObject(**{k: o[k] for k in FIELDS}) for o in objects),
-                          key=lambda o: (o.shape, o.colour))  # fmt: skip
+            placed = Scene.from_dict(row["meta"]["scene"]).objects
+            a, b = sorted(placed, key=lambda o: (o.shape, o.colour))
             found = relation(a, b)
             axis = None if found is None else found in ("left", "right")
             where = found if a.shape != b.shape else None

@@ -162,15 +162,11 @@ class HFMLLM(MLLM):
         )
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.layout.eos_id)
-        if spec["gradient_checkpointing"]:  # the newer name (transformers 5.24 has it); the
-            # old one (gradient_checkpointing_enable) warns and goes in v6
-            enable = getattr(self.base, "activation_checkpointing_enable", None)
-            if enable is not None:
-                enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                self.base.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
-                )
+        if spec["gradient_checkpointing"]:  # the old name, gradient_checkpointing_enable,
+            # warns and goes in transformers v6; the `hf` extra's 5.24 has this one
+            self.base.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
 
     # ----------------------------------------------------------------------------------------
     # Building and loading
