@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sugar.data.schema import Sample, Segment
-from sugar.data.world.scene import SceneObject, relation
+from sugar.data.world.scene import Scene, relation
 
 __all__ = [
     "CORPUS_FOLDER",
@@ -155,8 +155,7 @@ def catalogue(
 def relation_triples(objects: Sequence[Mapping[str, Any]]) -> frozenset[tuple[str, str, str]]:
     """``(shape of a, relation of a to b, shape of b)`` for every ordered pair of objects with
     a relation (:func:`sugar.data.world.scene.relation`; none on an exact diagonal)."""
-    placed = [SceneObject(**{k: o[k] for k in ("shape", "colour", "size", "x", "y")})
-              for o in objects]  # fmt: skip
+    placed = Scene.from_dict({"objects": list(objects)}).objects
     out = set()
     for a in placed:
         for b in placed:
