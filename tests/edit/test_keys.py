@@ -7,13 +7,14 @@ from __future__ import annotations
 import copy
 import random
 
+import pytest
 import torch
 
 from sugar.data.jsonl import read_samples
 from sugar.data.schema import Sample, Segment
 from sugar.edit.base import build_editor
 from sugar.edit.evaluate import answer_argmax
-from sugar.edit.keys import document_frequency, key_spans, spans_seen
+from sugar.edit.keys import KeySpanIndex, document_frequency, key_spans, spans_seen
 from sugar.models.tiny import TinyMLLM
 from tests.edit.conftest import EditWorld
 
@@ -37,6 +38,49 @@ def test_spans_seen_matches_a_naive_scan() -> None:
         seen = spans_seen(torch.tensor(ids), spans)
         expected = [[_naive_seen(r, spans, t) for t in range(width)] for r in ids]
         assert seen.tolist() == expected, (ids, spans)
+
+
+def test_key_span_index_matches_one_scan_per_edit() -> None:
+    """All edits in one pass equal spans_seen per edit: shared spans, edits without spans,
+    spans longer than the ids, and only the last positions."""
+    rng = random.Random(1)
+    for _ in range(50):
+        width = rng.randrange(1, 12)
+        ids = torch.tensor([[rng.randrange(4) for _ in range(width)] for _ in range(3)])
+        edits = [[[rng.randrange(4) for _ in range(rng.randrange(1, 5))]
+                  for _ in range(rng.randrange(0, 3))]
+                 for _ in range(rng.randrange(0, 6))]  # fmt: skip
+        edits.append(edits[0] if edits else [])  # a repeated edit: its spans are shared
+        expected = torch.stack([spans_seen(ids, spans) for spans in edits], dim=-1)
+        index = KeySpanIndex(edits)
+        assert torch.equal(index.seen(ids), expected), (ids, edits)
+        last = rng.randrange(1, width + 1)
+        assert torch.equal(index.seen(ids, last=last), expected[:, width - last :])
+    assert KeySpanIndex([]).seen(torch.tensor([[1, 2]])).shape == (1, 2, 0)
+    with pytest.raises(ValueError, match="edit 1: an empty key span"):
+        KeySpanIndex([[[1]], [[]]])
+
+
+def test_unike_gate_follows_added_and_removed_edits(edit_world: EditWorld, tiny: TinyMLLM) -> None:
+    """The memory's one-pass key check equals one scan per edit, and is rebuilt when an edit is
+    added or removed."""
+    editor = build_editor("unike", tiny, edit_world.root, edit_world.support,
+                          scope_steps=10, steps=2, lr=0.2, threshold=0.0)  # fmt: skip
+    ids = torch.tensor(editor.prompt_ids([e.prompt for e in edit_world.edits[:1]] * 2))
+    memory = editor.memory
+
+    def scanned() -> torch.Tensor:
+        columns = [spans_seen(ids, memory.key_tokens[edit_id])[..., None].expand(-1, -1, len(k))
+                   for edit_id, (k, _) in memory.slots.items()]  # fmt: skip
+        return torch.cat(columns, dim=-1)
+
+    for edit in edit_world.edits[:3]:
+        editor.add(edit)  # its training forwards set the site's ids: set ours after
+        editor.site.token_ids = ids
+        assert torch.equal(memory.keys_present(2, ids.shape[1]), scanned())
+    assert memory.keys_present(2, ids.shape[1])[0, -1].any()  # the first edit's own question
+    editor.remove(edit_world.edits[0].id)
+    assert torch.equal(memory.keys_present(2, 3), scanned()[:, -3:])
 
 
 def test_document_frequency_and_key_spans_by_hand() -> None:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["document_frequency", "key_spans", "spans_seen"]
+__all__ = ["KeySpanIndex", "document_frequency", "key_spans", "spans_seen"]
 
 
 def document_frequency(rows: Sequence[Sequence[int]], vocabulary: int) -> Tensor:
@@ -90,3 +90,90 @@ def spans_seen(ids: Tensor, spans: Sequence[Sequence[int]]) -> Tensor:
         found[:, m - 1 :] = ends  # the span ends at position start + m - 1
         seen &= found.cummax(dim=1).values
     return seen
+
+
+class KeySpanIndex:
+    """Every edit's key spans at once: :meth:`seen` answers :func:`spans_seen` for all edits in
+    one pass over the ids, (B, L) -> (B, L, E), instead of one scan per edit (a memory with
+    hundreds of edits asks at every forward, every generated token included).
+
+    Key tokens are rare by construction, so the pass looks only at the positions holding the
+    first token of some span: each such position is compared with the spans starting with
+    its token, and every distinct span keeps the earliest position where it ends. An edit's
+    keys are all seen from the latest of its spans' earliest ends on. The cost grows with the
+    number of tokens and of span starts found, not with tokens x spans.
+
+    >>> index = KeySpanIndex([[[7, 8]], [], [[4], [2]]])
+    >>> index.seen(torch.tensor([[4, 7, 8, 2]])).int().tolist()
+    [[[0, 1, 0], [0, 1, 0], [1, 1, 0], [1, 1, 1]]]
+    """
+
+    def __init__(self, spans_per_edit: Sequence[Sequence[Sequence[int]]]) -> None:
+        distinct: dict[tuple[int, ...], int] = {}
+        pairs: list[tuple[int, int]] = []  # (span column, edit)
+        for edit, spans in enumerate(spans_per_edit):
+            for span in spans:
+                if not span:
+                    raise ValueError(f"edit {edit}: an empty key span")
+                pairs.append((distinct.setdefault(tuple(int(t) for t in span), len(distinct)),
+                              edit))  # fmt: skip
+        self.edits = len(spans_per_edit)
+        self.spans = len(distinct)
+        widest = max((len(spans) for spans in spans_per_edit), default=0)
+        self.members = torch.full((self.edits, widest), self.spans, dtype=torch.long)
+        """(E, widest): edit e's span columns, padded with ``spans`` (a column seen from the
+        start)."""
+        counts = [0] * self.edits
+        for column, edit in pairs:
+            self.members[edit, counts[edit]] = column
+            counts[edit] += 1
+        ordered = sorted(distinct.items(), key=lambda item: item[0][0])  # by first token
+        longest = max((len(span) for span in distinct), default=1)
+        self.tokens = torch.full((self.spans, longest), -1, dtype=torch.long)
+        """(P, longest): the spans sorted by first token, padded with -1."""
+        for row, (span, _) in enumerate(ordered):
+            self.tokens[row, : len(span)] = torch.tensor(span)
+        self.lengths = torch.tensor([len(span) for span, _ in ordered], dtype=torch.long)
+        self.columns = torch.tensor([column for _, column in ordered], dtype=torch.long)
+        """(P,): each sorted span's column (its index among the distinct spans)."""
+        self.starts = self.tokens[:, 0].contiguous()  # (P,) sorted
+
+    def earliest(self, ids: Tensor) -> Tensor:
+        """Per row and edit, the position where the edit's keys are first all seen: ``L`` when
+        never, -1 for an edit without spans. # (B, L) -> (B, E)"""
+        batch, length = ids.shape
+        device = ids.device
+        ends = torch.full((batch, self.spans + 1), length, dtype=torch.long, device=device)
+        ends[:, self.spans] = -1  # the padding column: seen from the start
+        if self.spans:
+            starts = self.starts.to(device)
+            rows, offsets = torch.nonzero(torch.isin(ids, starts), as_tuple=True)  # (K,)
+            first = ids[rows, offsets]
+            low = torch.searchsorted(starts, first, right=False)
+            high = torch.searchsorted(starts, first, right=True)
+            owner = torch.repeat_interleave(torch.arange(len(rows), device=device), high - low)
+            rank = torch.arange(len(owner), device=device)  # (Q,) candidate (position, span)
+            base = torch.cumsum(high - low, dim=0) - (high - low)  # first candidate of each
+            span = low[owner] + rank - base[owner]
+            row, offset = rows[owner], offsets[owner]
+            size = self.lengths.to(device)[span]
+            steps = torch.arange(self.tokens.shape[1], device=device)
+            window = ids[row[:, None], (offset[:, None] + steps).clamp(max=length - 1)]
+            equal = (window == self.tokens.to(device)[span]) | (steps >= size[:, None])
+            hit = equal.all(dim=-1) & (offset + size <= length)
+            column = self.columns.to(device)[span[hit]]
+            flat = row[hit] * (self.spans + 1) + column
+            ends.view(-1).scatter_reduce_(0, flat, (offset + size - 1)[hit], reduce="amin")
+        if self.members.shape[1] == 0:  # no edit has spans
+            return torch.full((batch, self.edits), -1, dtype=torch.long, device=device)
+        return ends[:, self.members.to(device)].amax(dim=-1)  # (B, E, widest) -> (B, E)
+
+    def seen(self, ids: Tensor, last: int | None = None) -> Tensor:
+        """Per position and edit: every key span of the edit occurs, contiguous and in order,
+        within ``ids[b, :t + 1]``; True for an edit without spans. Only the ``last`` positions
+        when given (a forward over the newest tokens of a cached sequence).
+        # (B, L) -> (B, last or L, E)"""
+        length = ids.shape[1]
+        positions = torch.arange(length - (length if last is None else last), length,
+                                 device=ids.device)  # fmt: skip
+        return positions[None, :, None] >= self.earliest(ids)[:, None, :]

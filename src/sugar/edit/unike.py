@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from sugar.data.schema import Sample
 from sugar.edit.base import Editor, register_editor
-from sugar.edit.keys import document_frequency, key_spans, spans_seen
+from sugar.edit.keys import KeySpanIndex, document_frequency, key_spans
 from sugar.edit.memory import SlotMemory, fact_vectors
 from sugar.edit.patcher import answer_keys
 from sugar.edit.records import EditRequest
@@ -64,6 +64,21 @@ class UnifiedMemory(SlotMemory):
         self.truth_strength = 0.0
         self.key_tokens: dict[str, list[list[int]]] = {}
         """Edit id -> its key spans (token-id runs)."""
+        self._index: tuple[KeySpanIndex, Tensor] | None = None
+        """(the index of every edit's key spans, each slot's edit (S,)); None: to rebuild."""
+
+    def put(self, edit_id: str, slot: tuple[Tensor, Tensor], correction: Tensor,
+            spans: list[list[int]]) -> None:  # fmt: skip
+        """Store an edit's slots (keys, values), its correction and its key spans."""
+        self.slots[edit_id] = slot
+        self.corrections[edit_id] = correction
+        self.key_tokens[edit_id] = spans
+        self._index = None
+
+    def drop(self, edit_id: str) -> None:
+        """Forget an edit's slots, correction and key spans."""
+        del self.slots[edit_id], self.corrections[edit_id], self.key_tokens[edit_id]
+        self._index = None
 
     def values(self) -> Tensor:
         """Fact vector + intrinsic correction + ``truth_strength * |fact vector|`` along the
@@ -74,16 +89,18 @@ class UnifiedMemory(SlotMemory):
 
     def keys_present(self, batch: int, length: int) -> Tensor:
         """Per position and slot: does the sequence up to the position hold every key span
-        of the slot's edit? # -> (B, T, S) bool"""
+        of the slot's edit? All edits are matched in one pass (:class:`KeySpanIndex`, rebuilt
+        when the edits change). # -> (B, T, S) bool"""
         ids = self.token_ids()
         assert ids is not None and ids.shape[0] == batch and ids.shape[1] >= length, (
             "the site saw no token ids for these positions"
         )
-        columns = []
-        for edit_id, (keys, _) in self.slots.items():
-            seen = spans_seen(ids, self.key_tokens[edit_id])[:, ids.shape[1] - length :]
-            columns.append(seen.to(keys.device)[..., None].expand(-1, -1, len(keys)))
-        return torch.cat(columns, dim=-1)
+        if self._index is None:
+            index = KeySpanIndex([self.key_tokens[edit_id] for edit_id in self.slots])
+            owners = [e for e, (keys, _) in enumerate(self.slots.values()) for _ in keys]
+            self._index = (index, torch.tensor(owners, dtype=torch.long))
+        index, owner = self._index
+        return index.seen(ids, last=length)[:, :, owner.to(ids.device)]
 
     def forward(self, hidden: Tensor) -> Tensor:
         if not self.slots:
@@ -174,18 +191,14 @@ class UniKEEditor(Editor):
         with torch.no_grad():
             semantic = F.normalize(self.memory.space(keys), dim=-1)
         correction = nn.Parameter(torch.zeros_like(values))
-        self.memory.slots[edit.id] = (semantic, values)
-        self.memory.corrections[edit.id] = correction
-        self.memory.key_tokens[edit.id] = self.key_spans(edit)
+        self.memory.put(edit.id, (semantic, values), correction, self.key_spans(edit))
         try:
             self.optimise([correction], edit, self.options["steps"], self.options["lr"])
         finally:
             self.memory.corrections[edit.id] = correction.detach()
 
     def _remove(self, edit_id: str) -> None:
-        del self.memory.slots[edit_id]
-        del self.memory.corrections[edit_id]
-        del self.memory.key_tokens[edit_id]
+        self.memory.drop(edit_id)
 
     def state(self) -> dict[str, Tensor]:
         out = {f"space.{k}": v for k, v in self.memory.space.state_dict().items()}
@@ -196,7 +209,6 @@ class UniKEEditor(Editor):
 
     def load_state(self, edits: Sequence[EditRequest], state: dict[str, Tensor]) -> None:
         for i, edit in enumerate(edits):
-            self.memory.slots[edit.id] = (state[f"{i}.keys"], state[f"{i}.values"])
-            self.memory.corrections[edit.id] = state[f"{i}.correction"]
-            self.memory.key_tokens[edit.id] = self.key_spans(edit)
+            self.memory.put(edit.id, (state[f"{i}.keys"], state[f"{i}.values"]),
+                            state[f"{i}.correction"], self.key_spans(edit))  # fmt: skip
             self.edits[edit.id] = edit
