@@ -62,8 +62,8 @@ def test_key_span_index_matches_one_scan_per_edit() -> None:
 
 
 def test_unike_gate_follows_added_and_removed_edits(edit_world: EditWorld, tiny: TinyMLLM) -> None:
-    """The memory's one-pass key check equals one scan per edit, and is rebuilt when an edit is
-    added or removed."""
+    """The memory's one-pass key check equals one scan per edit, and it and the cached slot
+    tables are rebuilt when an edit is added or removed."""
     editor = build_editor("unike", tiny, edit_world.root, edit_world.support,
                           scope_steps=10, steps=2, lr=0.2, threshold=0.0)  # fmt: skip
     ids = torch.tensor(editor.prompt_ids([e.prompt for e in edit_world.edits[:1]] * 2))
@@ -81,6 +81,10 @@ def test_unike_gate_follows_added_and_removed_edits(edit_world: EditWorld, tiny:
     assert memory.keys_present(2, ids.shape[1])[0, -1].any()  # the first edit's own question
     editor.remove(edit_world.edits[0].id)
     assert torch.equal(memory.keys_present(2, 3), scanned()[:, -3:])
+    values = torch.cat([v + memory.corrections[i] for i, (_, v) in memory.slots.items()])
+    assert torch.equal(memory.values(), values)  # the cached facts follow the removal too
+    rows = torch.tensor([[0, len(values) - 1]])
+    assert torch.equal(memory.values(rows), values[rows])
 
 
 def test_document_frequency_and_key_spans_by_hand() -> None:

@@ -64,8 +64,8 @@ class UnifiedMemory(SlotMemory):
         self.truth_strength = 0.0
         self.key_tokens: dict[str, list[list[int]]] = {}
         """Edit id -> its key spans (token-id runs)."""
-        self._index: tuple[KeySpanIndex, Tensor] | None = None
-        """(the index of every edit's key spans, each slot's edit (S,)); None: to rebuild."""
+        self._tables: tuple[KeySpanIndex, Tensor, Tensor, Tensor] | None = None
+        """Built from the slots when first needed after a change (:meth:`tables`)."""
 
     def put(self, edit_id: str, slot: tuple[Tensor, Tensor], correction: Tensor,
             spans: list[list[int]]) -> None:  # fmt: skip
@@ -73,44 +73,62 @@ class UnifiedMemory(SlotMemory):
         self.slots[edit_id] = slot
         self.corrections[edit_id] = correction
         self.key_tokens[edit_id] = spans
-        self._index = None
+        self._tables = None
 
     def drop(self, edit_id: str) -> None:
         """Forget an edit's slots, correction and key spans."""
         del self.slots[edit_id], self.corrections[edit_id], self.key_tokens[edit_id]
-        self._index = None
+        self._tables = None
 
-    def values(self) -> Tensor:
+    def tables(self) -> tuple[KeySpanIndex, Tensor, Tensor, Tensor]:
+        """(the index of every edit's key spans, each slot's edit (S,), the slot keys (S, K),
+        the fact vectors (S, D)): concatenated once per change of the edits, not at every
+        forward (with 1,000 edits the per-forward concatenations cost more than the rest)."""
+        if self._tables is None:
+            index = KeySpanIndex([self.key_tokens[edit_id] for edit_id in self.slots])
+            owners = [e for e, (keys, _) in enumerate(self.slots.values()) for _ in keys]
+            self._tables = (
+                index, torch.tensor(owners, dtype=torch.long),
+                torch.cat([k for k, _ in self.slots.values()]),
+                torch.cat([v for _, v in self.slots.values()]),
+            )  # fmt: skip
+        return self._tables
+
+    def values(self, rows: Tensor | None = None) -> Tensor:
         """Fact vector + intrinsic correction + ``truth_strength * |fact vector|`` along the
-        truthful direction (:mod:`sugar.edit.truth`), per slot. # (S, D)"""
-        truth = self.space.truth * self.truth_strength  # (D,)
-        return torch.cat([v + self.corrections[i] + v.norm(dim=-1, keepdim=True) * truth
-                          for i, (_, v) in self.slots.items()])  # fmt: skip
+        truthful direction (:mod:`sugar.edit.truth`), per slot, or for the slots ``rows``
+        (any shape). The corrections are read at every call: one is being trained while its
+        edit is added. # -> (S, D) or (*rows, D)"""
+        facts = self.tables()[3]
+        corrections = torch.cat([self.corrections[i] for i in self.slots])  # (S, D)
+        if rows is not None:
+            facts, corrections = facts[rows], corrections[rows]
+        values = facts + corrections
+        if self.truth_strength != 0.0:
+            truth = self.space.truth * self.truth_strength  # (D,)
+            values = values + facts.norm(dim=-1, keepdim=True) * truth
+        return values
 
     def keys_present(self, batch: int, length: int) -> Tensor:
         """Per position and slot: does the sequence up to the position hold every key span
-        of the slot's edit? All edits are matched in one pass (:class:`KeySpanIndex`, rebuilt
-        when the edits change). # -> (B, T, S) bool"""
+        of the slot's edit? All edits are matched in one pass (:class:`KeySpanIndex`).
+        # -> (B, T, S) bool"""
         ids = self.token_ids()
         assert ids is not None and ids.shape[0] == batch and ids.shape[1] >= length, (
             "the site saw no token ids for these positions"
         )
-        if self._index is None:
-            index = KeySpanIndex([self.key_tokens[edit_id] for edit_id in self.slots])
-            owners = [e for e, (keys, _) in enumerate(self.slots.values()) for _ in keys]
-            self._index = (index, torch.tensor(owners, dtype=torch.long))
-        index, owner = self._index
+        index, owner, _, _ = self.tables()
         return index.seen(ids, last=length)[:, :, owner.to(ids.device)]
 
     def forward(self, hidden: Tensor) -> Tensor:
         if not self.slots:
             return torch.zeros_like(hidden)
-        keys = torch.cat([k for k, _ in self.slots.values()])  # (S, K)
+        keys = self.tables()[2]  # (S, K)
         score = self.query(hidden) @ keys.T  # (B, T, S)
         allowed = self.keys_present(hidden.shape[0], hidden.shape[1])
         best = score.masked_fill(~allowed, float("-inf")).max(dim=-1)
         gate = (best.values >= self.threshold).to(hidden.dtype)[..., None]  # (B, T, 1)
-        return self.values().to(hidden.dtype)[best.indices] * gate
+        return self.values(best.indices).to(hidden.dtype) * gate
 
 
 @register_editor("unike")
