@@ -9,10 +9,12 @@ Shapes: B queries per step, n candidates of a step, C corpus, P projector width.
    negatives for the others) and every query's stated negatives (``meta.negatives``). The loss
    is InfoNCE over cosine / ``temperature`` with every positive of a query among the
    candidates counted as positive (multi-positive log-sum-exp) and its excluded candidates
-   masked. Only the branch trains (AdamW).
+   masked. Only the branch trains (AdamW). With ``candidates: corpus`` every query is scored
+   against the whole training corpus instead (its vectors are cached, so this is cheap).
 3. Round r+1: hard negatives are mined per query *with its instruction* by the round-r branch
    (:func:`sugar.control.mine.mine_instructed`, ``sugar mine``'s false-negative margin) and
-   join the step's candidates; then train again for ``steps_per_round``.
+   join the step's candidates; then train again for ``steps_per_round``. (``corpus``
+   candidates already hold every negative: mining is skipped; a cosine lr still restarts.)
 4. After each round: validation mean per-intent R@1 (over the intents of the training set,
    and the held-out ones separately) in ``log.jsonl``. At the end the bundle ``model/``: the
    base backbone and projector unchanged plus the extra module ``control``.
@@ -53,7 +55,14 @@ from sugar.models.bundle import load_bundle, save_bundle
 from sugar.models.prefix import projector_from_extras
 from sugar.train.guard import run_directory
 
-__all__ = ["ControlResult", "intent_recall", "round_lr", "slice_text_by_of", "train_control"]
+__all__ = [
+    "ControlResult",
+    "intent_recall",
+    "round_lr",
+    "slice_text_by_of",
+    "step_loss",
+    "train_control",
+]
 
 
 @dataclass
@@ -108,24 +117,32 @@ def round_lr(cfg: ControlConfig, round_step: int) -> float:
     return cfg.lr * (cfg.lr_floor + (1 - cfg.lr_floor) * (1 + math.cos(math.pi * progress)) / 2)
 
 
-def _step_loss(
+def step_loss(
     vectors: torch.Tensor, corpus: torch.Tensor, data: InstructedSet, picked: list[int],
     mined: dict[str, list[str]], generator: torch.Generator, temperature: float,
+    candidates: Literal["batch", "corpus"] = "batch",
 ) -> torch.Tensor:  # fmt: skip
-    """Multi-positive InfoNCE of one step's query vectors (B, P) (module docstring)."""
-    rows: dict[int, None] = {}
-    for i in picked:
-        query = data.queries[i]
-        positives = query.meta["positives"]
-        choice = int(torch.randint(len(positives), (1,), generator=generator))
-        rows[data.row[positives[choice]]] = None
-        for cid in [*query.meta.get("negatives", []), *mined.get(query.id, [])]:
-            rows[data.row[cid]] = None
-    candidates = torch.tensor(list(rows))  # (n,)
-    logits = vectors @ corpus[candidates].T / temperature  # (B, n)
+    """Multi-positive InfoNCE of one step's query vectors (B, P) against corpus vectors (C, P)
+    (module docstring): for each query ``log sum_all exp(s / t) - log sum_positive exp(s / t)``
+    over its candidates, excluded ones left out, averaged. ``batch``: the candidates are one
+    positive drawn per query plus every query's stated and ``mined`` negatives; ``corpus``:
+    all C documents (``mined`` and ``generator`` unused)."""
+    if candidates == "corpus":
+        chosen = torch.arange(corpus.shape[0])  # (n,) = (C,)
+    else:
+        rows: dict[int, None] = {}
+        for i in picked:
+            query = data.queries[i]
+            positives = query.meta["positives"]
+            choice = int(torch.randint(len(positives), (1,), generator=generator))
+            rows[data.row[positives[choice]]] = None
+            for cid in [*query.meta.get("negatives", []), *mined.get(query.id, [])]:
+                rows[data.row[cid]] = None
+        chosen = torch.tensor(list(rows))  # (n,)
+    logits = vectors @ corpus[chosen].T / temperature  # (B, n)
     index = torch.tensor(picked)
-    positive = data.relevance[index][:, candidates]  # (B, n)
-    logits = logits.masked_fill(data.excluded[index][:, candidates], float("-inf"))
+    positive = data.relevance[index][:, chosen]  # (B, n)
+    logits = logits.masked_fill(data.excluded[index][:, chosen], float("-inf"))
     top = torch.logsumexp(logits.masked_fill(~positive, float("-inf")), dim=1)
     return (torch.logsumexp(logits, dim=1) - top).mean()
 
@@ -201,7 +218,10 @@ def _train_control(cfg: ControlConfig, resume: bool, say: Callable[[str], None])
 
     validation: dict[str, float] = {}
     while state["round"] < cfg.rounds:
-        if state["round"] > 0 and state["round_step"] == 0 and not state["mined"]:
+        if cfg.candidates == "corpus" and state["round"] > 0 and state["round_step"] == 0:
+            # every document is already a candidate of every step: mining would add nothing
+            log({"round": state["round"] + 1, "mining": "skipped (candidates: corpus)"})
+        elif state["round"] > 0 and state["round_step"] == 0 and not state["mined"]:
             state["mined"], summary = mine_instructed(
                 model, projector, branch, train_set, corpus, root, k=cfg.mined_negatives,
                 margin=cfg.mining_margin, depth=cfg.mining_depth, readings=readings, **options,
@@ -216,8 +236,8 @@ def _train_control(cfg: ControlConfig, resume: bool, say: Callable[[str], None])
                 [train_set.instructions[i] for i in indices], root,
                 readings=[readings[i] for i in indices], **options,
             )  # fmt: skip
-            loss = _step_loss(vectors, corpus, train_set, indices, state["mined"], generator,
-                              cfg.temperature)  # fmt: skip
+            loss = step_loss(vectors, corpus, train_set, indices, state["mined"], generator,
+                             cfg.temperature, cfg.candidates)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             for group in optimizer.param_groups:
