@@ -7,13 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import Result
+from typer.testing import CliRunner
 
+from sugar.cli import app
 from sugar.data.jsonl import read_samples
 from sugar.data.world import generate_world
 from sugar.models.bundle import save_bundle
 from sugar.models.prefix import RetrievalProjector
 from sugar.models.tiny import TinyMLLM
 from sugar.models.tokenizer import Tokenizer
+
+SMOKE = Path(__file__).resolve().parents[2] / "configs" / "control" / "control_smoke.yaml"
+"""The shipped smoke config of ``sugar train-control``."""
 
 TINY = {"width": 32, "layers": 2, "heads": 2, "max_positions": 256, "feature_cache": None}
 
@@ -24,6 +30,12 @@ class ControlWorld:
     model: TinyMLLM
     projector: RetrievalProjector
     bundle: Path
+
+    def train_control(self, output_dir: Path, *extra: str) -> Result:
+        """``sugar train-control`` with the smoke config over this world and bundle."""
+        args = ["train-control", "-c", str(SMOKE), f"base={self.bundle}",
+                f"data_root={self.root}", f"output_dir={output_dir}", *extra]  # fmt: skip
+        return CliRunner().invoke(app, args)
 
 
 @pytest.fixture(scope="session")

@@ -11,16 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from sugar.cli import app
 from sugar.config import ConfigError
 from sugar.control.config import load_control_config
 from sugar.control.train import step_loss
 from sugar.data.instructed import InstructedSet, read_instructed
 from tests.control.conftest import ControlWorld
-
-SMOKE = Path(__file__).resolve().parents[2] / "configs" / "control" / "control_smoke.yaml"
 
 
 def naive_loss(
@@ -96,10 +92,7 @@ def test_bad_candidates_name_the_key() -> None:
 
 def test_a_corpus_run_skips_mining_and_trains(control_world: ControlWorld, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = ["train-control", "-c", str(SMOKE), f"base={control_world.bundle}",
-            f"data_root={control_world.root}", f"output_dir={run}", "lr=0.01",
-            "candidates=corpus"]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    result = control_world.train_control(run, "lr=0.01", "candidates=corpus")
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["mining"] for r in log if "mining" in r] == ["skipped (candidates: corpus)"]

@@ -11,25 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 import sugar
-from sugar.cli import app
 from sugar.control.embed import embed_instructed
 from sugar.data.jsonl import read_samples
 from sugar.embed import embed_vectors
 from sugar.eval.tasks import load_eval_model, run_tasks
 from tests.control.conftest import ControlWorld
 
-SMOKE = Path(__file__).resolve().parents[2] / "configs" / "control" / "control_smoke.yaml"
-
 
 @pytest.fixture(scope="module")
 def trained(control_world: ControlWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("control-run") / "run"
-    args = ["train-control", "-c", str(SMOKE), f"base={control_world.bundle}",
-            f"data_root={control_world.root}", f"output_dir={run}", "lr=0.01"]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    result = control_world.train_control(run, "lr=0.01")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{\n") :])
     assert summary["step"] == 4 and "mean_r1" in summary["validation"]
@@ -61,10 +55,7 @@ def test_the_bundle_holds_the_round_best_on_validation(
     chosen = load_file(str(trained / "rounds" / f"round-{best:02d}" / "tensors.safetensors"))
     assert chosen and all(torch.equal(extras[f"control.{k}"], v) for k, v in chosen.items())
     last = tmp_path / "last"
-    args = ["train-control", "-c", str(SMOKE), f"base={control_world.bundle}",
-            f"data_root={control_world.root}", f"output_dir={last}", "lr=0.01",
-            "select_round=last"]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    result = control_world.train_control(last, "lr=0.01", "select_round=last")
     assert result.exit_code == 0, result.output
     extras = load_file(str(last / "model" / "extras.safetensors"))
     branch = load_file(str(last / "rounds" / "round-02" / "tensors.safetensors"))
@@ -78,17 +69,13 @@ def test_resume_continues_at_the_same_step_with_the_same_result(
     shutil.copytree(trained, copy)
     shutil.rmtree(copy / "model")
     (copy / "checkpoints" / "latest").write_text("step-000003\n")  # killed after step 3
-    args = [
-        "train-control", "-c", str(SMOKE), f"base={control_world.bundle}",
-        f"data_root={control_world.root}", f"output_dir={copy}", "lr=0.01", "--resume",
-    ]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    result = control_world.train_control(copy, "lr=0.01", "--resume")
     assert result.exit_code == 0, result.output
     assert "resumed at step 3 (round 2)" in result.output
     first = load_file(str(trained / "model" / "extras.safetensors"))
     second = load_file(str(copy / "model" / "extras.safetensors"))
     assert all(torch.equal(first[k], second[k]) for k in first)
-    again = CliRunner().invoke(app, args[:-1])
+    again = control_world.train_control(copy, "lr=0.01")
     assert again.exit_code == 2 and "pass --resume" in again.output
 
 
@@ -137,26 +124,22 @@ def test_the_run_directory_is_claimed_and_locked_like_sugar_trains(
     import subprocess
     import sys
 
-    def run(output_dir: Path, *extra: str) -> object:
-        args = ["train-control", "-c", str(SMOKE), f"base={control_world.bundle}",
-                f"data_root={control_world.root}", f"output_dir={output_dir}", *extra]  # fmt: skip
-        return CliRunner().invoke(app, args)
-
+    run = control_world.train_control
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("a user's file")
     refused = run(foreign)
-    assert refused.exit_code == 2 and "not written by sugar" in refused.output  # type: ignore[attr-defined]
+    assert refused.exit_code == 2 and "not written by sugar" in refused.output
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
     failed = run(tmp_path / "new", "base=" + str(tmp_path / "no-bundle"))
-    assert failed.exit_code == 2 and not (tmp_path / "new").exists()  # type: ignore[attr-defined]
+    assert failed.exit_code == 2 and not (tmp_path / "new").exists()
 
     copy = tmp_path / "run"
     shutil.copytree(trained, copy)
     (copy / "checkpoints" / "latest").write_text("../../../elsewhere\n")
     escaped = run(copy, "--resume")
-    assert escaped.exit_code == 2 and "may only name a step-NNNNNN" in escaped.output  # type: ignore[attr-defined]
+    assert escaped.exit_code == 2 and "may only name a step-NNNNNN" in escaped.output
     (copy / "checkpoints" / "latest").write_text("step-000004\n")
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(copy)], stdout=subprocess.PIPE, text=True
@@ -164,8 +147,8 @@ def test_the_run_directory_is_claimed_and_locked_like_sugar_trains(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         busy = run(copy, "--resume")
-        assert busy.exit_code == 2  # type: ignore[attr-defined]
-        assert "another sugar process is writing this run directory" in busy.output  # type: ignore[attr-defined]
+        assert busy.exit_code == 2
+        assert "another sugar process is writing this run directory" in busy.output
     finally:
         holder.kill()
         holder.wait()
