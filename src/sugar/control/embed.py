@@ -40,9 +40,13 @@ def instructed(sample: Sample, instruction: str) -> Sample:
     return Sample(sample.id, segments, sample.task, dict(sample.meta))
 
 
-def _checked(instructions: Sequence[str], count: int) -> None:
+def _checked(
+    instructions: Sequence[str], count: int, readings: Sequence[Tensor] | None = None
+) -> None:
     if len(instructions) != count:
         raise ValueError(f"{len(instructions)} instructions for {count} queries")
+    if readings is not None and len(readings) != count:
+        raise ValueError(f"{len(readings)} readings for {count} queries")
     for i, text in enumerate(instructions):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"instructions[{i}] = {text!r}: a non-empty text")
@@ -102,15 +106,13 @@ def instructed_vectors(
 
     ``readings``: the samples' :func:`read_instructions`, to skip the first pass. The caller
     sets modes: the frozen ``model`` should be in eval mode (no dropout)."""
-    _checked(instructions, len(samples))
+    _checked(instructions, len(samples), readings)
     device = next(branch.parameters()).device
     if readings is None:
         readings = read_instructions(
             model, samples, instructions, root, batch_size=max(1, len(samples)),
             slice_text_by=slice_text_by,
         )  # fmt: skip
-    if len(readings) != len(samples):
-        raise ValueError(f"{len(readings)} readings for {len(samples)} queries")
     states, mask = padded(readings)  # (B, T', D), (B, T')
     control = branch(states.to(device), mask.to(device))  # (J, B, D or 2D)
     batch = model.collate(samples, root, slice_text_by=slice_text_by)
@@ -138,9 +140,7 @@ def embed_instructed(
     """:func:`instructed_vectors` in batches, in eval mode, as float32 on the CPU. # (B, P)
 
     ``readings``: every sample's :func:`read_instructions` (as there), or ``None``."""
-    _checked(instructions, len(samples))
-    if readings is not None and len(readings) != len(samples):
-        raise ValueError(f"{len(readings)} readings for {len(samples)} queries")
+    _checked(instructions, len(samples), readings)
     modes = model.training, branch.training
     model.eval()
     branch.eval()
