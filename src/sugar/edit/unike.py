@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +51,19 @@ from sugar.models.base import MLLM
 __all__ = ["UniKEEditor"]
 
 
+class SlotTables(NamedTuple):
+    """What :class:`UnifiedMemory` concatenates once per change of its edits."""
+
+    key_spans: KeySpanIndex
+    """Every edit's key spans."""
+    owners: Tensor
+    """Each slot's edit (its position among the edits). # (S,)"""
+    keys: Tensor
+    """The slot keys. # (S, K)"""
+    facts: Tensor
+    """The fact vectors. # (S, D)"""
+
+
 class UnifiedMemory(SlotMemory):
     """Slots whose value is fact vector + intrinsic correction, retrieved only among the edits
     whose key tokens ``token_ids()`` (B, L) shows (module docstring). # (B, T, D) -> (B, T, D)"""
@@ -64,7 +78,7 @@ class UnifiedMemory(SlotMemory):
         self.truth_strength = 0.0
         self.key_tokens: dict[str, list[list[int]]] = {}
         """Edit id -> its key spans (token-id runs)."""
-        self._tables: tuple[KeySpanIndex, Tensor, Tensor, Tensor] | None = None
+        self._tables: SlotTables | None = None
         """Built from the slots when first needed after a change (:meth:`tables`)."""
 
     def put(self, edit_id: str, slot: tuple[Tensor, Tensor], correction: Tensor,
@@ -80,14 +94,13 @@ class UnifiedMemory(SlotMemory):
         del self.slots[edit_id], self.corrections[edit_id], self.key_tokens[edit_id]
         self._tables = None
 
-    def tables(self) -> tuple[KeySpanIndex, Tensor, Tensor, Tensor]:
-        """(the index of every edit's key spans, each slot's edit (S,), the slot keys (S, K),
-        the fact vectors (S, D)): concatenated once per change of the edits, not at every
-        forward (with 1,000 edits the per-forward concatenations cost more than the rest)."""
+    def tables(self) -> SlotTables:
+        """The slot tables, concatenated once per change of the edits, not at every forward
+        (with 1,000 edits the per-forward concatenations cost more than the rest)."""
         if self._tables is None:
             index = KeySpanIndex([self.key_tokens[edit_id] for edit_id in self.slots])
             owners = [e for e, (keys, _) in enumerate(self.slots.values()) for _ in keys]
-            self._tables = (
+            self._tables = SlotTables(
                 index, torch.tensor(owners, dtype=torch.long),
                 torch.cat([k for k, _ in self.slots.values()]),
                 torch.cat([v for _, v in self.slots.values()]),
@@ -99,7 +112,7 @@ class UnifiedMemory(SlotMemory):
         truthful direction (:mod:`sugar.edit.truth`), per slot, or for the slots ``rows``
         (any shape). The corrections are read at every call: one is being trained while its
         edit is added. # -> (S, D) or (*rows, D)"""
-        facts = self.tables()[3]
+        facts = self.tables().facts
         corrections = torch.cat([self.corrections[i] for i in self.slots])  # (S, D)
         if rows is not None:
             facts, corrections = facts[rows], corrections[rows]
@@ -117,13 +130,13 @@ class UnifiedMemory(SlotMemory):
         assert ids is not None and ids.shape[0] == batch and ids.shape[1] >= length, (
             "the site saw no token ids for these positions"
         )
-        index, owner, _, _ = self.tables()
-        return index.seen(ids, last=length)[:, :, owner.to(ids.device)]
+        tables = self.tables()
+        return tables.key_spans.seen(ids, last=length)[:, :, tables.owners.to(ids.device)]
 
     def forward(self, hidden: Tensor) -> Tensor:
         if not self.slots:
             return torch.zeros_like(hidden)
-        keys = self.tables()[2]  # (S, K)
+        keys = self.tables().keys  # (S, K)
         score = self.query(hidden) @ keys.T  # (B, T, S)
         allowed = self.keys_present(hidden.shape[0], hidden.shape[1])
         best = score.masked_fill(~allowed, float("-inf")).max(dim=-1)
