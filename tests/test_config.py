@@ -60,6 +60,8 @@ def test_unknown_override_names_key_and_nearest() -> None:
         ("structure.delta=fast", r"structure\.delta='fast'"),
         ("structure.delta=-1", r"structure\.delta=-1\.0: must be > 0"),
         ("structure.delta_pairs=10", r"structure\.delta_pairs=10: must be >= 1000"),
+        ("structure.target_slope=0", r"structure\.target_slope=0\.0: must be a finite number"),
+        ("structure.target_slope=.nan", r"structure\.target_slope=nan: must be a finite number"),
         ("run", r"bad override 'run': expected dotted\.key=value"),
         ("run..seed=1", r"bad override"),
         ("run.seed.x=1", r"'run\.seed\.x'.*'seed' is not a section"),

@@ -25,6 +25,7 @@ fields, and both report paths differently for nested overrides). The world secti
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -140,6 +141,11 @@ class StructureConfig:
     """How the log-GAK becomes a target in (0, 1] (``none`` is diagnostic only). Chosen by
     ``sugar targets inspect``: with ``cosine`` the (n, m) length pair explained 78 % of the
     target variance and 64 % of targets lay below the local kernel's floor; here 1 % and 4 %."""
+    target_slope: float = _OPTIONS.target_slope
+    """Slope s of ``length_pair_standardised``'s logistic, target = sigmoid(s * z) for the
+    z-scored log-GAK (other normalisations have no logistic and ignore it). Smaller s packs the
+    other-sample targets closer to 0.5, so the same-sample targets (1) stand further above
+    them."""
     tk_standardise: TkStandardise = _OPTIONS.tk_standardise
     """Divide each distance type (image-image, text-text, image-text) by its training median."""
     triple_kernel: bool = _OPTIONS.triple_kernel
@@ -165,6 +171,10 @@ class StructureConfig:
         if self.delta != "auto":
             _check(self.delta > 0, "delta", self.delta, "must be > 0 or 'auto'")
         _check(self.delta_pairs >= 1000, "delta_pairs", self.delta_pairs, "must be >= 1000")
+        _check(
+            math.isfinite(self.target_slope) and self.target_slope > 0,
+            "target_slope", self.target_slope, "must be a finite number > 0",
+        )  # fmt: skip
 
     def options(self) -> StructureOptions:
         """The section's L_d switches as the loss takes them (the one mapping)."""

@@ -93,8 +93,11 @@ def normalise(lxy: Tensor, lxx: Tensor, lyy: Tensor, n: int, m: int, rule: str) 
     raise ValueError(rule)
 
 
-def standardise_by_length_pair(values: list[float], lengths: list[tuple[int, int]]) -> list[float]:
-    """z-score within each unordered length pair, then a logistic; singletons -> 0.5."""
+def standardise_by_length_pair(
+    values: list[float], lengths: list[tuple[int, int]], slope: float = 1.0
+) -> list[float]:
+    """z-score within each unordered length pair, then a logistic of slope * z; singletons
+    -> 0.5."""
     groups: dict[tuple[int, int], list[float]] = {}
     for v, (n, m) in zip(values, lengths, strict=True):
         groups.setdefault((min(n, m), max(n, m)), []).append(v)
@@ -104,5 +107,5 @@ def standardise_by_length_pair(values: list[float], lengths: list[tuple[int, int
         mean = sum(g) / len(g)
         sd = math.sqrt(sum((u - mean) ** 2 for u in g) / len(g))
         z = (v - mean) / sd if sd > 1e-9 else 0.0
-        out.append(1 / (1 + math.exp(-z)))
+        out.append(1 / (1 + math.exp(-slope * z)))
     return out

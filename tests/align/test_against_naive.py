@@ -113,6 +113,37 @@ def test_length_pair_standardised_matches_naive_grouping() -> None:
     assert ((ours > 0) & (ours < 1)).all()
 
 
+@pytest.mark.parametrize("slope", [0.25, 0.5, 3.0])
+def test_length_pair_standardised_slope_matches_naive(slope: float) -> None:
+    xs = _sequences([2, 3, 2, 3, 1, 2])
+    ours = align.cdist_gak(xs, sigma=1.1, normalisation="length_pair_standardised", slope=slope)
+    cosine = align.cdist_gak(xs, sigma=1.1, normalisation="cosine").log()
+    lengths = [(len(a), len(b)) for a in xs for b in xs]
+    ref = naive.standardise_by_length_pair(cosine.flatten().tolist(), lengths, slope)
+    assert torch.allclose(ours.flatten(), torch.tensor(ref, dtype=ours.dtype), atol=1e-9)
+    # the prefix forms agree with the whole-sequence one on their own sets
+    prefixes = align.cdist_gak_prefixes(xs, sigma=1.1, normalisation="length_pair_standardised",
+                                        slope=slope)  # fmt: skip
+    gram = align.gak_prefix_gram(xs, sigma=1.1, normalisation="length_pair_standardised",
+                                 slope=slope)  # fmt: skip
+    one = align.gak_prefix_gram(xs, sigma=1.1, normalisation="length_pair_standardised")
+    assert torch.allclose(gram, torch.sigmoid(slope * torch.logit(one)), atol=1e-9)
+    offsets = align.prefix_offsets(torch.tensor([len(x) for x in xs]))
+    for a, x in enumerate(xs):
+        for b, y in enumerate(xs):
+            block = gram[offsets[a] : offsets[a] + len(x), offsets[b] : offsets[b] + len(y)]
+            assert torch.allclose(prefixes[a, b, : len(x), : len(y)], block, atol=1e-9)
+
+
+@pytest.mark.parametrize("normalisation", ["cosine", "length", "none"])
+def test_a_slope_other_than_one_needs_the_logistic(normalisation: str) -> None:
+    xs = _sequences([2, 3])
+    with pytest.raises(ValueError, match=r"slope=0\.5 is the logistic's"):
+        align.cdist_gak(xs, sigma=1.0, normalisation=normalisation, slope=0.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"slope must be a finite number > 0, got 0\.0"):
+        align.cdist_gak(xs, sigma=1.0, normalisation="length_pair_standardised", slope=0.0)
+
+
 def test_paired_log_gak_and_gak_match_naive() -> None:
     xs, ys = _sequences([3, 2]), _sequences([4, 1], seed=2)
     x = torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)

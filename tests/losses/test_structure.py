@@ -145,6 +145,25 @@ def test_pair_length_bandwidth_per_pair() -> None:
             assert float(got[p, q]) == pytest.approx(kxy / math.sqrt(kxx * kyy), rel=1e-9)
 
 
+@pytest.mark.parametrize("sigma_mode", ["fixed", "pair_length"])
+def test_target_slope_sharpens_or_flattens_only_the_logistic(sigma_mode: str) -> None:
+    x = _random_slices([3, 1, 4, 2, 3])
+    b, e, _ = sample_prefixes([3, 1, 4, 2, 3], 2, torch.Generator().manual_seed(2))
+    lps = StructureOptions(sigma_mode=sigma_mode)  # type: ignore[arg-type]
+    one = structure_targets(x, b, e, sigma=0.9, options=lps)
+    half = structure_targets(x, b, e, sigma=0.9, options=replace(lps, target_slope=0.5))
+    other = b[:, None] != b[None, :]
+    torch.testing.assert_close(half[other], torch.sigmoid(0.5 * torch.logit(one[other])))
+    assert (half[~other] == 1).all() and (one[~other] == 1).all()
+    assert half[other].std() < one[other].std()
+    # a normalisation without a logistic ignores the slope
+    cosine = _options(sigma_mode=sigma_mode)
+    torch.testing.assert_close(
+        structure_targets(x, b, e, sigma=0.9, options=replace(cosine, target_slope=0.5)),
+        structure_targets(x, b, e, sigma=0.9, options=cosine),
+    )
+
+
 def test_same_sample_switch_changes_only_same_sample_entries() -> None:
     x = _random_slices([3, 3, 2])
     b, e, _ = sample_prefixes([3, 3, 2], 2, torch.Generator().manual_seed(0))

@@ -42,3 +42,16 @@ def test_inspect_reports_every_setting(loop_world: Path) -> None:
         assert row["entries"] > 0
         assert 0.0 <= row["length_r2"] <= 1.0
         assert 0.0 <= row["below_floor_local"] <= 1.0
+
+
+def test_inspect_uses_the_runs_target_slope_for_the_logistic_only(loop_world: Path) -> None:
+    samples = read_samples(loop_world / "caption" / "val.jsonl", loop_world)
+    options = dict(delta=1.0, medians=None, batch_size=8, prefixes_per_sample=2,
+                   view_weights={"as_is": 1.0, "split": 1.0}, max_batches=2)  # fmt: skip
+    one = inspect_targets(samples, loop_world, FakeTeacher(), **options)  # type: ignore[arg-type]
+    flat = inspect_targets(samples, loop_world, FakeTeacher(), target_slope=0.25, **options)  # type: ignore[arg-type]
+    for a, b in zip(one, flat, strict=True):
+        if a["normalisation"] == "length_pair_standardised":
+            assert b["target_std"] < a["target_std"]
+        else:
+            assert a == b

@@ -18,8 +18,8 @@ Normalisations of the log kernel L(x, y) = log K(x, y) into a similarity (METHOD
 - ``length``: each log kernel divided by its mean length first,
   ``L'(x,y) = L(x,y) / ((n+m)/2)``, then ``exp(L'(x,y) - (L'(x,x) + L'(y,y)) / 2)``;
 - ``length_pair_standardised``: the cosine log-target z-scored within each unordered pair of
-  lengths {n, m} over the set being normalised, then a logistic; a group of one value or of
-  equal values maps to 0.5;
+  lengths {n, m} over the set being normalised, then a logistic ``sigmoid(slope * z)``
+  (``slope`` 1 by default); a group of one value or of equal values maps to 0.5;
 - ``none``: ``exp(L(x,y))``, the raw kernel (diagnostics only; overflows for long sequences).
 
 Bandwidth: ``sigma_mode = fixed`` uses sigma for every pair; ``pair_length`` uses the paper's
@@ -177,13 +177,15 @@ def normalise_log_gak(
     m: Tensor,
     normalisation: Normalisation = "cosine",
     valid: Tensor | None = None,
+    slope: float = 1.0,
 ) -> Tensor:
     """Turn log kernels into a similarity (see the module docstring for the four rules).
 
     All arguments broadcast to ``log_xy``'s shape: ``log_xx`` / ``log_yy`` are the self-kernels
     of the x / y side, ``n`` / ``m`` their lengths. ``valid`` (bool, broadcasting) marks the
     entries that exist: the others are left out of the standardisation groups, come out NaN, and
-    pass no gradient (whatever finite or non-finite values they hold).
+    pass no gradient (whatever finite or non-finite values they hold). ``slope`` is the
+    logistic's of ``length_pair_standardised`` (any other normalisation refuses a slope but 1).
 
     >>> one = torch.tensor(1)
     >>> float(normalise_log_gak(torch.tensor(2.0), torch.tensor(2.0), torch.tensor(2.0), one, one))
@@ -192,6 +194,12 @@ def normalise_log_gak(
     if normalisation not in _NORMALISATIONS:
         raise ValueError(
             f"normalisation must be one of {list(_NORMALISATIONS)}, got {normalisation!r}"
+        )
+    check_positive("slope", slope)
+    if slope != 1.0 and normalisation != "length_pair_standardised":
+        raise ValueError(
+            f"slope={slope} is the logistic's of normalisation='length_pair_standardised'; "
+            f"normalisation={normalisation!r} has none (leave slope at 1)"
         )
     keep = torch.ones_like(log_xy, dtype=torch.bool) if valid is None else valid.expand_as(log_xy)
     zero = torch.zeros((), dtype=log_xy.dtype, device=log_xy.device)
@@ -207,7 +215,7 @@ def normalise_log_gak(
         out = torch.exp(log_xy - (log_xx + log_yy) / 2)
     else:
         cosine = log_xy - (log_xx + log_yy) / 2
-        out = torch.sigmoid(_zscore_by_length_pair(cosine, n, m, keep))
+        out = torch.sigmoid(slope * _zscore_by_length_pair(cosine, n, m, keep))
     if valid is None:
         return out
     return torch.where(keep, out, torch.full((), float("nan"), dtype=out.dtype))
@@ -225,6 +233,7 @@ def gak(
     sigma_mode: SigmaMode = "fixed",
     triple_kernel: bool = True,
     medians: TypeMedians | None = None,
+    slope: float = 1.0,
 ) -> Tensor:
     """Normalised GAK of one pair (scalar) or of paired batches ((B,)); tslearn's ``gak``.
 
@@ -247,7 +256,7 @@ def gak(
     )
     log_xx = _self_log_gak(xd, lx, sigma, sigma_mode, metric_, triple_kernel, medians)
     log_yy = _self_log_gak(yd, ly, sigma, sigma_mode, metric_, triple_kernel, medians)
-    out = normalise_log_gak(log_xy, log_xx, log_yy, lx, ly, normalisation)
+    out = normalise_log_gak(log_xy, log_xx, log_yy, lx, ly, normalisation, slope=slope)
     return out[0] if single else out
 
 
@@ -286,6 +295,7 @@ def cdist_gak(
     sigma_mode: SigmaMode = "fixed",
     triple_kernel: bool = True,
     medians: TypeMedians | None = None,
+    slope: float = 1.0,
 ) -> Tensor:
     """(Bx, By) normalised GAK of every pair; with ``cosine``, tslearn's ``cdist_gak``.
 
@@ -314,8 +324,9 @@ def cdist_gak(
         log_xx = _self_log_gak(xd, lx, sigma, sigma_mode, metric_, triple_kernel, medians)
         log_yy = _self_log_gak(yd, ly, sigma, sigma_mode, metric_, triple_kernel, medians)
     return normalise_log_gak(
-        log_xy, log_xx[:, None], log_yy[None, :], lx[:, None], ly[None, :], normalisation
-    )
+        log_xy, log_xx[:, None], log_yy[None, :], lx[:, None], ly[None, :], normalisation,
+        slope=slope,
+    )  # fmt: skip
 
 
 def _lengths_kwargs(xd: Data, lx: Tensor, yd: Data, ly: Tensor) -> dict[str, Tensor]:
@@ -385,6 +396,7 @@ def cdist_gak_prefixes(
     metric: GroundMetric | None = None,
     triple_kernel: bool = True,
     medians: TypeMedians | None = None,
+    slope: float = 1.0,
 ) -> Tensor:
     """(Bx, By, Sx, Sy) normalised GAK of every prefix pair, NaN beyond the lengths.
 
@@ -405,5 +417,5 @@ def cdist_gak_prefixes(
     m = torch.arange(1, sy + 1, device=log_xy.device)[None, :]
     valid = (n <= lx[:, None, None, None]) & (m <= ly[None, :, None, None])
     return normalise_log_gak(
-        log_xy, dx[:, None, :, None], dy[None, :, None, :], n, m, normalisation, valid
+        log_xy, dx[:, None, :, None], dy[None, :, None, :], n, m, normalisation, valid, slope
     )

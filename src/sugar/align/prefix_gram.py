@@ -66,6 +66,7 @@ def gak_prefix_gram(
     metric: GroundMetric | None = None,
     triple_kernel: bool = True,
     medians: TypeMedians | None = None,
+    slope: float = 1.0,
 ) -> Tensor:
     """(T, T) normalised GAK of every pair of prefixes of the sequences of ``X``.
 
@@ -102,5 +103,5 @@ def gak_prefix_gram(
     diagonal = log_gram.diagonal()
     return normalise_log_gak(
         log_gram, diagonal[:, None], diagonal[None, :], length[:, None], length[None, :],
-        normalisation,
+        normalisation, slope=slope,
     )  # fmt: skip

@@ -87,7 +87,7 @@ def targets_inspect(
         val, cfg.data.root, lookup, delta=delta, medians=medians,
         batch_size=cfg.train.batch_size, prefixes_per_sample=cfg.structure.prefixes_per_sample,
         view_weights=cfg.data.view_weights, slice_text_by=cfg.structure.slice_text_by,
-        seed=cfg.run.seed, max_batches=batches,
+        seed=cfg.run.seed, max_batches=batches, target_slope=cfg.structure.target_slope,
     )  # fmt: skip
     typer.echo(
         f"delta={delta:.4f} (from {stats['slices']} training slices); medians={stats['medians']}"

@@ -86,6 +86,7 @@ class StructureOptions:
     projector_dim: int = 256
     sigma_mode: SigmaMode = "fixed"
     gak_normalisation: Normalisation = "length_pair_standardised"
+    target_slope: float = 1.0
     tk_standardise: TkStandardise = "none"
     triple_kernel: bool = False
     use_gak: bool = True
@@ -164,15 +165,16 @@ def structure_targets(
 
     ``slices``: the teacher embeddings of the batch's samples (B, S, .); prefix i is sample
     ``sample_index[i]``'s slices ``0..slice_index[i]``. ``options`` (METHOD.md sections 3-5):
-    ``sigma_mode``, ``gak_normalisation``, ``triple_kernel``, ``use_gak``,
-    ``same_sample_target``; the others do not change the target. With ``sigma_mode="fixed"``
-    one DP per pair of samples gives every prefix pair; ``pair_length`` (sigma = delta *
-    sqrt((n + m) / 2) per pair) runs one DP per prefix pair. ``groups`` (B,) makes the
-    same-sample rule apply to samples of one group (views of one source,
+    ``sigma_mode``, ``gak_normalisation`` (and its ``target_slope``), ``triple_kernel``,
+    ``use_gak``, ``same_sample_target``; the others do not change the target. With
+    ``sigma_mode="fixed"`` one DP per pair of samples gives every prefix pair; ``pair_length``
+    (sigma = delta * sqrt((n + m) / 2) per pair) runs one DP per prefix pair. ``groups`` (B,)
+    makes the same-sample rule apply to samples of one group (views of one source,
     :mod:`sugar.data.views`); default: each sample its own group.
     """
     b, e = sample_index, slice_index
     sigma_mode, normalisation = options.sigma_mode, options.gak_normalisation
+    slope = options.target_slope if normalisation == "length_pair_standardised" else 1.0
     triple_kernel, same_sample_target = options.triple_kernel, options.same_sample_target
     if not options.use_gak:
         phi = triple_kernel_cost(slices, triple_kernel=triple_kernel, medians=medians)
@@ -188,7 +190,7 @@ def structure_targets(
     elif sigma_mode == "fixed":
         gram = gak_prefix_gram(  # every prefix pair, unpadded (sugar.align.prefix_gram)
             slices, sigma=sigma, normalisation=normalisation, triple_kernel=triple_kernel,
-            medians=medians,
+            medians=medians, slope=slope,
         )  # fmt: skip
         rows = prefix_offsets(slices.lengths)[b.to(slices.lengths.device)] + e.to(
             slices.lengths.device
@@ -197,7 +199,7 @@ def structure_targets(
     elif sigma_mode == "pair_length":
         target = cdist_gak(
             _truncate(slices, b, e), sigma=sigma, normalisation=normalisation,
-            sigma_mode="pair_length", triple_kernel=triple_kernel, medians=medians,
+            sigma_mode="pair_length", triple_kernel=triple_kernel, medians=medians, slope=slope,
         )  # fmt: skip
     else:
         raise ValueError(f"sigma_mode={sigma_mode!r}: must be 'fixed' or 'pair_length'")

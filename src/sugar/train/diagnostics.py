@@ -100,8 +100,10 @@ def inspect_targets(
     slice_text_by: str = "sentence",
     seed: int = 0,
     max_batches: int = 8,
+    target_slope: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """One row per setting (module docstring), over up to ``max_batches`` validation batches."""
+    """One row per setting (module docstring), over up to ``max_batches`` validation batches;
+    ``length_pair_standardised`` with the run's logistic ``target_slope``."""
     floor_local = predicted_floor(delta)
     rows: dict[tuple[Normalisation, bool], dict[str, list[Tensor]]] = {}
     unfit: dict[tuple[Normalisation, bool], list[float]] = {}
@@ -117,8 +119,9 @@ def inspect_targets(
         other = (group[:, None] != group[None, :]) & keep[:, None] & keep[None, :]
         for normalisation, tk in product(NORMALISATIONS, (True, False)):
             options = StructureOptions(
-                gak_normalisation=normalisation, triple_kernel=tk, same_sample_target="kernel"
-            )
+                gak_normalisation=normalisation, triple_kernel=tk, same_sample_target="kernel",
+                target_slope=target_slope if normalisation == "length_pair_standardised" else 1.0,
+            )  # fmt: skip
             target = structure_targets(teacher, b, e, sigma=delta, options=options, medians=medians)
             store = rows.setdefault(
                 (normalisation, tk), {"v": [], "n": [], "m": [], "ii": [], "tt": [], "it": []}
