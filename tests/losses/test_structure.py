@@ -149,7 +149,7 @@ def test_pair_length_bandwidth_per_pair() -> None:
 def test_target_slope_sharpens_or_flattens_only_the_logistic(sigma_mode: str) -> None:
     x = _random_slices([3, 1, 4, 2, 3])
     b, e, _ = sample_prefixes([3, 1, 4, 2, 3], 2, torch.Generator().manual_seed(2))
-    lps = StructureOptions(sigma_mode=sigma_mode)  # type: ignore[arg-type]
+    lps = StructureOptions(sigma_mode=sigma_mode, target_slope=1.0)  # type: ignore[arg-type]
     one = structure_targets(x, b, e, sigma=0.9, options=lps)
     half = structure_targets(x, b, e, sigma=0.9, options=replace(lps, target_slope=0.5))
     other = b[:, None] != b[None, :]

@@ -48,7 +48,7 @@ def test_inspect_uses_the_runs_target_slope_for_the_logistic_only(loop_world: Pa
     samples = read_samples(loop_world / "caption" / "val.jsonl", loop_world)
     options = dict(delta=1.0, medians=None, batch_size=8, prefixes_per_sample=2,
                    view_weights={"as_is": 1.0, "split": 1.0}, max_batches=2)  # fmt: skip
-    one = inspect_targets(samples, loop_world, FakeTeacher(), **options)  # type: ignore[arg-type]
+    one = inspect_targets(samples, loop_world, FakeTeacher(), target_slope=1.0, **options)  # type: ignore[arg-type]
     flat = inspect_targets(samples, loop_world, FakeTeacher(), target_slope=0.25, **options)  # type: ignore[arg-type]
     for a, b in zip(one, flat, strict=True):
         if a["normalisation"] == "length_pair_standardised":

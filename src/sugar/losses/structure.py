@@ -86,7 +86,7 @@ class StructureOptions:
     projector_dim: int = 256
     sigma_mode: SigmaMode = "fixed"
     gak_normalisation: Normalisation = "length_pair_standardised"
-    target_slope: float = 1.0
+    target_slope: float = 0.25
     tk_standardise: TkStandardise = "none"
     triple_kernel: bool = False
     use_gak: bool = True

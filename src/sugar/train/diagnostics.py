@@ -100,7 +100,7 @@ def inspect_targets(
     slice_text_by: str = "sentence",
     seed: int = 0,
     max_batches: int = 8,
-    target_slope: float = 1.0,
+    target_slope: float = StructureOptions.target_slope,
 ) -> list[dict[str, Any]]:
     """One row per setting (module docstring), over up to ``max_batches`` validation batches;
     ``length_pair_standardised`` with the run's logistic ``target_slope``."""
