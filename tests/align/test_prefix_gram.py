@@ -107,8 +107,9 @@ def test_structure_targets_equal_the_padded_computation(normalisation: str) -> N
     padded = align.cdist_gak_prefixes(
         slices,
         sigma=0.9,
-        normalisation=normalisation,
-        triple_kernel=True,  # type: ignore[arg-type]
+        normalisation=normalisation,  # type: ignore[arg-type]
+        triple_kernel=True,
+        slope=options.target_slope if normalisation == "length_pair_standardised" else 1.0,
     )
     want = padded[sample[:, None], sample[None, :], step[:, None], step[None, :]]
     want = torch.where(sample[:, None] == sample[None, :], torch.ones_like(want), want)
