@@ -284,6 +284,9 @@ def test_demo_smoke_through_the_cli(tmp_path: Path) -> None:
         "evaluate the teacher alone",
     }  # fmt: skip  (the smoke size runs the optional alignment stage, so it is tested; with
     # the default 2 workers the two fine-tunes run side by side, each evaluated when trained)
+    cpu = report["meta"]["cpu_s"]  # the workers' CPU is counted (every run trained in one)
+    assert 0 < cpu["workers"] < cpu["total"] == pytest.approx(cpu["user"] + cpu["system"], abs=0.2)
+    assert "CPU s (user" in result.output
     assert report["results"]["generative"]["caption_retrieval"]["t2i_r1"] == "n/a"
     assert isinstance(report["results"]["teacher"]["caption_retrieval"]["t2i_r1"], float)
     assert report["results"]["teacher"]["vqa"] == {}  # no language model: every metric n/a

@@ -1,11 +1,15 @@
-"""The demo's schedule: Sugar's evaluation in two halves of about equal cost."""
+"""The demo's schedule: Sugar's evaluation in two halves of about equal cost; its CPU
+accounting."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 
 from sugar.eval.tasks import TASKS
-from sugar.recipes.demo import EVAL_COST, _InProcess, balanced_halves
+from sugar.recipes.demo import EVAL_COST, _InProcess, balanced_halves, cpu_seconds
 
 
 def test_the_halves_cover_every_task_once_in_order_and_balance_the_cost() -> None:
@@ -16,6 +20,16 @@ def test_the_halves_cover_every_task_once_in_order_and_balance_the_cost() -> Non
     costs = [sum(EVAL_COST.get(t, 5.0) for t in half) for half in (first, second)]
     assert abs(costs[0] - costs[1]) <= max(EVAL_COST.values())  # greedy: within one task
     assert balanced_halves(["new_task"]) == (["new_task"], [])  # unknown tasks still scheduled
+
+
+def test_cpu_seconds_count_a_child_once_it_is_waited_for() -> None:
+    busy = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
+    before = cpu_seconds()
+    subprocess.run([sys.executable, "-c", busy], check=True)  # waits for the child
+    after = cpu_seconds()
+    assert after["workers"] - before["workers"] >= 0.5  # the child's half second, at least
+    assert after["total"] - before["total"] >= 0.5
+    assert after["total"] == pytest.approx(after["user"] + after["system"])
 
 
 def test_the_in_process_pool_hands_errors_to_result() -> None:

@@ -26,6 +26,7 @@ which starts from it. The full, multi-seed comparison with every variant is
 from __future__ import annotations
 
 import json
+import resource
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -49,7 +50,7 @@ from sugar.recipes.jobs import (
 from sugar.teachers.training import train_teacher
 from sugar.train.loop import train
 
-__all__ = ["SIZES", "run_demo"]
+__all__ = ["SIZES", "cpu_seconds", "run_demo"]
 
 BUILT_IN = {"family": "minilm", "image_size": 128, "grid": 1, "autocast": "auto"}
 """The built-in MLLM of the demo: the pretrained MiniLM trunk (sugar.models.minilm), one token
@@ -115,6 +116,19 @@ TRAIN_FILES = [
 ]
 """Every training file of the world (knowledge-base samples show their fact in context: they
 teach reading a supplied fact, which retrieval-augmented answers need)."""
+
+
+def cpu_seconds() -> dict[str, float]:
+    """User and system CPU seconds used so far by this process and by every child process it
+    has waited for (the demo's workers are all joined before its report is written), their
+    total, and the children's share of it (``workers``). Beside the wall time they show the
+    work done whatever else shared the cores, and how well the workers overlapped."""
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    user, system = own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
+    workers = children.ru_utime + children.ru_stime
+    return {"user": user, "system": system, "total": user + system, "workers": workers}
 
 
 def stage(name: str, timings: dict[str, float], say: Callable[[str], None]) -> Callable[[], None]:
@@ -270,6 +284,7 @@ def run_demo(
         atomic_write_json(stamp_path, stamp)
     base = config or load_config(None)
     timings: dict[str, float] = {}
+    cpu_start, wall_start = cpu_seconds(), time.perf_counter()
 
     done = stage("world", timings, say)
     world = out / "world"
@@ -376,10 +391,15 @@ def run_demo(
             outcome["eval_s"]
         )
     results = {name: outcome["results"] for name, outcome in outcomes.items()}
+    cpu_end = cpu_seconds()
+    cpu = {key: round(cpu_end[key] - cpu_start[key], 1) for key in cpu_end}
+    wall = round(time.perf_counter() - wall_start, 1)
     meta = {
         "seed": seed,
         "sizes": size,
         "timings_s": timings,
+        "wall_s": wall,
+        "cpu_s": cpu,
         "world_manifest_sha256": sha256_file(world / "manifest.json"),
         "configs": {name: to_dict(cfg) for name, cfg in configs.items()},
     }
@@ -393,4 +413,8 @@ def run_demo(
     say(headline_table(results))
     say(f"[demo] report: {report}")
     say(f"[demo] timings (s): {json.dumps(timings)}")
-    return {"report": report, "timings": timings, "results": results}
+    say(
+        f"[demo] {wall} s of wall time, {cpu['total']} CPU s (user {cpu['user']}, system "
+        f"{cpu['system']}; {cpu['workers']} of them in its workers)"
+    )
+    return {"report": report, "timings": timings, "results": results, "cpu_s": cpu}
