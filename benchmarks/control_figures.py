@@ -1,5 +1,6 @@
 """The control branch's figures over seeds: per-way means and sds of the ``instructed`` task,
-and the paired bootstrap of control minus instruction-as-text pooled over the seeds' items.
+and the paired bootstrap of control minus instruction-as-text, and minus the base model without
+instruction, pooled over the seeds' items.
 
 Usage (one ``sugar eval --tasks instructed`` report per seed, each with one model)::
 
@@ -8,6 +9,7 @@ Usage (one ``sugar eval --tasks instructed`` report per seed, each with one mode
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import sys
@@ -34,12 +36,14 @@ def main(paths: list[str]) -> None:
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.1f} ({sd:.1f})")
         print(f"| {metric} | " + " | ".join(cells) + " |")
-    for group in ("mean_r1", "heldout_r1", "mean_ndcg10", "heldout_ndcg10"):
+    for other, group in itertools.product(
+        ("text", "base"), ("mean_r1", "heldout_r1", "mean_ndcg10", "heldout_ndcg10")
+    ):
         ours = [x for r in runs for x in r["per_item"][f"control_{group}"]]
-        theirs = [x for r in runs for x in r["per_item"][f"text_{group}"]]
+        theirs = [x for r in runs for x in r["per_item"][f"{other}_{group}"]]
         test = paired_bootstrap(ours, theirs)
         low, high = 100 * test["ci_low"], 100 * test["ci_high"]
-        print(f"control - text {group}: {100 * test['difference']:+.1f} points, 95 % CI "
+        print(f"control - {other} {group}: {100 * test['difference']:+.1f} points, 95 % CI "
               f"[{low:+.1f}, {high:+.1f}], p {test['p_value']:.3f} "
               f"(pooled over {len(runs)} seeds, n = {test['n']})")  # fmt: skip
 
