@@ -46,6 +46,31 @@ def test_every_shipped_config_resolves_alone_and_at_smoke_size() -> None:
         assert (full.train.init_from is None) == (smoke.train.init_from is None)
 
 
+def test_sugar_infonce_is_sugar_plus_infonce() -> None:
+    """``configs/sugar_infonce.yaml`` stays Sugar's config with InfoNCE added: any other drift
+    from ``configs/sugar.yaml`` would confound the comparison the README reports."""
+    from sugar.config import load_config, to_dict
+    from sugar.recipes.bench import VARIANTS, WEIGHTS
+
+    sugar, hybrid = (
+        to_dict(load_config(REPO / "configs" / f"{n}.yaml")) for n in ("sugar", "sugar_infonce")
+    )
+    differing = {
+        (section, key)
+        for section in sugar
+        for key in sugar[section]
+        if sugar[section][key] != hybrid[section][key]
+    }
+    assert differing == {("run", "output_dir"), ("contrastive", "weight"), ("train", "lr")}
+    weights = load_config(REPO / "configs" / "sugar_infonce.yaml").loss_weights()
+    assert (weights.lm, weights.alpha, weights.contrastive) == (1.0, 1.0, 1.0)
+    assert VARIANTS["sugar_infonce"] == {
+        "structure": {"alpha": 1.0},
+        "contrastive": {"weight": 1.0},
+    }
+    assert WEIGHTS["sugar_infonce"] == WEIGHTS["sugar"]
+
+
 def test_validate_passes_and_unknown_keys_fail(smoke_world: Path) -> None:
     runner = CliRunner()
     ok = runner.invoke(app, ["validate", *BASE_SMOKE, f"data.root={smoke_world}"])

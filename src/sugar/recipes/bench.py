@@ -12,15 +12,17 @@ Protocol, in this order (each step's output is in ``OUT/bench``):
    the world's settings and manifest hash, and each headline figure flagged ``floor`` /
    ``ceiling`` when it leaves ``[0.02, 0.98]``. The world is not changed after it.
 3. **Tuning, one budget per variant** (seed 0): the same lr grid for every variant at its
-   default loss weight, then its own loss weight (Sugar and its ablations: ``structure.alpha``;
-   CAFe-style: ``contrastive.weight``) times each factor at the chosen lr. Generative-only and
-   contrastive-only have no weight to tune (contrastive-only's weight is a pure scale of its
-   only loss). Selection on the variant's validation metric (``val_lm_loss`` for
-   generative-only, ``val_t2i_r1`` otherwise); ties go to the default value, then the earlier
-   grid value. Every setting tried is listed with its validation figures.
+   default loss weight, then its own loss weight (Sugar, its ablations and Sugar + InfoNCE:
+   ``structure.alpha``; CAFe-style: ``contrastive.weight``) times each factor at the chosen lr.
+   Generative-only and contrastive-only have no weight to tune (contrastive-only's weight is a
+   pure scale of its only loss). Selection on the variant's validation metric (``val_lm_loss``
+   for generative-only, ``val_t2i_r1`` otherwise); ties go to the default value, then the
+   earlier grid value. Every setting tried is listed with its validation figures.
 4. **Test**: each chosen setting for ``seeds`` seeds (headline variants: generative-only,
-   CAFe-style, Sugar) or seed 0 (ablations, contrastive-only); each model reads the test split
-   once. The teacher alone is the ``teacher`` row (embedding tasks only; "n/a" elsewhere).
+   CAFe-style, Sugar) or seed 0 (ablations, contrastive-only, and ``sugar_infonce``: L_d and
+   InfoNCE together, an extension beside the paper's method, not part of it); each model reads
+   the test split once. The teacher alone is the ``teacher`` row (embedding tasks only; "n/a"
+   elsewhere).
 
 Training and evaluation run in ``workers`` one-thread processes.
 
@@ -63,6 +65,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "sugar_no_gak": {"structure": {"alpha": 1.0, "use_gak": False}},
     "sugar_tk": {"structure": {"alpha": 1.0, "triple_kernel": True}},
     "sugar_no_avgpool": {"structure": {"alpha": 1.0, "image_pool": "last"}},
+    # not the paper's method: Sugar's L_d beside CAFe-style's InfoNCE on the same pairs
+    "sugar_infonce": {"structure": {"alpha": 1.0}, "contrastive": {"weight": 1.0}},
     "contrastive": {
         "structure": {"alpha": 0.0},
         "contrastive": {"weight": 1.0},
@@ -79,6 +83,7 @@ WEIGHTS: dict[str, tuple[str, str]] = {
     "sugar_no_gak": ("structure", "alpha"),
     "sugar_tk": ("structure", "alpha"),
     "sugar_no_avgpool": ("structure", "alpha"),
+    "sugar_infonce": ("structure", "alpha"),
 }
 """Variant -> the (section, field) of its own loss weight, tuned after the lr."""
 GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
