@@ -47,8 +47,9 @@ def test_every_shipped_config_resolves_alone_and_at_smoke_size() -> None:
 
 
 def test_sugar_infonce_is_sugar_plus_infonce() -> None:
-    """``configs/sugar_infonce.yaml`` stays Sugar's config with InfoNCE added: any other drift
-    from ``configs/sugar.yaml`` would confound the comparison the README reports."""
+    """``configs/sugar_infonce.yaml`` stays Sugar's config with InfoNCE added (and its own lr
+    and alpha, chosen on validation): any other drift from ``configs/sugar.yaml`` would
+    confound the comparison the README reports."""
     from sugar.config import load_config, to_dict
     from sugar.recipes.bench import VARIANTS, WEIGHTS
 
@@ -61,9 +62,11 @@ def test_sugar_infonce_is_sugar_plus_infonce() -> None:
         for key in sugar[section]
         if sugar[section][key] != hybrid[section][key]
     }
-    assert differing == {("run", "output_dir"), ("contrastive", "weight"), ("train", "lr")}
+    assert differing == {
+        ("run", "output_dir"), ("contrastive", "weight"), ("train", "lr"), ("structure", "alpha")
+    }  # fmt: skip
     weights = load_config(REPO / "configs" / "sugar_infonce.yaml").loss_weights()
-    assert (weights.lm, weights.alpha, weights.contrastive) == (1.0, 1.0, 1.0)
+    assert (weights.lm, weights.alpha, weights.contrastive) == (1.0, 0.3, 1.0)
     assert VARIANTS["sugar_infonce"] == {
         "structure": {"alpha": 1.0},
         "contrastive": {"weight": 1.0},
