@@ -6,7 +6,7 @@ per seed) has no row there. This script reads the bench's `bench.json` and one `
 report per seed of the new variant (the k-th report is seed k), prints the variant's mean +- sd
 per headline metric beside the bench's rows, and the paired bootstrap of the new variant minus
 each named bench variant, items of seed k paired with seed k and pooled over the seeds, as the
-bench pools them (`sugar.eval.metrics.paired_bootstrap`).
+bench pools them (`sugar.recipes.bench.pooled_items`, `sugar.eval.metrics.paired_bootstrap`).
 
     python benchmarks/pool_seeds.py --bench runs/demo/bench/bench.json --name sugar_infonce \
         --report R0/report.json --report R1/report.json --report R2/report.json \
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sugar.eval.metrics import paired_bootstrap
+from sugar.recipes.bench import pooled_items
 
 HEADLINE = [
     ("caption_retrieval", "t2i_r1"), ("caption_retrieval", "i2t_r1"),
@@ -41,8 +42,7 @@ def _one_model(path: Path) -> dict[str, Any]:
 
 
 def _seeds(runs: dict[str, dict[str, Any]], variant: str) -> list[dict[str, Any]]:
-    found = [(int(n.split("/s")[1]), r) for n, r in runs.items() if n.split("/")[0] == variant]
-    return [r for _, r in sorted(found, key=lambda pair: pair[0])]
+    return [r for n, r in runs.items() if n.split("/")[0] == variant]
 
 
 def _fmt(values: list[float], scale: float) -> str:
@@ -66,8 +66,10 @@ def main() -> None:
     args = parser.parse_args()
 
     runs = json.loads(args.bench.read_text())["runs"]
-    ours = [_one_model(p) for p in args.report]
-    rows = {args.name: ours, **{v: _seeds(runs, v) for v in sorted({*args.versus, "teacher"})}}
+    if any(n.split("/")[0] == args.name for n in runs):
+        raise SystemExit(f"{args.bench} already has runs of variant {args.name!r}")
+    runs.update({f"{args.name}/s{k}": _one_model(p) for k, p in enumerate(args.report)})
+    rows = {v: _seeds(runs, v) for v in [args.name, *sorted({*args.versus, "teacher"})]}
     for name, seeds in rows.items():
         if not seeds:
             raise SystemExit(f"{args.bench}: no runs of variant {name!r}")
@@ -82,18 +84,11 @@ def main() -> None:
         print(f"| {task}.{metric} | {' | '.join(cells)} |")
 
     for other in args.versus:
-        theirs = rows[other]
-        print(f"\n{args.name} - {other}, paired over {min(len(ours), len(theirs))} seeds:\n")
+        paired = sum(f"{other}/s{k}" in runs for k in range(len(args.report)))
+        print(f"\n{args.name} - {other}, paired over {paired} seeds:\n")
         print("| task.metric | difference | 95 % CI | n |\n|---|---|---|---|")
         for task, metric in HEADLINE:
-            a: list[float] = []
-            b: list[float] = []
-            for x, y in zip(ours, theirs, strict=False):
-                xs = x.get(task, {}).get("per_item", {}).get(metric)
-                ys = y.get(task, {}).get("per_item", {}).get(metric)
-                if xs is not None and ys is not None and len(xs) == len(ys):
-                    a += xs
-                    b += ys
+            a, b = pooled_items(runs, args.name, other, task, metric)
             if not a:
                 continue
             r = paired_bootstrap(a, b)

@@ -56,7 +56,7 @@ from sugar.io import atomic_write_json, atomic_write_text, sha256_file, write_ma
 from sugar.recipes.demo import SIZES, run_config, stage
 from sugar.recipes.jobs import in_one_torch_thread, train_and_evaluate
 
-__all__ = ["HEADLINE_VARIANTS", "VARIANTS", "run_quality_bench"]
+__all__ = ["HEADLINE_VARIANTS", "VARIANTS", "pooled_items", "run_quality_bench"]
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "generative": {"structure": {"alpha": 0.0}, "train": {"select_metric": "val_lm_loss"}},
@@ -113,9 +113,12 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _pooled(
+def pooled_items(
     runs: dict[str, dict[str, Any]], variant: str, other: str, task: str, metric: str
 ) -> tuple[list[float], list[float]]:
+    """Per-item scores of ``variant`` and ``other`` on ``task.metric`` for a paired bootstrap:
+    ``runs`` is keyed ``variant/s<seed>``; the items of seed k pair with ``other``'s seed k and
+    are pooled over the seeds both have (a one-seed variant pairs with seed 0 only)."""
     ours: list[float] = []
     theirs: list[float] = []
     for name, results in runs.items():
@@ -161,7 +164,7 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 {m for name, r in runs.items() if name.startswith("sugar/")
                  for m in r.get(task, {}).get("per_item", {})}
             ):  # fmt: skip
-                ours, theirs = _pooled(runs, "sugar", other, task, metric)
+                ours, theirs = pooled_items(runs, "sugar", other, task, metric)
                 if ours:
                     stats = paired_bootstrap(ours, theirs)
                     excludes = stats["ci_low"] > 0 or stats["ci_high"] < 0
