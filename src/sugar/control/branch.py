@@ -1,6 +1,7 @@
 """The control branch: instructions that steer a frozen sugar model's query embeddings.
 
-Shapes: B batch, T tokens, D the backbone's hidden width, J joins, P projector width.
+Shapes: B batch, T tokens, D the backbone's hidden width, J joins, K output experts, P the
+retrieval projector's width.
 
 After ControlRetriever (Pan et al. 2023, arXiv 2308.10025), itself after ControlNet (Zhang et
 al. 2023): the trained model stays frozen, and a separate trainable branch reads the
@@ -20,9 +21,16 @@ instruction and steers the frozen model through zero-initialised projections.
   colours, damp the shapes), which a shift alone cannot. The query embedding is then the
   frozen retrieval projector over that pass, read exactly as :mod:`sugar.embed` reads it.
 
-At initialisation every join outputs exactly 0, so ``h + 0`` (``h * 1 + 0``) leaves each hidden
-state and hence each embedding bit-identical to the base model's; without an instruction the
-branch is never
+- **Output experts** (``experts`` K > 0; off by default): K zero-initialised (P, P) matrices
+  ``E_k`` and a routing ``Linear(D, K)`` from the same pooled reading; the query's projector
+  output before its L2 normalisation, ``u`` (P,), becomes ``u + sum_k w_k (u @ E_k)`` with ``w =
+  softmax(route)`` (:meth:`ControlBranch.steer_output`). A join moves the hidden states the
+  frozen layers go on to transform; an expert maps the final vector directly, as a per-intent
+  linear map of the base's query vector does (``benchmarks/control_ceiling.py``, README).
+
+At initialisation every join and every expert outputs exactly 0, so ``h + 0`` (``h * 1 + 0``,
+``u + 0``) leaves each hidden state and hence each embedding bit-identical to the base model's;
+without an instruction the branch is never
 called (documents are always embedded by the base model alone). The branch is a new module
 rather than a copy of the first K layers so that one implementation serves every backbone (the
 built-in ones and the Hugging Face families, whose blocks need their own masks and positions).
@@ -52,10 +60,19 @@ class ControlBranch(nn.Module):
         layers: Transformer blocks of the branch.
         heads: attention heads of each block (must divide ``width``).
         join: ``add`` or ``film`` (module docstring).
+        experts: K output experts (module docstring); 0 for none.
+        dim: P, the retrieval projector's width (needed when ``experts`` > 0).
     """
 
     def __init__(
-        self, width: int, joins: int = 3, layers: int = 2, heads: int = 4, join: JoinKind = "add"
+        self,
+        width: int,
+        joins: int = 3,
+        layers: int = 2,
+        heads: int = 4,
+        join: JoinKind = "add",
+        experts: int = 0,
+        dim: int = 0,
     ) -> None:
         super().__init__()
         if width < 1 or joins < 1 or layers < 1 or heads < 1:
@@ -64,8 +81,12 @@ class ControlBranch(nn.Module):
             raise ValueError(f"heads={heads} does not divide width={width}")
         if join not in JOINS:
             raise ValueError(f"join={join!r}: must be one of {', '.join(JOINS)}")
+        if experts < 0 or (experts > 0 and dim < 1):
+            raise ValueError(f"experts={experts}, dim={dim}: experts >= 0, and dim >= 1 with them")
         self.spec: dict[str, int | str] = {"width": width, "joins": joins, "layers": layers,
                                            "heads": heads, "join": join}  # fmt: skip
+        if experts:  # only then, so that a bundle without experts keeps its old spec
+            self.spec.update(experts=experts, dim=dim)
         self.join: JoinKind = join
         block = nn.TransformerEncoderLayer(
             width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
@@ -78,21 +99,40 @@ class ControlBranch(nn.Module):
             nn.init.zeros_(projection.weight)
             nn.init.zeros_(projection.bias)
         self.zero = nn.ModuleList(projections)
+        self.route = nn.Linear(width, experts) if experts else None
+        self.experts = nn.Parameter(torch.zeros(experts, dim, dim)) if experts else None
 
     @property
     def joins(self) -> int:
         return len(self.zero)
 
-    def forward(self, states: Tensor, mask: Tensor) -> Tensor:
-        """Control vectors of each join. ``states`` (B, T, D), ``mask`` (B, T) true at real
-        tokens -> (J, B, D) for ``add``, (J, B, 2D) (gain, shift) for ``film``."""
+    def read(self, states: Tensor, mask: Tensor) -> Tensor:
+        """The pooled reading of ``states`` (B, T, D), ``mask`` (B, T) true at real tokens.
+        # (B, D)"""
         if states.dim() != 3 or mask.shape != states.shape[:2]:
             raise ValueError(f"states {tuple(states.shape)} and mask {tuple(mask.shape)}")
         mask = mask.bool()
         hidden = self.norm(self.encoder(states, src_key_padding_mask=~mask))  # (B, T, D)
         weights = mask.to(hidden.dtype) / mask.sum(dim=1, keepdim=True).clamp_min(1)  # (B, T)
-        pooled = torch.einsum("bt,btd->bd", weights, hidden)  # (B, D)
+        return torch.einsum("bt,btd->bd", weights, hidden)
+
+    def controls(self, pooled: Tensor) -> Tensor:
+        """Control vectors of each join from :meth:`read`'s (B, D): (J, B, D) for ``add``,
+        (J, B, 2D) (gain, shift) for ``film``."""
         return torch.stack([projection(pooled) for projection in self.zero])
+
+    def forward(self, states: Tensor, mask: Tensor) -> Tensor:
+        """Control vectors of each join (:meth:`controls` of :meth:`read`)."""
+        return self.controls(self.read(states, mask))
+
+    def steer_output(self, pooled: Tensor, raw: Tensor) -> Tensor:
+        """``raw + sum_k w_k (raw @ E_k)`` (module docstring) for the projector's outputs
+        before normalisation ``raw`` (B, P); ``raw`` itself without experts. # (B, P)"""
+        if self.route is None or self.experts is None:
+            return raw
+        weights = torch.softmax(self.route(pooled), dim=-1).to(raw.dtype)  # (B, K)
+        mapped = torch.einsum("bp,kpq->bkq", raw, self.experts.to(raw.dtype))  # (B, K, P)
+        return raw + torch.einsum("bk,bkq->bq", weights, mapped)
 
 
 @contextmanager

@@ -47,6 +47,9 @@ class ControlConfig:
     """How a control vector steers a joined block's hidden states: ``film`` (``h * (1 + g) +
     c``: it can also re-weight features; chosen on validation, README) or ``add``
     (ControlNet's ``h + c``); :mod:`sugar.control.branch`."""
+    output_experts: int = 0
+    """K: zero-initialised (P, P) maps of the query's final vector, mixed by a routing from the
+    instruction (:mod:`sugar.control.branch`); 0 (the default) for joins only."""
     layers: int = 2
     """Transformer blocks of the branch."""
     heads: int = 4
@@ -108,6 +111,7 @@ class ControlConfig:
               "must be batch or corpus")  # fmt: skip
         check(self.mining_margin >= -2, "mining_margin", self.mining_margin, "must be >= -2")
         check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, ">= 0")
+        check(self.output_experts >= 0, "output_experts", self.output_experts, "must be >= 0")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(asdict(self), sort_keys=False)

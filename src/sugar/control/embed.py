@@ -6,7 +6,8 @@ One query costs two passes of the frozen model: one over ``[instruction, query..
 hidden states the branch reads, and one over the query alone with the branch's control vectors
 added after the first J decoder blocks (:func:`sugar.control.branch.joined`). The vector is
 read from the second pass exactly as :func:`sugar.embed.embed_samples` reads a sample's (its
-final prefix through the frozen retrieval projector), so with zero joins it *is* the base
+final prefix through the frozen retrieval projector, whose output the branch's experts, if it
+has any, map before the normalisation), so with zero joins and experts it *is* the base
 model's vector. Documents are never embedded here: they stay the base model's.
 
 The first pass does not depend on the branch, so a caller that embeds the same queries many
@@ -19,6 +20,7 @@ readings is padded does not matter).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -114,13 +116,15 @@ def instructed_vectors(
             slice_text_by=slice_text_by,
         )  # fmt: skip
     states, mask = padded(readings)  # (B, T', D), (B, T')
-    control = branch(states.to(device), mask.to(device))  # (J, B, D or 2D)
+    pooled = branch.read(states.to(device), mask.to(device))  # (B, D)
+    control = branch.controls(pooled)  # (J, B, D or 2D)
     batch = model.collate(samples, root, slice_text_by=slice_text_by)
     with joined(model.decoder_layers(), control, branch.join):
         hidden = model(batch).hidden  # (B, T, D)
     b = torch.arange(len(samples))
     e = torch.tensor([len(spans) - 1 for spans in batch.spans])
-    return embed_prefixes(hidden, batch.spans, b, e, projector, image_pool)
+    steer = None if branch.experts is None else partial(branch.steer_output, pooled)
+    return embed_prefixes(hidden, batch.spans, b, e, projector, image_pool, steer)
 
 
 @torch.no_grad()

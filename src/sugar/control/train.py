@@ -194,7 +194,8 @@ def _train_control(cfg: ControlConfig, resume: bool, say: Callable[[str], None])
     if cfg.joins > len(model.decoder_layers()):
         raise ValueError(f"joins={cfg.joins} > the backbone's {len(model.decoder_layers())} layers")
     torch.manual_seed(cfg.seed)
-    branch = ControlBranch(model.hidden_size, cfg.joins, cfg.layers, cfg.heads, cfg.join)
+    branch = ControlBranch(model.hidden_size, cfg.joins, cfg.layers, cfg.heads, cfg.join,
+                           cfg.output_experts, projector.dim)  # fmt: skip
     optimizer = torch.optim.AdamW(branch.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
     state: dict[str, Any] = {"step": 0, "round": 0, "round_step": 0, "mined": {}, "log": []}

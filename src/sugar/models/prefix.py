@@ -12,7 +12,7 @@ No special token is added: causal attention makes the state at slice e a summary
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -96,10 +96,17 @@ def embed_prefixes(
     slice_index: Tensor,
     projector: RetrievalProjector,
     image_pool: ImagePool = "mean",
+    steer: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
-    """``r`` of each picked prefix: ``projector(slice_states(...))``. # (n, P) unit-norm"""
+    """``r`` of each picked prefix: ``projector(slice_states(...))``; with ``steer``, the
+    projector's output is passed through it before the L2 normalisation (the control branch's
+    output experts, :meth:`sugar.control.branch.ControlBranch.steer_output`). # (n, P) unit-norm
+    """
     states = slice_states(hidden, spans, sample_index, slice_index, image_pool)
-    return projector(states.to(next(projector.parameters()).dtype))
+    states = states.to(next(projector.parameters()).dtype)
+    if steer is None:
+        return projector(states)
+    return F.normalize(steer(projector.net(states)), dim=-1)
 
 
 def projector_from_extras(
