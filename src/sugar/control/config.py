@@ -47,9 +47,10 @@ class ControlConfig:
     """How a control vector steers a joined block's hidden states: ``film`` (``h * (1 + g) +
     c``: it can also re-weight features; chosen on validation, README) or ``add``
     (ControlNet's ``h + c``); :mod:`sugar.control.branch`."""
-    output_experts: int = 0
+    output_experts: int = 8
     """K: zero-initialised (P, P) maps of the query's final vector, mixed by a routing from the
-    instruction (:mod:`sugar.control.branch`); 0 (the default) for joins only."""
+    instruction (:mod:`sugar.control.branch`; chosen on validation, README); 0 for joins
+    only."""
     layers: int = 2
     """Transformer blocks of the branch."""
     heads: int = 4
