@@ -41,10 +41,12 @@ def check_identity_then_steering(
 ) -> None:
     torch.manual_seed(0)
     projector = RetrievalProjector(model.hidden_size, 16).eval()
-    branch = ControlBranch(model.hidden_size, joins=2, layers=1, heads=heads, join=join)
+    # with output experts, as the shipped config has them (zero too at initialisation)
+    branch = ControlBranch(model.hidden_size, joins=2, layers=1, heads=heads, join=join,
+                           experts=2, dim=16)  # fmt: skip
     base = embed_vectors(model, projector, samples, root)
     steered = embed_instructed(model, projector, branch, samples, instructions, root)
-    assert torch.equal(base, steered)  # zero joins: bit for bit
+    assert torch.equal(base, steered)  # zero joins and experts: bit for bit
     perturbed(branch)
     moved = embed_instructed(model, projector, branch, samples, instructions, root)
     assert (moved - base).abs().max() > 1e-3
