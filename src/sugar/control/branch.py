@@ -22,10 +22,10 @@ instruction and steers the frozen model through zero-initialised projections.
   frozen retrieval projector over that pass, read exactly as :mod:`sugar.embed` reads it.
 
 - **Output experts** (``experts`` K > 0; 0 here by default, 8 in ``sugar train-control``'s
-  config): K zero-initialised (P, P) matrices
-  ``E_k`` and a routing ``Linear(D, K)`` from the same pooled reading; the query's projector
-  output before its L2 normalisation, ``u`` (P,), becomes ``u + sum_k w_k (u @ E_k)`` with ``w =
-  softmax(route)`` (:meth:`ControlBranch.steer_output`). A join moves the hidden states the
+  config): K zero-initialised (P, P) matrices ``E_k`` and a routing ``Linear(D, K)`` from the
+  same pooled reading; the query's projector output before its L2 normalisation, ``u`` (P,),
+  becomes ``u + sum_k w_k (u @ E_k)`` with ``w = softmax(route)``
+  (:meth:`ControlBranch.steer_output`). A join moves the hidden states the
   frozen layers go on to transform; an expert maps the final vector directly, as a per-intent
   linear map of the base's query vector does (``benchmarks/control_ceiling.py``, README).
 
