@@ -333,7 +333,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     """Steps between checkpoints (0: only at the end)."""
     select_metric: str = "val_loss"
-    """Validation metric that picks the best checkpoint (lower is better for ``*loss``)."""
+    """Validation metric that picks the best checkpoint (lower is better for ``*loss``): one of
+    :func:`sugar.eval.validation.evaluate`'s (``val_<loss part>``, ``val_grounding_*``,
+    ``val_t2i_r1``, ``val_answer_accuracy``)."""
     init_from: str | None = None
     """A bundle to start from (the shared generative base); its tokenizer is kept."""
     lm_weight: float = _WEIGHTS.lm

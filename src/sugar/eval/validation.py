@@ -1,5 +1,6 @@
-"""Validation during training: the objective's losses on validation samples and caption
-retrieval R@1 through the projector being trained (what ``train.select_metric`` reads)."""
+"""Validation during training: the objective's losses on validation samples, caption retrieval
+R@1 through the projector being trained, and the greedy answers' accuracy on validation VQA and
+POPE samples (what ``train.select_metric`` reads)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from sugar.data.schema import Sample
 from sugar.data.views import caption_view, is_caption_pair
 from sugar.embed import embed_vectors
 from sugar.eval.grounding import grounding
-from sugar.eval.metrics import recall_at_k
+from sugar.eval.metrics import normalize_answer, pope_says_yes, recall_at_k
 from sugar.models.base import MLLM
 from sugar.train.objective import SugarObjective
 from sugar.train.run import seeded
 
-__all__ = ["caption_retrieval_r1", "evaluate"]
+__all__ = ["ANSWER_TASKS", "answer_accuracy", "caption_retrieval_r1", "evaluate"]
+
+ANSWER_TASKS = ("vqa", "pope")
+"""Tasks whose validation samples (with meta ``answer``) :func:`answer_accuracy` scores."""
 
 
 @torch.no_grad()
@@ -30,8 +34,10 @@ def evaluate(
     seed: int,
 ) -> dict[str, float]:
     """Validation losses (same objective, fixed prefixes), the image-grounding diagnostic
-    (:mod:`sugar.eval.grounding`, when L_g trains) and, when a projector is trained, caption
-    retrieval text->image R@1 among the validation caption pairs."""
+    (:mod:`sugar.eval.grounding`, when L_g trains), ``val_answer_accuracy`` (when L_g trains
+    and the validation samples hold VQA or POPE samples: :func:`answer_accuracy`) and, when a
+    projector is trained, caption retrieval text->image R@1 among the validation caption
+    pairs."""
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
@@ -49,6 +55,9 @@ def evaluate(
         for name, value in grounding(model, pairs, root, batch_size, seed).items():
             if isinstance(value, float):
                 metrics[f"val_grounding_{name}"] = value
+    answerable = [s for s in samples if s.task in ANSWER_TASKS and "answer" in s.meta]
+    if objective.weights.lm > 0 and answerable:  # do its answers read the image?
+        metrics["val_answer_accuracy"] = answer_accuracy(model, answerable, root, batch_size)
     if objective.weights.uses_projector and len(pairs) >= 2:
         metrics["val_t2i_r1"] = caption_retrieval_r1(
             model, objective, pairs, root, batch_size=batch_size
@@ -81,3 +90,26 @@ def caption_retrieval_r1(
     images, texts = views["image_only"], views["caption_only"]
     scores = texts @ images.T  # (captions, images); caption i's image is i
     return float(recall_at_k(scores, torch.arange(len(pairs)), 1))
+
+
+def answer_accuracy(
+    model: MLLM, samples: Sequence[Sample], root: str | Path, batch_size: int
+) -> float:
+    """Share of ``samples`` (``vqa`` / ``pope`` samples with meta ``answer``) whose greedy answer
+    (8 new tokens at most) is right, read as ``sugar eval`` reads it: a POPE answer by the POPE
+    reference yes/no rule (:func:`~sugar.eval.metrics.pope_says_yes`), a VQA answer by
+    normalised exact match. One mean over all of them (``sugar eval``'s POPE averages its
+    negative settings' balanced sets instead)."""
+    if not samples:
+        raise ValueError("no VQA or POPE samples to answer")
+    right = 0
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        answers = model.generate(chunk, root, max_new_tokens=8)
+        for sample, answer in zip(chunk, answers, strict=True):
+            truth = normalize_answer(str(sample.meta["answer"]))
+            if sample.task == "pope":
+                right += pope_says_yes(answer) == (truth == "yes")
+            else:
+                right += normalize_answer(answer) == truth
+    return right / len(samples)
