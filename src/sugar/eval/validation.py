@@ -13,7 +13,7 @@ from sugar.data.schema import Sample
 from sugar.data.views import caption_view, is_caption_pair
 from sugar.embed import embed_vectors
 from sugar.eval.grounding import grounding
-from sugar.eval.metrics import normalize_answer, pope_says_yes, recall_at_k
+from sugar.eval.metrics import pope_metrics, recall_at_k, vqa_item_scores
 from sugar.models.base import MLLM
 from sugar.train.objective import SugarObjective
 from sugar.train.run import seeded
@@ -96,20 +96,24 @@ def answer_accuracy(
     model: MLLM, samples: Sequence[Sample], root: str | Path, batch_size: int
 ) -> float:
     """Share of ``samples`` (``vqa`` / ``pope`` samples with meta ``answer``) whose greedy answer
-    (8 new tokens at most) is right, read as ``sugar eval`` reads it: a POPE answer by the POPE
-    reference yes/no rule (:func:`~sugar.eval.metrics.pope_says_yes`), a VQA answer by
-    normalised exact match. One mean over all of them (``sugar eval``'s POPE averages its
-    negative settings' balanced sets instead)."""
+    (8 new tokens at most) is right, read as ``sugar eval`` reads it: POPE answers by
+    :func:`~sugar.eval.metrics.pope_metrics` (the POPE reference yes/no rule), VQA answers by
+    :func:`~sugar.eval.metrics.vqa_item_scores` (normalised exact match). One mean over all of
+    them (``sugar eval``'s POPE averages its negative settings' balanced sets instead)."""
     if not samples:
         raise ValueError("no VQA or POPE samples to answer")
-    right = 0
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        answers = model.generate(chunk, root, max_new_tokens=8)
-        for sample, answer in zip(chunk, answers, strict=True):
-            truth = normalize_answer(str(sample.meta["answer"]))
-            if sample.task == "pope":
-                right += pope_says_yes(answer) == (truth == "yes")
-            else:
-                right += normalize_answer(answer) == truth
+    answers = [
+        answer
+        for start in range(0, len(samples), batch_size)
+        for answer in model.generate(samples[start : start + batch_size], root, max_new_tokens=8)
+    ]
+    truths = [str(s.meta["answer"]) for s in samples]
+    pope = [i for i, s in enumerate(samples) if s.task == "pope"]
+    vqa = [i for i, s in enumerate(samples) if s.task != "pope"]
+    right = 0.0
+    if pope:
+        accuracy = pope_metrics([answers[i] for i in pope], [truths[i] for i in pope])["accuracy"]
+        right += len(pope) * accuracy
+    if vqa:
+        right += float(vqa_item_scores([answers[i] for i in vqa], [truths[i] for i in vqa]).sum())
     return right / len(samples)
