@@ -79,9 +79,12 @@ class RetrievalProjector(nn.Module):
             nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, dim)
         )
 
-    def forward(self, states: Tensor) -> Tensor:
-        """(n, D) -> (n, P), unit-norm rows."""
-        return F.normalize(self.net(states), dim=-1)
+    def forward(self, states: Tensor, steer: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """(n, D) -> (n, P), unit-norm rows; ``steer`` maps the (n, P) output before the
+        normalisation (the control branch's output experts,
+        :meth:`sugar.control.branch.ControlBranch.steer_output`)."""
+        out = self.net(states)
+        return F.normalize(out if steer is None else steer(out), dim=-1)
 
     @property
     def spec(self) -> dict[str, int]:
@@ -98,15 +101,9 @@ def embed_prefixes(
     image_pool: ImagePool = "mean",
     steer: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
-    """``r`` of each picked prefix: ``projector(slice_states(...))``; with ``steer``, the
-    projector's output is passed through it before the L2 normalisation (the control branch's
-    output experts, :meth:`sugar.control.branch.ControlBranch.steer_output`). # (n, P) unit-norm
-    """
+    """``r`` of each picked prefix: ``projector(slice_states(...), steer)``. # (n, P) unit-norm"""
     states = slice_states(hidden, spans, sample_index, slice_index, image_pool)
-    states = states.to(next(projector.parameters()).dtype)
-    if steer is None:
-        return projector(states)
-    return F.normalize(steer(projector.net(states)), dim=-1)
+    return projector(states.to(next(projector.parameters()).dtype), steer)
 
 
 def projector_from_extras(
