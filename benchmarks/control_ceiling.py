@@ -32,16 +32,18 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from sugar.eval.metrics import recall_at_k
+
 Kind = Literal["diag", "full"]
 KINDS: tuple[Kind, ...] = ("diag", "full")
 
 
-def hits_at_1(queries: Tensor, corpus: Tensor, relevance: Tensor, excluded: Tensor) -> Tensor:
-    """Per query, 1.0 when no irrelevant candidate scores at least its best relevant one (the
-    ``instructed`` task's R@1, ties counted against the query). # (Q,)"""
-    scores = (queries @ corpus.T).masked_fill(excluded, float("-inf"))  # (Q, C)
-    best = scores.masked_fill(~relevance, float("-inf")).amax(dim=1)  # (Q,)
-    return ((~relevance & ~excluded & (scores >= best[:, None])).sum(dim=1) == 0).float()
+def r_at_1(queries: Tensor, corpus: Tensor, relevance: Tensor, excluded: Tensor) -> float:
+    """R@1 of query vectors (Q, P) against corpus vectors (C, P), excluded candidates never
+    ranked: :func:`sugar.eval.metrics.recall_at_k` as the control run's validation reads it
+    (:func:`sugar.control.train.intent_recall`; ties count against the query)."""
+    scores = (queries @ corpus.T).masked_fill(excluded, -1e9)  # (Q, C)
+    return recall_at_k(scores.detach().numpy(), relevance.numpy(), 1)
 
 
 def _apply(kind: Kind, weight: Tensor, queries: Tensor) -> Tensor:
@@ -72,7 +74,7 @@ def fit_map(
     for step in range(steps + 1):
         if step % every == 0 or step == steps:
             with torch.no_grad():
-                score = float(hits_at_1(_apply(kind, weight, val[0]), *val[1:]).mean())
+                score = r_at_1(_apply(kind, weight, val[0]), *val[1:])
             if score > best:
                 best, best_step, kept = score, step, weight.detach().clone()
         if step == steps:
@@ -138,7 +140,7 @@ def main() -> None:
         if intent not in parts[args.eval_split]:
             continue
         test = parts[args.eval_split][intent]
-        base = 100 * float(hits_at_1(*test).mean())
+        base = 100 * r_at_1(*test)
         cells = [f"{base:.1f}"]
         trainable = intent in parts[args.train_split] and intent in parts[args.val_split]
         for kind in KINDS:
@@ -150,7 +152,7 @@ def main() -> None:
                 steps=args.steps, every=args.every, lr=args.lr, temperature=args.temperature,
             )  # fmt: skip
             with torch.no_grad():
-                score = 100 * float(hits_at_1(mapped(test[0]), *test[1:]).mean())
+                score = 100 * r_at_1(mapped(test[0]), *test[1:])
             cells.append(f"{score:.1f} ({step})")
             means[kind].append(score)
         if trainable:
