@@ -14,7 +14,7 @@ from sugar.cli import app
 from sugar.data.schema import Sample, Segment
 from sugar.eval.validation import answer_accuracy
 from sugar.models.base import MLLM
-from tests.cli.test_train_cli import BASE_SMOKE, smoke_world  # noqa: F401 (a fixture)
+from tests.cli.test_train_cli import BASE_SMOKE
 
 
 class Scripted:
@@ -51,10 +51,7 @@ def test_answers_are_read_as_sugar_eval_reads_them() -> None:
         answer_accuracy(cast(MLLM, model), [], Path("."), batch_size=3)
 
 
-def test_training_logs_and_selects_by_answer_accuracy(
-    smoke_world: Path,  # noqa: F811 (the imported fixture)
-    tmp_path: Path,
-) -> None:
+def test_training_logs_and_selects_by_answer_accuracy(smoke_world: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = [
         "train", *BASE_SMOKE, f"data.root={smoke_world}", f"run.output_dir={run}",

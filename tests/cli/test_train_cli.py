@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from sugar.cli import app
@@ -14,15 +13,6 @@ from sugar.cli import app
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
 BASE_SMOKE = ["-c", str(REPO / "configs" / "base.yaml"), "-c", str(SMOKE)]
-
-
-@pytest.fixture(scope="module")
-def smoke_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sugar.data.world import generate_world
-
-    root = tmp_path_factory.mktemp("cli-train") / "world"
-    generate_world(root, seed=2, train_per_task=40, val_per_task=8, test_per_task=2)
-    return root
 
 
 def test_every_shipped_config_resolves_alone_and_at_smoke_size() -> None:
