@@ -123,7 +123,7 @@ def instructed_vectors(
         hidden = model(batch).hidden  # (B, T, D)
     b = torch.arange(len(samples))
     e = torch.tensor([len(spans) - 1 for spans in batch.spans])
-    steer = None if branch.experts is None else partial(branch.steer_output, pooled)
+    steer = partial(branch.steer_output, pooled)  # the projector's output as is without experts
     return embed_prefixes(hidden, batch.spans, b, e, projector, image_pool, steer)
 
 
