@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,20 @@ def test_upsample_repeats_a_files_samples_per_epoch(loop_world: Path) -> None:
         load_config(None, ["data.upsample={vqa/val.jsonl: 2}"])
     with pytest.raises(ConfigError, match="upsample"):
         load_config(None, ["data.upsample={caption/train.jsonl: 0}"])
+
+
+def test_validation_keeps_the_first_samples_and_names_a_file_it_never_reaches(
+    loop_world: Path,
+) -> None:
+    from sugar.train.run import read_files, read_validation
+
+    files = ["caption/val.jsonl", "vqa/val.jsonl"]
+    captions, questions = (len(read_files(loop_world, [f])) for f in files)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reaching the VQA file's first sample: no warning
+        both = read_validation(loop_world, files, captions + 1)
+    assert [s.task for s in both] == ["caption"] * captions + ["vqa"]
+    with pytest.warns(UserWarning, match=rf"'vqa/val.jsonl'.*eval_samples >= {captions + 1}"):
+        only = read_validation(loop_world, files, captions)
+    assert [s.id for s in only] == [s.id for s in both[:captions]]
+    assert len(read_validation(loop_world, files, captions + questions + 5)) == captions + questions

@@ -68,6 +68,7 @@ from sugar.train.run import (
     lr_multiplier,
     parameter_groups,
     read_files,
+    read_validation,
     resolve_device,
     resolve_targets,
     save_run_bundle,
@@ -205,7 +206,9 @@ def build(
         torch.set_num_threads(cfg.run.torch_threads)
     root = cfg.data.root
     train_samples = read_files(root, cfg.data.train, cfg.data.upsample)
-    val_samples = read_files(root, cfg.data.val)[: cfg.train.eval_samples] if cfg.data.val else []
+    val_samples = []
+    if cfg.data.val:
+        val_samples = read_validation(root, cfg.data.val, cfg.train.eval_samples)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")

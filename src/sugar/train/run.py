@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "lr_multiplier",
     "parameter_groups",
     "read_files",
+    "read_validation",
     "resolve_device",
     "resolve_targets",
     "save_run_bundle",
@@ -72,6 +74,33 @@ def read_files(
     if not samples:
         raise ValueError(f"no samples in {list(files)} under {root}")
     return samples
+
+
+def read_validation(root: str | Path, files: Sequence[str], limit: int) -> list[Sample]:
+    """The first ``limit`` samples of the validation ``files`` (``train.eval_samples``), in
+    order. A file that contributes none of them (its samples all come after the first
+    ``limit``) is named in a warning, with the ``train.eval_samples`` that would reach it: its
+    metrics (``val_answer_accuracy`` from a VQA or POPE file) would otherwise be missing from
+    the log without a word."""
+    kept: list[Sample] = []
+    left_out: list[tuple[str, int]] = []  # (file, train.eval_samples that reaches its first)
+    before = 0  # samples of the files before this one
+    for name in files:
+        samples = read_samples(Path(root) / name, root)
+        if samples and before >= limit:
+            left_out.append((name, before + 1))
+        kept.extend(samples[: max(0, limit - len(kept))])
+        before += len(samples)
+    if not kept:
+        raise ValueError(f"no samples in {list(files)} under {root}")
+    for name, needed in left_out:
+        warnings.warn(
+            f"data.val file {name!r} is not validated: train.eval_samples={limit} keeps only "
+            f"the validation samples before it (set train.eval_samples >= {needed} to reach "
+            "it, or list it earlier in data.val)",
+            stacklevel=2,
+        )
+    return kept
 
 
 def seeded(*parts: int) -> torch.Generator:
