@@ -24,6 +24,7 @@ from sugar.eval.tasks import (
     kb_qa,
     pope,
     run_tasks,
+    vqa,
     winoground,
     with_fact,
 )
@@ -129,6 +130,30 @@ def test_pope_scores_each_setting_on_its_balanced_set() -> None:
     items = out["per_item"]["accuracy"]
     assert items == pytest.approx([2.0, 0.0, 2 / 3, 0.0, 0.0, 2 / 3, 2 / 3, 0.0])  # 1y 2y 1r..2a
     assert sum(items) / len(items) == pytest.approx(out["accuracy"])
+
+
+def _question(id: str, answer: str, kind: str | None) -> Sample:
+    meta = {"answer": answer} if kind is None else {"answer": answer, "question_type": kind}
+    segments = [Segment.image_(f"{id}.png"), Segment.text_("What is it?")]
+    return Sample(id, [*segments, Segment.text_(answer, "target")], "vqa", meta)
+
+
+def test_vqa_exact_match_overall_and_per_question_type() -> None:
+    questions = [_question("a", "red", "colour"), _question("b", "2", "count"),
+                 _question("c", "blue", "colour"), _question("d", "three", "count"),
+                 _question("e", "circle", "shape")]  # fmt: skip
+    said = {"a": "Red.", "b": "two", "c": "green", "d": "3", "e": "square"}
+    out = vqa(KnownAnswers(said), questions, Path("."))
+    # normalised: red = red, two -> 2, green != blue, 3 = three -> 3, square != circle
+    assert out["exact_match"] == pytest.approx(3 / 5)
+    assert out["per_item"]["exact_match"] == [1.0, 1.0, 0.0, 1.0, 0.0]
+    assert (out["exact_match_colour"], out["items_colour"]) == (0.5, 2)
+    assert (out["exact_match_count"], out["items_count"]) == (1.0, 2)
+    assert (out["exact_match_shape"], out["items_shape"]) == (0.0, 1)
+    # a file where some question has no type (user JSONL) gets the overall figure only
+    mixed = vqa(KnownAnswers(said), [*questions[:2], _question("f", "red", None)], Path("."))
+    assert mixed["exact_match"] == pytest.approx(2 / 3)
+    assert not any(k.startswith(("exact_match_", "items_")) for k in mixed)
 
 
 def test_pope_without_settings_scores_all_probes_at_once() -> None:

@@ -48,7 +48,7 @@ from sugar.eval.metrics import (
     pope_metrics,
     pope_says_yes,
     recall_at_k,
-    vqa_exact_match,
+    vqa_item_scores,
     winoground_item_scores,
     winoground_scores,
 )
@@ -278,11 +278,9 @@ def story_retrieval(model: Evaluable, samples: Sequence[Sample], root: Path) -> 
     return out
 
 
-def _answers_match(predictions: Sequence[str], answers: Sequence[str]) -> list[bool]:
-    return [
-        normalize_answer(p) == normalize_answer(a)
-        for p, a in zip(predictions, answers, strict=True)
-    ]
+def _answers_match(predictions: Sequence[str], answers: Sequence[str]) -> Tensor:
+    """Per-item exact match as floats (1.0 / 0.0), read by :func:`vqa_item_scores`."""
+    return torch.from_numpy(vqa_item_scores(predictions, answers)).float()
 
 
 def _generated(model: Evaluable, samples: Sequence[Sample], root: Path) -> list[str]:
@@ -300,10 +298,10 @@ def needle(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str,
     predictions = _generated(model, samples, root)
     correct = _answers_match(predictions, [s.meta["answer"] for s in samples])
     by_position: dict[str, list[bool]] = {}
-    for s, ok in zip(samples, correct, strict=True):
+    for s, ok in zip(samples, correct.bool().tolist(), strict=True):
         by_position.setdefault(str(s.meta["needle_position"]), []).append(ok)
-    out: dict[str, Any] = {"accuracy": sum(correct) / len(correct)}
-    _items(out, "accuracy", torch.tensor(correct))
+    out: dict[str, Any] = {"accuracy": correct.mean().item()}
+    _items(out, "accuracy", correct)
     per = {p: sum(v) / len(v) for p, v in sorted(by_position.items())}
     out.update({f"position_{p}": v for p, v in per.items()})
     out["position_spread"] = max(per.values()) - min(per.values())
@@ -311,11 +309,19 @@ def needle(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str,
 
 
 def vqa(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
-    """Exact match of the generated answer (normalised) against the target text."""
+    """Exact match of the generated answer (normalised) against the target text; where every
+    sample's meta names a ``question_type`` (the built-in world's colour, shape, count and
+    relation), also ``exact_match_<type>`` and ``items_<type>`` per type, sorted by type."""
     predictions = _generated(model, samples, root)
-    answers = [s.meta["answer"] for s in samples]
-    out: dict[str, Any] = {"exact_match": vqa_exact_match(predictions, answers)}
-    _items(out, "exact_match", torch.tensor(_answers_match(predictions, answers)))
+    correct = _answers_match(predictions, [s.meta["answer"] for s in samples])
+    out: dict[str, Any] = {"exact_match": correct.mean().item()}
+    _items(out, "exact_match", correct)
+    types = [s.meta.get("question_type") for s in samples]
+    if all(isinstance(t, str) and t for t in types):
+        for kind in sorted(set(types)):
+            members = torch.tensor([t == kind for t in types])
+            out[f"exact_match_{kind}"] = correct[members].mean().item()
+            out[f"items_{kind}"] = int(members.sum())
     return out
 
 
@@ -386,12 +392,14 @@ def kb_qa(
     out: dict[str, Any] = {}
     if model.generates:
         plain = _generated(model, samples, root)
-        out["no_context"] = sum(_answers_match(plain, answers)) / len(samples)
-        _items(out, "no_context", torch.tensor(_answers_match(plain, answers)))
+        correct = _answers_match(plain, answers)
+        out["no_context"] = correct.mean().item()
+        _items(out, "no_context", correct)
         facts = [with_fact(s, payload[s.meta["fact_id"]]) for s in samples]
         oracle = _generated(model, facts, root)
-        out["oracle"] = sum(_answers_match(oracle, answers)) / len(samples)
-        _items(out, "oracle", torch.tensor(_answers_match(oracle, answers)))
+        correct = _answers_match(oracle, answers)
+        out["oracle"] = correct.mean().item()
+        _items(out, "oracle", correct)
     keys = model.embed(list(items), root)
     queries = model.embed(
         [Sample(s.id, [g for g in s.segments if g.role == "context"]) for s in samples], root
@@ -411,8 +419,9 @@ def kb_qa(
     retrieved = _generated(
         model, [with_fact(s, payload[ids[t]]) for s, t in zip(samples, top, strict=True)], root
     )
-    out["retrieved"] = sum(_answers_match(retrieved, answers)) / len(samples)
-    _items(out, "retrieved", torch.tensor(_answers_match(retrieved, answers)))
+    correct = _answers_match(retrieved, answers)
+    out["retrieved"] = correct.mean().item()
+    _items(out, "retrieved", correct)
     return out
 
 
