@@ -279,8 +279,9 @@ def story_retrieval(model: Evaluable, samples: Sequence[Sample], root: Path) -> 
 
 
 def _answers_match(predictions: Sequence[str], answers: Sequence[str]) -> Tensor:
-    """Per-item exact match as floats (1.0 / 0.0), read by :func:`vqa_item_scores`."""
-    return torch.from_numpy(vqa_item_scores(predictions, answers)).float()
+    """Per-item exact match, 1.0 / 0.0 in float64 (so that a mean is the exact fraction that
+    ``hits / items`` gives), read by :func:`vqa_item_scores`."""
+    return torch.from_numpy(vqa_item_scores(predictions, answers)).double()
 
 
 def _generated(model: Evaluable, samples: Sequence[Sample], root: Path) -> list[str]:
