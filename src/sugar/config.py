@@ -239,6 +239,11 @@ class WorldConfig:
     """Training VQA questions and POPE probe pairs per caption image: the ``train`` VQA and POPE
     files hold this many times ``train_per_task`` samples over the same images (more questions,
     no more images to render or encode). Validation and test files are unchanged."""
+    train_vqa_per_image: int | None = None
+    """Training VQA questions per caption image when they should differ from the POPE probe
+    pairs (``train_probes_per_image`` then sets POPE alone); ``None``: the same number. The VQA
+    file is the one ``train_probes_per_image`` of this value writes; every other file is
+    unchanged."""
     val_per_task: int = 500
     """Samples per task file in ``val``."""
     test_per_task: int = 2000

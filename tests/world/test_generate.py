@@ -98,6 +98,27 @@ def test_more_probes_per_image_ask_the_same_images_more_questions(tmp_path: Path
         plan_counts(train_probes_per_image=0)
 
 
+def test_vqa_questions_per_image_apart_from_pope(tmp_path: Path) -> None:
+    """``train_vqa_per_image`` writes the VQA file of that many probes per image and leaves
+    every other file (POPE included) as ``train_probes_per_image`` writes it."""
+    options = {**TINY, "train_probes_per_image": 2}
+    two = generate_world(tmp_path / "two", seed=0, **options)
+    three = generate_world(tmp_path / "three", seed=0, train_probes_per_image=3, **TINY)
+    split = generate_world(tmp_path / "split", seed=0, train_vqa_per_image=3, **options)
+    plan = plan_counts(train_vqa_per_image=3, **options)["tasks"]
+    assert split["world"]["tasks"] == plan
+    assert plan["vqa"]["train"] == 3 * TINY["train_per_task"]
+    assert plan["pope"]["train"] == two["world"]["tasks"]["pope"]["train"]
+    fs = _files(tmp_path / "split")
+    for name, other in _files(tmp_path / "two").items():
+        if name not in ("manifest.json", "vqa/train.jsonl"):
+            assert fs[name] == other, name
+    assert fs["vqa/train.jsonl"] == _files(tmp_path / "three")["vqa/train.jsonl"]
+    assert three["world"]["tasks"]["vqa"] == plan["vqa"]
+    with pytest.raises(ConfigError, match="train_vqa_per_image"):
+        plan_counts(train_vqa_per_image=0)
+
+
 def test_manifest_records_the_config(world: World) -> None:
     assert world.manifest["config"] == to_dict(WorldConfig(**SMALL))
     assert world.manifest["seed"] == 7

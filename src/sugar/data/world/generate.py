@@ -75,10 +75,14 @@ def _per_split(cfg: WorldConfig) -> dict[str, int]:
     return {"train": cfg.train_per_task, "val": cfg.val_per_task, "test": cfg.test_per_task}
 
 
-def _probes_per_split(cfg: WorldConfig) -> dict[str, int]:
-    """VQA and POPE samples per split (``train_probes_per_image`` times more in train)."""
+def _probes_per_split(cfg: WorldConfig, task: str) -> dict[str, int]:
+    """``task``'s (VQA or POPE) samples per split: ``train_probes_per_image`` times more in
+    train (``train_vqa_per_image`` for VQA when set)."""
     per = _per_split(cfg)
-    return per | {"train": per["train"] * cfg.train_probes_per_image}
+    times = cfg.train_probes_per_image
+    if task == "vqa" and cfg.train_vqa_per_image is not None:
+        times = cfg.train_vqa_per_image
+    return per | {"train": per["train"] * times}
 
 
 def plan_counts(**options: Any) -> dict[str, Any]:
@@ -96,11 +100,11 @@ def plan_counts(**options: Any) -> dict[str, Any]:
     """
     cfg = world_options(**options)
     per = _per_split(cfg)
-    probes = _probes_per_split(cfg)
+    probes = _probes_per_split(cfg, "pope")
     g = cfg.story_group_size
     tasks = {t: dict(per) for t in TASKS}
     tasks["story"] = {s: -(-n // g) * g for s, n in per.items()}
-    tasks["vqa"] = dict(probes)
+    tasks["vqa"] = _probes_per_split(cfg, "vqa")
     tasks["pope"] = dict(probes)
     span = cfg.max_objects - cfg.min_objects + 1
     negatives = {}
@@ -143,7 +147,7 @@ def generate_world(
         vocab, cfg.small_size, cfg.large_size, cfg.relation_margin, cfg.cooccurrence
     )
     per = _per_split(cfg)
-    probes = _probes_per_split(cfg)
+    questions, probes = _probes_per_split(cfg, "vqa"), _probes_per_split(cfg, "pope")
     files: dict[str, dict[str, list[Sample]]] = {t: {} for t in TASKS + DERIVED}
     instructions = catalogue(
         cfg.instruction_synthesiser, cfg.instruction_model, cfg.instruction_paraphrases, seed
@@ -169,7 +173,7 @@ def generate_world(
             n = per[split]
             bar.set_postfix_str(split)
             files["winoground"][split] = build_winoground(ctx, n)
-            files["vqa"][split] = build_vqa(ctx, probes[split])
+            files["vqa"][split] = build_vqa(ctx, questions[split])
             files["pope"][split] = build_pope(ctx, probes[split], stats, cfg.pope_top_k)
             bar.update(3)
             files["story"][split] = build_stories(ctx, n, cfg.story_group_size)

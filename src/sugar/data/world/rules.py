@@ -71,6 +71,8 @@ def world_rules(w: Any) -> Iterator[Rule]:
     )
     yield _rule(w.pope_top_k >= 1, "pope_top_k", w.pope_top_k)
     yield _rule(w.train_probes_per_image >= 1, "train_probes_per_image", w.train_probes_per_image)
+    vqa = w.train_vqa_per_image
+    yield _rule(vqa is None or vqa >= 1, "train_vqa_per_image", vqa, "must be >= 1 or null")
     yield _rule(w.story_group_size >= 3, "story_group_size", w.story_group_size, "must be >= 3")
     yield _rule(w.needle_pairs >= 2, "needle_pairs", w.needle_pairs, "must be >= 2")
     yield _rule(
