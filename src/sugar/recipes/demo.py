@@ -67,7 +67,14 @@ pairs per step (sugar.train.retrieval); generative runs draw the same generative
 
 SIZES: dict[str, dict[str, Any]] = {
     "demo": {
-        "world": {"train_per_task": 400, "val_per_task": 200, "test_per_task": 200},
+        # four VQA questions per training image (no new image): VQA is bound by the number of
+        # distinct questions (README, Evaluation, "VQA is a matter of distinct questions")
+        "world": {
+            "train_per_task": 400,
+            "val_per_task": 200,
+            "test_per_task": 200,
+            "train_vqa_per_image": 4,
+        },
         "teacher_steps": 300,
         "align_steps": 0,
         "base_steps": 150,
