@@ -317,8 +317,9 @@ def vqa(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, An
     correct = _answers_match(predictions, [s.meta["answer"] for s in samples])
     out: dict[str, Any] = {"exact_match": correct.mean().item()}
     _items(out, "exact_match", correct)
-    types = [s.meta.get("question_type") for s in samples]
-    if all(isinstance(t, str) and t for t in types):
+    found = [s.meta.get("question_type") for s in samples]
+    types = [t for t in found if isinstance(t, str) and t]
+    if len(types) == len(found):
         for kind in sorted(set(types)):
             members = torch.tensor([t == kind for t in types])
             out[f"exact_match_{kind}"] = correct[members].mean().item()
