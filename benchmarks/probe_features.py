@@ -20,7 +20,7 @@ the curve's smaller samples (each the mean of three draws). Grids above 1 are re
 principal components fit on the training images.
 
     python benchmarks/probe_features.py --world runs/demo/world [--sizes 128,224] \
-        [--grids 1,2,4] [--curve 100,200,400]
+        [--grids 1,2,4] [--curve 100,200,400] [--cache runs/demo/cache/vision]
 
 Prints figures; asserts nothing.
 """
@@ -28,7 +28,6 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -37,30 +36,24 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+
+# benchmarks/probe_relation.py (scripts run from their folder): the caption rows and their labels
+from probe_relation import _images, _labels
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
 
-from sugar.data.world.scene import Scene, relation
-from sugar.models.pretrained import EfficientNetGrid, images_to_pixels, open_image
+from sugar.models.tiny import FrozenGridVision
 
 Item = tuple[int, str, str]  # (image index, shape, colour)
 
 
-def _rows(world: Path, split: str) -> list[dict[str, Any]]:
-    lines = (world / "caption" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def _features(world: Path, rows: list[dict[str, Any]], size: int, grid: int) -> NDArray[Any]:
-    """(N, grid * grid * 1280) frozen features of the rows' images."""
-    encoder, out = EfficientNetGrid(grid), []
-    for start in range(0, len(rows), 64):
-        chunk = rows[start : start + 64]
-        images = [open_image(str(world / r["segments"][0]["image"])) for r in chunk]
-        with torch.no_grad():
-            out.append(encoder(images_to_pixels(images, size)).flatten(1))
-    return torch.cat(out).numpy()
+def _features(world: Path, rows: list[dict[str, Any]], vision: FrozenGridVision) -> NDArray[Any]:
+    """(N, grid * grid * 1280) frozen features of the rows' images, 64 images at a time."""
+    paths = [str(world / r["segments"][0]["image"]) for r in rows]
+    return torch.cat(
+        [vision(paths[i : i + 64]).flatten(1) for i in range(0, len(paths), 64)]
+    ).numpy()
 
 
 def _colour_items(rows: list[dict[str, Any]]) -> list[Item]:
@@ -75,17 +68,8 @@ def _colour_items(rows: list[dict[str, Any]]) -> list[Item]:
 
 
 def _relation_items(rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
-    items = []
-    for index, row in enumerate(rows):
-        if len(row["meta"]["scene"]["objects"]) != 2:
-            continue
-        a, b = sorted(
-            Scene.from_dict(row["meta"]["scene"]).objects, key=lambda o: (o.shape, o.colour)
-        )
-        where = relation(a, b)
-        if where is not None and a.shape != b.shape:
-            items.append((index, where))
-    return items
+    """(image index, relation) where ``probe_relation`` defines one (two objects, two shapes)."""
+    return [(i, where) for i, where in enumerate(_labels(rows)["relation"]) if where is not None]
 
 
 def _crossed(x: NDArray[Any], items: list[Item], shapes: list[str]) -> NDArray[Any]:
@@ -117,6 +101,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="128", help="Input sizes in pixels, comma-separated.")
     parser.add_argument("--grids", default="1", help="Grid sides, comma-separated.")
     parser.add_argument("--curve", default="100,200,400", help="Training-example counts.")
+    parser.add_argument("--cache", default=None, help="The runs' frozen image-feature cache.")
     args = parser.parse_args()
     torch.set_num_threads(1)
     # scikit-learn 1.9 announces default changes of LogisticRegressionCV that do not concern
@@ -124,7 +109,8 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
     started, cpu = time.perf_counter(), time.process_time()
     world = Path(args.world)
-    train, held = _rows(world, "train"), _rows(world, "val") + _rows(world, "test")
+    train = _images(world, "train")[0]
+    held = _images(world, "val")[0] + _images(world, "test")[0]
     colour_t, colour_h = _colour_items(train), _colour_items(held)
     relation_t, relation_h = _relation_items(train), _relation_items(held)
     shapes = sorted({shape for _, shape, _ in colour_t})
@@ -139,8 +125,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for size in (int(s) for s in args.sizes.split(",")):
         for grid in (int(g) for g in args.grids.split(",")):
-            xt = _features(world, train, size, grid)
-            xh = _features(world, held, size, grid)
+            vision = FrozenGridVision(size, grid, args.cache)
+            xt, xh = _features(world, train, vision), _features(world, held, vision)
             scaler = StandardScaler().fit(xt)
             xt, xh = scaler.transform(xt), scaler.transform(xh)
             if grid > 1:
