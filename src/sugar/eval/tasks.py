@@ -278,10 +278,16 @@ def story_retrieval(model: Evaluable, samples: Sequence[Sample], root: Path) -> 
     return out
 
 
-def _answers_match(predictions: Sequence[str], answers: Sequence[str]) -> Tensor:
-    """Per-item exact match, 1.0 / 0.0 in float64 (so that a mean is the exact fraction that
-    ``hits / items`` gives), read by :func:`vqa_item_scores`."""
-    return torch.from_numpy(vqa_item_scores(predictions, answers)).double()
+def _answer_metric(
+    out: dict[str, Any], metric: str, predictions: Sequence[str], answers: Sequence[str]
+) -> Tensor:
+    """Record ``metric``, the share of answers matched by :func:`vqa_item_scores`, and its
+    per-item scores in ``out``; return those scores, 1.0 / 0.0 in float64 (so that the mean is
+    exactly ``hits / items``)."""
+    correct = torch.from_numpy(vqa_item_scores(predictions, answers)).double()
+    out[metric] = correct.mean().item()
+    _items(out, metric, correct)
+    return correct
 
 
 def _generated(model: Evaluable, samples: Sequence[Sample], root: Path) -> list[str]:
@@ -297,12 +303,11 @@ def needle(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str,
     """Answer accuracy overall and per needle position, and the spread (max - min) over
     positions."""
     predictions = _generated(model, samples, root)
-    correct = _answers_match(predictions, [s.meta["answer"] for s in samples])
+    out: dict[str, Any] = {}
+    correct = _answer_metric(out, "accuracy", predictions, [s.meta["answer"] for s in samples])
     by_position: dict[str, list[bool]] = {}
     for s, ok in zip(samples, correct.bool().tolist(), strict=True):
         by_position.setdefault(str(s.meta["needle_position"]), []).append(ok)
-    out: dict[str, Any] = {"accuracy": correct.mean().item()}
-    _items(out, "accuracy", correct)
     per = {p: sum(v) / len(v) for p, v in sorted(by_position.items())}
     out.update({f"position_{p}": v for p, v in per.items()})
     out["position_spread"] = max(per.values()) - min(per.values())
@@ -314,9 +319,8 @@ def vqa(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, An
     sample's meta names a ``question_type`` (the built-in world's colour, shape, count and
     relation), also ``exact_match_<type>`` and ``items_<type>`` per type, sorted by type."""
     predictions = _generated(model, samples, root)
-    correct = _answers_match(predictions, [s.meta["answer"] for s in samples])
-    out: dict[str, Any] = {"exact_match": correct.mean().item()}
-    _items(out, "exact_match", correct)
+    out: dict[str, Any] = {}
+    correct = _answer_metric(out, "exact_match", predictions, [s.meta["answer"] for s in samples])
     found = [s.meta.get("question_type") for s in samples]
     types = [t for t in found if isinstance(t, str) and t]
     if len(types) == len(found):
@@ -394,14 +398,10 @@ def kb_qa(
     out: dict[str, Any] = {}
     if model.generates:
         plain = _generated(model, samples, root)
-        correct = _answers_match(plain, answers)
-        out["no_context"] = correct.mean().item()
-        _items(out, "no_context", correct)
+        _answer_metric(out, "no_context", plain, answers)
         facts = [with_fact(s, payload[s.meta["fact_id"]]) for s in samples]
         oracle = _generated(model, facts, root)
-        correct = _answers_match(oracle, answers)
-        out["oracle"] = correct.mean().item()
-        _items(out, "oracle", correct)
+        _answer_metric(out, "oracle", oracle, answers)
     keys = model.embed(list(items), root)
     queries = model.embed(
         [Sample(s.id, [g for g in s.segments if g.role == "context"]) for s in samples], root
@@ -421,9 +421,7 @@ def kb_qa(
     retrieved = _generated(
         model, [with_fact(s, payload[ids[t]]) for s, t in zip(samples, top, strict=True)], root
     )
-    correct = _answers_match(retrieved, answers)
-    out["retrieved"] = correct.mean().item()
-    _items(out, "retrieved", correct)
+    _answer_metric(out, "retrieved", retrieved, answers)
     return out
 
 
