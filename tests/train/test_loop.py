@@ -64,6 +64,55 @@ def test_resume_continues_exactly(loop_world: Path, tmp_path: Path) -> None:
     assert [x["step"] for x in log if "loss" in x] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_paused_run_has_a_checkpoint_there_and_resumes_exactly(
+    loop_world: Path, tmp_path: Path
+) -> None:
+    full = train(tiny_config(loop_world, tmp_path / "a"), teacher=FakeTeacher(), progress=False)
+    cfg = tiny_config(loop_world, tmp_path / "b")  # checkpoints every 3 steps: 2 is not one
+    first = train(cfg, teacher=FakeTeacher(), progress=False, pause_at=2)
+    found = latest_checkpoint(tmp_path / "b")
+    assert first.step == 2 and found is not None and found.name == "step-000002"
+    assert not (tmp_path / "b" / "model").exists()
+    second = train(cfg, resume=True, teacher=FakeTeacher(), progress=False)
+    expected, got = _train_losses(full.history), _train_losses(second.history)
+    assert sorted(got) == [3, 4, 5, 6]
+    for step in got:
+        assert got[step] == pytest.approx(expected[step], abs=1e-6)
+    log = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    shares = [x["loss_share"] for x in log if "loss_share" in x]
+    # one record per process, each over that process's own steps: L_d ran in every one
+    assert shares == [{"structure_loss": 1.0}, {"structure_loss": 1.0}]
+
+
+def test_the_demo_trains_a_run_to_its_pause_once_then_resumes_it(
+    loop_world: Path, tmp_path: Path
+) -> None:
+    from sugar.config import to_dict
+    from sugar.recipes.jobs import paused_at, train_on_workers, train_until
+
+    run = tmp_path / "j"
+    cfg = to_dict(tiny_config(loop_world, run, "structure.alpha=0", "train.select_metric=val_loss"))
+    assert paused_at(run) == 0
+    train_until(cfg, 2)
+    log = (run / "log.jsonl").read_text()
+    assert paused_at(run) == 2
+    train_until(cfg, 2)  # already there: a second demo does not train it again
+    assert (run / "log.jsonl").read_text() == log
+    train_on_workers(cfg, 1, resume=True)
+    assert paused_at(run) == 6 and (run / "model" / "model.json").is_file()
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in records if "loss" in x] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("pause_at", [0, 6, 7])
+def test_a_pause_outside_the_run_is_refused(
+    loop_world: Path, tmp_path: Path, pause_at: int
+) -> None:
+    cfg = tiny_config(loop_world, tmp_path / "p")
+    with pytest.raises(ValueError, match=f"pause_at={pause_at}: must lie strictly between"):
+        train(cfg, teacher=FakeTeacher(), progress=False, pause_at=pause_at)
+
+
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(loop_world: Path, tmp_path: Path) -> None:
     cfg = tiny_config(loop_world, tmp_path / "r", "train.steps=3")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):

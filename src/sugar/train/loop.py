@@ -121,17 +121,21 @@ def train(
     teacher: SliceLookup | None = None,
     stop_after: int | None = None,
     allow_changes: bool = False,
+    pause_at: int | None = None,
 ) -> TrainResult:
     """Train per ``cfg``; see the module docstring for what the run directory holds.
 
     ``teacher``: the slice-embedding lookup L_d needs (built from ``cfg.teacher`` when None
     and alpha > 0). ``stop_after``: return after that many steps, as an interrupted run would
-    (tests use it for resume). ``allow_changes``: a resume may change the hyper-parameters in
-    :data:`sugar.train.guard.ADJUSTABLE` (logged at the resumed step). The run directory is
-    claimed and locked for the whole run (:func:`sugar.train.guard.run_directory`).
+    (tests use it for resume). ``pause_at``: return after that step with a checkpoint of it,
+    which ``resume=True`` continues on any world size (``sugar demo`` resumes Sugar's run on
+    both workers once the other is free). ``allow_changes``: a resume may change the
+    hyper-parameters in :data:`sugar.train.guard.ADJUSTABLE` (logged at the resumed step). The
+    run directory is claimed and locked for the whole run
+    (:func:`sugar.train.guard.run_directory`).
     """
     with run_directory(Path(cfg.run.output_dir), environment_main()):
-        return _train(cfg, resume, progress, teacher, stop_after, allow_changes)
+        return _train(cfg, resume, progress, teacher, stop_after, allow_changes, pause_at)
 
 
 def _train(
@@ -141,7 +145,12 @@ def _train(
     teacher: SliceLookup | None,
     stop_after: int | None,
     allow_changes: bool,
+    pause_at: int | None = None,
 ) -> TrainResult:
+    if pause_at is not None and not 0 < pause_at < cfg.train.steps:
+        raise ValueError(
+            f"pause_at={pause_at}: must lie strictly between 0 and train.steps={cfg.train.steps}"
+        )
     run = build(cfg, resume=resume, teacher=teacher, allow_changes=allow_changes)
     t = run.cfg.train
     run.model.train()
@@ -152,7 +161,7 @@ def _train(
         total=t.steps, initial=run.step, desc="train", disable=not (progress and run.main),
         unit="step",
     )  # fmt: skip
-    start_time = time.perf_counter()
+    start_time, first_step = time.perf_counter(), run.step
     try:
         while run.step < t.steps:
             last = step(run)
@@ -161,6 +170,10 @@ def _train(
             log_evaluate_checkpoint(run, last, log, writer, time.perf_counter() - start_time)
             if stop_after is not None and run.step >= stop_after:
                 break
+            if run.step == pause_at:
+                if not _checkpoint_due(run):  # log_evaluate_checkpoint has not just written it
+                    save_training_state(run)
+                break
     finally:
         run.model.flush_caches()
         bar.close()
@@ -168,7 +181,7 @@ def _train(
         if writer is not None:
             writer.close()
     if run.main and run.ran:
-        done = max(1, run.step * t.grad_accum)
+        done = max(1, (run.step - first_step) * t.grad_accum)  # this process's micro-batches
         shares = {name: round(count / done, 4) for name, count in run.ran.items()}
         with open(run.run_dir / "log.jsonl", "a", encoding="utf-8") as summary:
             summary.write(json.dumps({"step": run.step, "loss_share": shares}) + "\n")
@@ -455,19 +468,29 @@ def log_evaluate_checkpoint(
         if better(t.select_metric, value, run.best_metric):
             run.best_metric = value
             save_run_bundle(run.run_dir / "best", model, objective, run.cfg)
-    checkpoint_now = (t.checkpoint_every and step_now % t.checkpoint_every == 0) or (
-        step_now == t.steps
-    )
+    if _checkpoint_due(run):
+        save_training_state(run)
+
+
+def _checkpoint_due(run: Run) -> bool:
+    """Whether the step just taken is one :func:`log_evaluate_checkpoint` checkpoints."""
+    t = run.cfg.train
+    return bool(t.checkpoint_every and run.step % t.checkpoint_every == 0) or run.step == t.steps
+
+
+def save_training_state(run: Run) -> None:
+    """Checkpoint the run at its current step (a collective under FSDP2: every rank calls it;
+    rank 0 writes)."""
     modules = None
-    if checkpoint_now and (run.main or run.parallel.sharded):
+    if run.main or run.parallel.sharded:
         modules = run.parallel.training_state(run.optimiser)
-    if checkpoint_now and run.main and modules is not None:  # under FSDP2 gathered on rank 0
+    if run.main and modules is not None:  # under FSDP2 gathered on rank 0
         run.model.flush_caches()
         save_checkpoint(
             run.run_dir,
-            step_now,
+            run.step,
             {
-                "step": step_now,
+                "step": run.step,
                 **modules,
                 "scheduler": run.scheduler.state_dict(),
                 "rng": rng_state(),
