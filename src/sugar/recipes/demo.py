@@ -8,8 +8,11 @@ are reused, so a second ``sugar demo`` goes straight to what is missing. ``worke
 processes (default 2, one per core of the reference machine) share the work: the base is
 data-parallel over all of them; with 2 or 3 workers the two fine-tunes then run side by side,
 one process each (no gradient exchange): generative-only trains and is evaluated, then the
-teacher alone is evaluated on its worker while Sugar, the longest run, still trains; Sugar's
-evaluation then runs as two halves of the tasks on both workers. With 4 or more workers, each
+teacher alone is evaluated on its worker while Sugar, the longest run, trains to step
+``join_at`` (``SIZES``); Sugar's run then resumes from its checkpoint there, data-parallel
+over all the workers (the same trajectory up to float rounding,
+``tests/train/test_world_size.py``; the step is fixed, so the demo stays reproducible), and
+its evaluation runs as two halves of the tasks on both workers. With 4 or more workers, each
 fine-tune is data-parallel over all workers in turn, and the evaluations follow on two
 workers in the same order. Every run and evaluation reads and fills one cache of the frozen
 image features (``cache/vision``; the teacher keeps its own), so each encodes only the images
@@ -46,6 +49,7 @@ from sugar.recipes.jobs import (
     in_one_torch_thread,
     train_and_evaluate,
     train_on_workers,
+    train_until,
 )
 from sugar.teachers.training import train_teacher
 from sugar.train.loop import train
@@ -80,6 +84,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "base_steps": 150,
         "base_batch_size": 32,
         "tune_steps": 225,  # Sugar reaches the teacher by then (validation; README, demo)
+        # side by side, Sugar trains alone to this step, about when generative-only's training
+        # and evaluation and the teacher's evaluation free the other worker (README, demo)
+        "join_at": 90,
         "batch_size": 16,
         "model": BUILT_IN,
         "train": RETRIEVAL,
@@ -93,6 +100,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "base_steps": 450,
         "base_batch_size": 32,
         "tune_steps": 450,
+        "join_at": 150,
         "batch_size": 16,
         "model": BUILT_IN,
         "train": RETRIEVAL,
@@ -106,6 +114,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "base_steps": 3,
         "base_batch_size": 4,
         "tune_steps": 3,
+        "join_at": 1,
         "batch_size": 4,
         "model": BUILT_IN,
         "train": {"retrieval_batch": 4, "retrieval_interleaved": 2},
@@ -191,25 +200,38 @@ def _fine_tune_and_evaluate(
     teacher_dir: Path,
     out: Path,
     size: dict[str, Any],
+    join: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """The two fine-tunes and every evaluation over a pool of (at most) two workers.
 
     Generative-only trains (unless trained) and evaluates in one job; Sugar trains in the other
     (its run is the longest); the teacher alone is evaluated as soon as a worker is free, so it
-    follows generative-only; Sugar's evaluation then runs as two halves of the tasks
-    (:func:`balanced_halves`) on both workers. Returns per model its results and wall times
-    (Sugar's ``eval_s``: from the end of its training to the end of both halves)."""
+    follows generative-only. With ``join`` (workers, side by side), Sugar trains alone only to
+    step ``size["join_at"]`` and, once the pool's jobs are done, resumes data-parallel over
+    ``join`` processes (:func:`~sugar.recipes.jobs.train_on_workers`). Sugar's evaluation then
+    runs as two halves of the tasks (:func:`balanced_halves`) on both workers. Returns per
+    model its results and wall times (Sugar's ``eval_s``: from the end of its training to the
+    end of both halves)."""
     limit = size["eval_limit"]
     generative = pool.submit(
         train_and_evaluate, to_dict(configs["generative"]), str(world), limit, "test",
         "generative",
     )  # fmt: skip
     sugar = to_dict(configs["sugar"])
-    trained = pool.submit(train_and_evaluate, sugar, str(world), limit, None, "sugar")
+    if join:
+        trained = pool.submit(train_until, sugar, size["join_at"])
+    else:
+        trained = pool.submit(train_and_evaluate, sugar, str(world), limit, None, "sugar")
     teacher = pool.submit(
         evaluate_teacher, str(teacher_dir), str(out / "cache" / "teachers"), str(world), limit
     )
     train_s = trained.result()["train_s"]
+    if join:  # the other worker is free once generative-only and the teacher are evaluated
+        generative.result(), teacher.result()
+        start = time.perf_counter()
+        if not (out / "sugar" / "model" / "model.json").is_file():
+            train_on_workers(sugar, join, resume=True)
+        train_s = round(train_s + time.perf_counter() - start, 1)
     start = time.perf_counter()
     halves = [
         pool.submit(train_and_evaluate, sugar, str(world), limit, "test", "sugar", tasks)
@@ -387,7 +409,9 @@ def run_demo(
     done = stage(label, timings, say)
     if workers > 1:
         with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
-            outcomes = _fine_tune_and_evaluate(pool, configs, world, teacher_dir, out, size)
+            outcomes = _fine_tune_and_evaluate(
+                pool, configs, world, teacher_dir, out, size, workers if side_by_side else 0
+            )
     else:
         outcomes = _fine_tune_and_evaluate(_InProcess(), configs, world, teacher_dir, out, size)
     done()

@@ -4,6 +4,8 @@
   worker (``sugar bench quality`` runs its variants in a pool of these; ``sugar demo`` its
   fine-tunes and their evaluations);
 - :func:`evaluate_teacher`: the frozen offline teacher alone on every task;
+- :func:`train_until`: the first steps of a run in one worker, checkpointed for
+  :func:`train_on_workers` to resume (``sugar demo``'s Sugar run, once both workers are free);
 - :func:`train_on_workers`: one run as data-parallel training over N local processes
   (:mod:`sugar.train.distributed`, gloo), what ``torchrun --nproc_per_node N -m sugar.cli
   train`` does, without needing the launcher.
@@ -35,6 +37,7 @@ __all__ = [
     "last_validation",
     "train_and_evaluate",
     "train_on_workers",
+    "train_until",
 ]
 
 P = ParamSpec("P")
@@ -123,7 +126,35 @@ def evaluate_teacher(head_dir: str, cache_dir: str, root: str, limit: int) -> di
     return {"results": results, "eval_s": round(time.perf_counter() - start, 1)}
 
 
-def _train_rank(config: dict[str, Any], rank: int, world: int, port: int) -> None:
+def train_until(config: dict[str, Any], pause_at: int) -> dict[str, Any]:
+    """Train ``config`` in this process to step ``pause_at`` and checkpoint it there, for
+    :func:`train_on_workers` to resume (``sugar.train.loop.train``'s ``pause_at``); nothing
+    when the run already has a checkpoint that far or its bundle. An unfinished run with no
+    such checkpoint starts again. Returns the wall time (``train_s``)."""
+    import torch
+
+    from sugar.train.loop import train
+
+    torch.set_num_threads(1)
+    cfg: SugarConfig = config_from_dict(config)
+    run_dir = Path(cfg.run.output_dir)
+    start = time.perf_counter()
+    if not (run_dir / "model" / "model.json").is_file() and paused_at(run_dir) < pause_at:
+        if run_dir.exists():
+            remove_owned(run_dir)  # only what that run wrote
+        train(cfg, progress=False, pause_at=pause_at)
+    return {"train_s": round(time.perf_counter() - start, 1)}
+
+
+def paused_at(run_dir: Path) -> int:
+    """The step of a run's latest checkpoint (0 when it has none)."""
+    from sugar.train.checkpoint import latest_checkpoint
+
+    found = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    return int(found.name.split("-")[1]) if found is not None else 0
+
+
+def _train_rank(config: dict[str, Any], rank: int, world: int, port: int, resume: bool) -> None:
     import torch
 
     from sugar.train.loop import train
@@ -133,25 +164,26 @@ def _train_rank(config: dict[str, Any], rank: int, world: int, port: int) -> Non
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
     )  # fmt: skip
     torch.set_num_threads(1)
-    train(config_from_dict(config), progress=False)
+    train(config_from_dict(config), resume=resume, progress=False)
 
 
-def train_on_workers(config: dict[str, Any], workers: int) -> None:
+def train_on_workers(config: dict[str, Any], workers: int, *, resume: bool = False) -> None:
     """Train ``config`` as one data-parallel run over ``workers`` local processes (1: in this
     process). The loss and the gradients are those of one process over the same global batch
-    (:mod:`sugar.train.distributed`); rank 0 writes the run directory. When a rank fails, the
+    (:mod:`sugar.train.distributed`); rank 0 writes the run directory. ``resume``: continue
+    the run's latest checkpoint, whatever world size wrote it. When a rank fails, the
     others are stopped (none waits in a collective forever) and ``RuntimeError`` names it."""
     if workers < 1:
         raise ValueError(f"workers={workers}: must be >= 1")
     if workers == 1:
         from sugar.train.loop import train
 
-        train(config_from_dict(config), progress=False)
+        train(config_from_dict(config), resume=resume, progress=False)
         return
     context = get_context("spawn")
     port = free_port()
     ranks = [
-        context.Process(target=_train_rank, args=(config, rank, workers, port))
+        context.Process(target=_train_rank, args=(config, rank, workers, port, resume))
         for rank in range(workers)
     ]
     for process in ranks:
