@@ -113,6 +113,22 @@ def test_a_pause_outside_the_run_is_refused(
         train(cfg, teacher=FakeTeacher(), progress=False, pause_at=pause_at)
 
 
+def test_dropout_masks_are_a_function_of_seed_step_micro_batch_and_rank() -> None:
+    from sugar.train.run import seed_step
+
+    drop = torch.nn.Dropout(0.5)
+
+    def mask(*where: int) -> torch.Tensor:
+        seed_step(*where)
+        return drop(torch.ones(64)) > 0
+
+    first = mask(0, 3, 0, 0)
+    torch.rand(100)  # whatever drew before, the step draws the same
+    assert torch.equal(mask(0, 3, 0, 0), first)
+    for other in [(0, 3, 0, 1), (0, 3, 1, 0), (0, 4, 0, 0), (1, 3, 0, 0)]:
+        assert not torch.equal(mask(*other), first), other  # 2^-64 by chance
+
+
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(loop_world: Path, tmp_path: Path) -> None:
     cfg = tiny_config(loop_world, tmp_path / "r", "train.steps=3")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):

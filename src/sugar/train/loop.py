@@ -72,6 +72,7 @@ from sugar.train.run import (
     resolve_device,
     resolve_targets,
     save_run_bundle,
+    seed_step,
     seeded,
     tensorboard,
     truncate_log,
@@ -382,6 +383,7 @@ def step(run: Run) -> dict[str, float]:
         elif not (t.retrieval_batch or t.retrieval_interleaved):  # one mixed batch, with views
             samples = apply_views(samples, cfg.data.view_weights, cfg.run.seed, micro_step)
         generator = seeded(cfg.run.seed, run.step, micro)
+        seed_step(cfg.run.seed, run.step, micro, run.shard.rank)
         sync = micro == t.grad_accum - 1  # gradients all-reduced once per step
         if t.embedding_chunk and retrieval is not None:  # GradCache (sugar.train.grad_cache)
             parts = cached_forward_backward(

@@ -45,6 +45,7 @@ __all__ = [
     "resolve_device",
     "resolve_targets",
     "save_run_bundle",
+    "seed_step",
     "seeded",
     "tensorboard",
     "truncate_log",
@@ -103,12 +104,28 @@ def read_validation(root: str | Path, files: Sequence[str], limit: int) -> list[
     return kept
 
 
-def seeded(*parts: int) -> torch.Generator:
-    """A generator whose state is a pure function of ``parts``."""
+def _mixed(parts: tuple[int, ...]) -> int:
     value = 0
     for part in parts:
         value = (value * 1_000_003 + part) % (2**63 - 1)
-    return torch.Generator().manual_seed(value)
+    return value
+
+
+def seeded(*parts: int) -> torch.Generator:
+    """A generator whose state is a pure function of ``parts``."""
+    return torch.Generator().manual_seed(_mixed(parts))
+
+
+def seed_step(seed: int, step: int, micro: int, rank: int) -> None:
+    """Seed torch's global generator, which dropout draws from, as a pure function of (seed,
+    step, micro-batch, rank): each data-parallel rank draws its own masks (seeded alike, two
+    ranks drew the same masks for their shards), and a resumed run draws what an uninterrupted
+    one does on any world size."""
+    torch.manual_seed(_mixed((seed, step, micro, rank, _DROPOUT_STREAM)))
+
+
+_DROPOUT_STREAM = 7
+"""Keeps the dropout stream apart from ``seeded(seed, step, micro)``, the prefix picks'."""
 
 
 def batch_indices(count: int, batch_size: int, seed: int, position: int) -> list[int]:
