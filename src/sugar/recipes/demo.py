@@ -10,8 +10,8 @@ data-parallel over all of them; with 2 or 3 workers the two fine-tunes then run 
 one process each (no gradient exchange): generative-only trains and is evaluated, then the
 teacher alone is evaluated on its worker while Sugar, the longest run, trains to step
 ``join_at`` (``SIZES``); Sugar's run then resumes from its checkpoint there, data-parallel
-over all the workers (the same trajectory up to float rounding,
-``tests/train/test_world_size.py``; the step is fixed, so the demo stays reproducible), and
+over all the workers (the same batches; each rank draws its own dropout masks,
+:func:`sugar.train.run.seed_step`; the step is fixed, so the demo stays reproducible), and
 its evaluation runs as two halves of the tasks on both workers. With 4 or more workers, each
 fine-tune is data-parallel over all workers in turn, and the evaluations follow on two
 workers in the same order. Every run and evaluation reads and fills one cache of the frozen

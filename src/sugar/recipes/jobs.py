@@ -35,6 +35,7 @@ __all__ = [
     "evaluate_teacher",
     "in_one_torch_thread",
     "last_validation",
+    "paused_at",
     "train_and_evaluate",
     "train_on_workers",
     "train_until",

@@ -8,9 +8,10 @@ total, backward over ``grad_accum`` micro-batches, clip, AdamW, cosine schedule)
 micro-batch and the step uses the mean of the micro-batches' losses (L_g: a mean of
 per-micro-batch token means; L_d: its n, targets and same-sample pairs are the micro-batch's).
 Everything that makes a step is a pure function of (seed, step): the micro-batch indices (a
-per-epoch permutation), the views of caption pairs, the prefixes L_d picks. With the model,
-objective, optimiser, scheduler and RNG states in each checkpoint, ``resume=True`` continues
-exactly where an interrupted run (even a SIGKILLed one) last checkpointed. Run-directory
+per-epoch permutation), the views of caption pairs, the prefixes L_d picks, the dropout masks
+(torch's generator seeded per micro-batch and rank, :func:`~sugar.train.run.seed_step`).
+With the model, objective, optimiser, scheduler and RNG states in each checkpoint,
+``resume=True`` continues exactly where an interrupted run (even a SIGKILLed one) last checkpointed. Run-directory
 support is :mod:`sugar.train.run`; validation is :mod:`sugar.eval.validation`.
 
 Run directory::
