@@ -11,8 +11,9 @@ Everything that makes a step is a pure function of (seed, step): the micro-batch
 per-epoch permutation), the views of caption pairs, the prefixes L_d picks, the dropout masks
 (torch's generator seeded per micro-batch and rank, :func:`~sugar.train.run.seed_step`).
 With the model, objective, optimiser, scheduler and RNG states in each checkpoint,
-``resume=True`` continues exactly where an interrupted run (even a SIGKILLed one) last checkpointed. Run-directory
-support is :mod:`sugar.train.run`; validation is :mod:`sugar.eval.validation`.
+``resume=True`` continues exactly where an interrupted run (even a SIGKILLed one) last
+checkpointed. Run-directory support is :mod:`sugar.train.run`; validation is
+:mod:`sugar.eval.validation`.
 
 Run directory::
 
