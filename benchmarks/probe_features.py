@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-# benchmarks/probe_relation.py (scripts run from their folder): the caption rows and their labels
-from probe_relation import _images, _labels
+# benchmarks/probe_relation.py (scripts run from their folder): the caption rows, their labels
+# and the probes' start-up
+from probe_relation import _images, _labels, _start
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
@@ -103,11 +103,7 @@ def main() -> None:
     parser.add_argument("--curve", default="100,200,400", help="Training-example counts.")
     parser.add_argument("--cache", default=None, help="The runs' frozen image-feature cache.")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    # scikit-learn 1.9 announces default changes of LogisticRegressionCV that do not concern
-    # this use (L2, accuracy); the probes' figures are the same either way
-    warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu = _start()
     world = Path(args.world)
     train = _images(world, "train")[0]
     held = _images(world, "val")[0] + _images(world, "test")[0]

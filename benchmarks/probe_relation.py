@@ -83,17 +83,22 @@ def _probe(name: str, train: tuple[np.ndarray, list[Any]], held: tuple[np.ndarra
     return accuracy, majority
 
 
+def _start() -> tuple[float, float]:
+    """One torch thread, scikit-learn's FutureWarnings quiet; the wall and CPU clocks now."""
+    torch.set_num_threads(1)
+    # scikit-learn 1.9 announces default changes of LogisticRegressionCV that do not concern
+    # this use (L2, accuracy); the probes' figures are the same either way
+    warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
+    return time.perf_counter(), time.process_time()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="A bundle with a retrieval projector.")
     parser.add_argument("--world", required=True, help="A built-in world (sugar data world).")
     parser.add_argument("--cache", default=None, help="The runs' frozen image-feature cache.")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    # scikit-learn 1.9 announces default changes of LogisticRegressionCV that do not concern
-    # this use (L2, accuracy); the probes' figures are the same either way
-    warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu = _start()
     world = Path(args.world)
     bundle = load_bundle(args.model, feature_cache=args.cache)
     model = bundle.model.eval()
