@@ -43,9 +43,11 @@ from sugar.data.world import generate_world
 from sugar.eval.report import headline_table, write_report
 from sugar.eval.tasks import TASKS
 from sugar.io import atomic_write_json, sha256_file
-from sugar.owned import claim_directory, remove_owned
+from sugar.owned import claim_directory
 from sugar.recipes.jobs import (
+    clear_unfinished,
     evaluate_teacher,
+    finished,
     in_one_torch_thread,
     train_and_evaluate,
     train_on_workers,
@@ -227,9 +229,10 @@ def _fine_tune_and_evaluate(
     )
     train_s = trained.result()["train_s"]
     if join:  # the other worker is free once generative-only and the teacher are evaluated
-        generative.result(), teacher.result()
+        for job in (generative, teacher):
+            job.result()
         start = time.perf_counter()
-        if not (out / "sugar" / "model" / "model.json").is_file():
+        if not finished(Path(configs["sugar"].run.output_dir)):
             train_on_workers(sugar, join, resume=True)
         train_s = round(train_s + time.perf_counter() - start, 1)
     start = time.perf_counter()
@@ -394,9 +397,8 @@ def run_demo(
         stages += list(tuned)
     for name in stages:  # each a data-parallel run over the workers (sugar.recipes.jobs)
         done = stage(f"train {name}", timings, say)
-        if not (out / name / "model" / "model.json").is_file():
-            if (out / name).exists():  # an unfinished demo run: start it again
-                remove_owned(out / name)  # only what that run wrote
+        if not finished(out / name):
+            clear_unfinished(out / name)
             if workers == 1:
                 train(configs[name], progress=progress)
             else:

@@ -32,7 +32,9 @@ from sugar.owned import remove_owned
 from sugar.serve.load import free_port
 
 __all__ = [
+    "clear_unfinished",
     "evaluate_teacher",
+    "finished",
     "in_one_torch_thread",
     "last_validation",
     "paused_at",
@@ -96,9 +98,8 @@ def train_and_evaluate(
     cfg: SugarConfig = config_from_dict(config)
     run_dir = Path(cfg.run.output_dir)
     start = time.perf_counter()
-    if not (run_dir / "model" / "model.json").is_file():
-        if run_dir.exists():  # an unfinished run (a killed recipe): start it again
-            remove_owned(run_dir)  # only what that run wrote
+    if not finished(run_dir):
+        clear_unfinished(run_dir)
         train(cfg, progress=False)
     trained = time.perf_counter() - start
     results = None
@@ -140,11 +141,22 @@ def train_until(config: dict[str, Any], pause_at: int) -> dict[str, Any]:
     cfg: SugarConfig = config_from_dict(config)
     run_dir = Path(cfg.run.output_dir)
     start = time.perf_counter()
-    if not (run_dir / "model" / "model.json").is_file() and paused_at(run_dir) < pause_at:
-        if run_dir.exists():
-            remove_owned(run_dir)  # only what that run wrote
+    if not finished(run_dir) and paused_at(run_dir) < pause_at:
+        clear_unfinished(run_dir)
         train(cfg, progress=False, pause_at=pause_at)
     return {"train_s": round(time.perf_counter() - start, 1)}
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether a run has written its final bundle."""
+    return (run_dir / "model" / "model.json").is_file()
+
+
+def clear_unfinished(run_dir: Path) -> None:
+    """Remove what an unfinished run (a killed recipe) wrote, and only that, so that it starts
+    again."""
+    if run_dir.exists():
+        remove_owned(run_dir)
 
 
 def paused_at(run_dir: Path) -> int:

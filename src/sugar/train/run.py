@@ -116,16 +116,16 @@ def seeded(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(_mixed(parts))
 
 
+_DROPOUT_STREAM = 7
+"""Keeps the dropout stream apart from ``seeded(seed, step, micro)``, the prefix picks'."""
+
+
 def seed_step(seed: int, step: int, micro: int, rank: int) -> None:
     """Seed torch's global generator, which dropout draws from, as a pure function of (seed,
     step, micro-batch, rank): each data-parallel rank draws its own masks (seeded alike, two
     ranks drew the same masks for their shards), and a resumed run draws what an uninterrupted
     one does on any world size."""
     torch.manual_seed(_mixed((seed, step, micro, rank, _DROPOUT_STREAM)))
-
-
-_DROPOUT_STREAM = 7
-"""Keeps the dropout stream apart from ``seeded(seed, step, micro)``, the prefix picks'."""
 
 
 def batch_indices(count: int, batch_size: int, seed: int, position: int) -> list[int]:
