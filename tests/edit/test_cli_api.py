@@ -87,3 +87,32 @@ def test_sugar_data_edits_rewrites_the_same_set(edit_world: EditWorld) -> None:
     )
     assert result.exit_code == 0, result.output
     assert path.read_bytes() == before
+
+
+def test_sugar_edit_says_when_a_learning_editor_has_no_support(
+    edit_world: EditWorld, tiny: TinyMLLM, tmp_path, monkeypatch
+) -> None:
+    """unike and patcher learn from support edits: when ROOT/edit/train.jsonl is absent and no
+    --support is given, the command says so instead of building the editor on none silently."""
+    import shutil
+
+    import sugar.edit.base
+
+    save_bundle(tmp_path / "base", tiny)
+    root = tmp_path / "root"  # the world's images without its edit/ folder
+    shutil.copytree(edit_world.root / "images", root / "images")
+    edits = _edits_file(edit_world, tmp_path, 1)
+    seen: list[int] = []
+
+    def build(method, model, image_root, helpers, **options):
+        seen.append(len(helpers))
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(sugar.edit.base, "build_editor", build)
+    result = CliRunner().invoke(app, ["edit", "--model", str(tmp_path / "base"), "--edits",
+                                      str(edits), "--root", str(root), "--method", "unike",
+                                      "--out", str(tmp_path / "e")])  # fmt: skip
+    assert seen == [0] and result.exit_code == 2, result.output
+    assert f"no support edits at {root / 'edit' / 'train.jsonl'}: unike learns from none" in (
+        " ".join(result.output.split())
+    )

@@ -82,6 +82,11 @@ def edit_command(
             helpers = read_edits(support_file, image_root) if support_file.is_file() else []
             if support is not None and not helpers:
                 raise ValueError(f"{support}: no edits")
+            if support is None and not helpers and method in ("patcher", "unike"):
+                typer.echo(
+                    f"note: no support edits at {support_file}: {method} learns from none "
+                    "(give --support FILE, or --root the world the edits came from)"
+                )
             editor = build_editor(method, bundle.model, image_root, helpers, **_options(option))
         for request in requests:
             start = time.perf_counter()
