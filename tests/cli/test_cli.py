@@ -100,6 +100,27 @@ def test_data_convert_then_validate(tmp_path: Path) -> None:
     assert "bad.jsonl:1" in bad.output
 
 
+def test_data_convert_options_are_strings(tmp_path: Path) -> None:
+    """A tab delimiter and a numeric folder name reach the converter as written (they were
+    once read as YAML: an empty string and the integer 2017, and a traceback)."""
+    from PIL import Image
+
+    (tmp_path / "2017").mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "2017" / "a.png")
+    (tmp_path / "c.tsv").write_text("image\tcaption\na.png\tA red square.\n")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["data", "convert", "image_caption_csv",
+                                      str(tmp_path / "c.tsv"), str(out), "-o", "delimiter=\t",
+                                      "-o", "image_dir=2017"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    sample = json.loads(out.read_text())
+    assert sample["segments"][0]["image"] == "2017/a.png"
+    assert sample["segments"][1]["text"] == "A red square."
+    convert = ["data", "convert", "image_caption_csv", str(tmp_path / "c.tsv"), str(out)]
+    bad = CliRunner().invoke(app, [*convert, "-o", "delimiter"])
+    assert bad.exit_code == 2 and "expected KEY=VALUE" in bad.output
+
+
 def test_data_world_writes_a_small_world(tmp_path: Path) -> None:
     out = tmp_path / "world"
     result = CliRunner().invoke(

@@ -43,6 +43,13 @@ def _sentences(text: str) -> list[str]:
         ("", []),
         (" \n\t ", []),
         (".", ["."]),
+        # a piece with no letter, digit, punctuation or symbol is no sentence
+        ("A dog. \u200b", ["A dog."]),
+        ("A dog. \u0301", ["A dog."]),
+        ("A dog.\xa0\xad", ["A dog."]),
+        ("\u200b\ufeff", []),
+        ("A dog. \u200bA cat.", ["A dog.", "\u200bA cat."]),
+        ("Café. 🙂", ["Café.", "🙂"]),
     ],
 )
 def test_split_sentences(text: str, expected: list[str]) -> None:
@@ -122,3 +129,8 @@ def test_slices_unknown_by() -> None:
     sample = Sample("s", [Segment.text_("x")])
     with pytest.raises(ValueError, match="by='word'"):
         slices(sample, by="word")  # type: ignore[arg-type]
+
+
+def test_a_text_segment_without_a_visible_character_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs a visible character"):
+        Segment.text_("\u200b\xad")

@@ -64,6 +64,17 @@ def test_spans_cover_every_slice_and_labels_map_to_the_output_vocabulary(
     assert full_ids.tolist() == expected
 
 
+def test_invisible_characters_after_a_sentence_get_no_slice_of_their_own(
+    minilm: MiniLMMLLM,
+) -> None:
+    """WordPiece drops zero-width spaces, soft hyphens and lone combining marks: trailing ones
+    once made a slice with no token and stopped training at the step that drew the sample."""
+    texts = ["A dog. \u200b", "A dog. \u0301", "A dog.\xa0\xad"]
+    samples = [Sample(f"s{i}", [Segment.text_(t, "target")]) for i, t in enumerate(texts)]
+    batch = minilm.collate(samples, Path("."))
+    assert [len(spans) for spans in batch.spans] == [1, 1, 1]
+
+
 def test_corpus_head_gives_the_full_heads_logits_on_its_ids(
     minilm: MiniLMMLLM, tiny_world: TinyWorld
 ) -> None:

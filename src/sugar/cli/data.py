@@ -69,18 +69,20 @@ def data_convert(
         typer.Option(
             "--option",
             "-o",
-            help="Converter option KEY=VALUE, e.g. -o image_dir=images -o caption_column=text.",
+            help="Converter option KEY=VALUE, taken as a string, e.g. -o image_dir=images "
+            "-o caption_column=text (a tab delimiter: -o delimiter=$'\\t').",
         ),
     ] = None,
 ) -> None:
     """Convert a corpus in another format to sugar JSONL."""
-    from sugar.config import parse_override
     from sugar.data.convert import convert_file
 
     options = {}
     for text in option or []:
-        keys, value = parse_override(text)
-        options[".".join(keys)] = value
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise ValueError(f"-o {text!r}: expected KEY=VALUE, e.g. -o image_dir=images")
+        options[key] = value  # every converter option is a string: no YAML reading of VALUE
     count = convert_file(fmt, src, out, root, **options)
     typer.echo(f"wrote {count} samples to {out}")
 

@@ -148,7 +148,8 @@ def append_text_segment(
             offsets, [(sample_slices[k].start, sample_slices[k].end) for k in mine]
         )
     except ValueError as exc:
-        raise ValueError(f"sample {sample.id!r} segment {index}: {exc}") from None
+        text = segment.text or ""
+        raise ValueError(f"sample {sample.id!r} segment {index} ({text[:120]!r}): {exc}") from None
     base, target = len(ids), segment.role == "target"
     ids += tokens
     labels += tokens if target else [IGNORE_INDEX] * len(tokens)

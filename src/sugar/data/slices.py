@@ -20,8 +20,11 @@ order:
    (:data:`ABBREVIATIONS`: Mr., Dr., St., vs., e.g., i.e., ...), after a single capital
    initial (``J. Smith``), or after ``No.`` followed by a digit (``No. 5``).
 5. Each sentence is trimmed of surrounding whitespace; text after the last end (no terminal
-   punctuation) is the last sentence; whitespace-only pieces are dropped, so the spans cover
-   the text's non-space characters, in order, and none is empty.
+   punctuation) is the last sentence; a piece with no visible character (a letter, digit,
+   punctuation mark or symbol: Unicode categories L, N, P, S) is dropped, so the spans cover
+   the text's visible characters, in order, and none is empty. (Without the last rule a
+   zero-width space, soft hyphen or lone combining mark after a sentence's end became a
+   sentence of its own, which tokenizers drop, leaving a slice with no token.)
 
 Known limits, accepted for determinism: a sentence ending in an abbreviation or an initial
 (``... on Main St. It``, ``vitamin C. It``) is not split.
@@ -33,7 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from sugar.data.schema import Sample
+from sugar.data.schema import Sample, has_visible_character
 
 __all__ = ["ABBREVIATIONS", "Slice", "slices", "split_sentences"]
 
@@ -77,13 +80,15 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     ['Mr. Smith paid 3.5 dollars.', 'Did he?!', 'Yes... maybe']
     >>> split_sentences("  ")
     []
+    >>> split_sentences("A dog. \u200b")  # a zero-width space is no sentence
+    [(0, 6)]
     """
     spans: list[tuple[int, int]] = []
 
     def emit(start: int, end: int) -> None:
         piece = text[start:end]
         stripped = piece.strip()
-        if stripped:
+        if has_visible_character(stripped):
             left = start + len(piece) - len(piece.lstrip())
             spans.append((left, left + len(stripped)))
 
