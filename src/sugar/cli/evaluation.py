@@ -12,6 +12,14 @@ from sugar.config import load_config
 
 Smoke = Annotated[bool, typer.Option(help="Toy sizes: seconds, figures meaningless.")]
 
+DEFAULT_TASKS = (
+    "caption_retrieval", "hard_negatives", "winoground", "story_retrieval", "needle", "vqa",
+    "pope", "kb_qa", "grounding",
+)  # fmt: skip
+"""``sugar eval``'s tasks when ``--tasks`` is not given: those whose files the data root lacks
+are skipped, each with a note (a caption-only set runs caption_retrieval, hard_negatives and
+grounding)."""
+
 
 @app.command("eval")
 @user_errors
@@ -19,10 +27,14 @@ def eval_command(
     model: Annotated[list[Path], typer.Option("--model", help="Bundle directory (repeatable).")],
     data: Annotated[Path, typer.Option(help="World root (or a root with the same layout).")],
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("runs/eval"),
-    tasks: Annotated[str, typer.Option(help="Comma-separated tasks (default: all).")] = (
-        "caption_retrieval,hard_negatives,winoground,story_retrieval,needle,vqa,pope,kb_qa,"
-        "grounding"
-    ),
+    tasks: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated tasks; one whose file is absent is an error (default: "
+            + ",".join(DEFAULT_TASKS)
+            + ", those whose file is absent skipped with a note)."
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split to read (test is read once per model).")] = (
         "test"
     ),
@@ -37,12 +49,24 @@ def eval_command(
 ) -> None:
     """Evaluate bundles on the world's tasks; writes report.json, report.md and plots, with
     paired-bootstrap CIs of the first model minus each other one, and OUT/mteb/ (per-task
-    results in MTEB's layout, sugar.eval.mteb)."""
+    results in MTEB's layout, sugar.eval.mteb). Without --tasks, a task whose file DATA lacks
+    is skipped (one line each, listed in the report as not run); a named one is an error."""
     from sugar.eval.mteb import write_mteb_results
     from sugar.eval.report import headline_table, write_report
-    from sugar.eval.tasks import TASK_FOLDERS, load_eval_model, run_tasks
+    from sugar.eval.tasks import TASK_FOLDERS, absent_task_files, load_eval_model, run_tasks
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    skipped: dict[str, str] = {}
+    if tasks is None:  # the default list: run what the data root holds
+        absent = absent_task_files(data, DEFAULT_TASKS, split)
+        if len(absent) == len(DEFAULT_TASKS):
+            looked = ", ".join(str(f) for files in absent.values() for f in files)
+            raise FileNotFoundError(f"{data}: no task's data is there; looked for {looked}")
+        for task, files in absent.items():
+            skipped[task] = " and ".join(str(f) for f in files) + " absent"
+            typer.echo(f"[eval] skipped {task}: {skipped[task]} (task not run)")
+        names = [t for t in DEFAULT_TASKS if t not in absent]
+    else:
+        names = [t.strip() for t in tasks.split(",") if t.strip()]
     results, metas = {}, {}
     for directory in model:
         evaluated = load_eval_model(directory, None, str(feature_cache) if feature_cache else None)
@@ -61,12 +85,14 @@ def eval_command(
     meta = {"models": [str(m) for m in model], "data": str(data), "split": split, "limit": limit}
     names_in_order = list(results)
     compare = (names_in_order[0], names_in_order[1:]) if len(names_in_order) > 1 else None
-    report = write_report(out, results, meta, compare=compare)
+    report = write_report(out, results, meta, compare=compare, skipped=skipped)
     write_mteb_results(
         out / "mteb", results, metas, split,
         {t: data / TASK_FOLDERS[t] / f"{split}.jsonl" for t in names},
     )  # fmt: skip
     typer.echo(headline_table(results))
+    if skipped:
+        typer.echo(f"not run (data absent): {', '.join(skipped)}")
     typer.echo(f"report: {report}")
 
 
@@ -99,7 +125,10 @@ def bench_quality(
     smoke: Smoke = False,
     size: Annotated[
         str | None,
-        typer.Option(help="demo (default), long (3x steps, defaults untuned) or smoke."),
+        typer.Option(
+            help="demo (default), long (3x the base's steps, 2x the fine-tunes', defaults "
+            "untuned) or smoke."
+        ),
     ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds of the headline variants.", min=1)] = 3,
     workers: Workers = 2,

@@ -4,9 +4,11 @@
 :func:`sugar.eval.tasks.run_tasks` returns; values are floats or ``"n/a"``. The report keeps,
 next to the figures, what produced them (``meta``: config, seeds, commit, data hashes, timings).
 
-- ``report.json``: ``{"meta": ..., "results": ...}``;
+- ``report.json``: ``{"meta": ..., "results": ..., "comparisons": ..., "skipped": ...}``;
 - ``report.md``: the headline table (variants x :data:`HEADLINE` metrics, best in bold, "n/a"
-  where a variant cannot do a task) and one table per task with every metric;
+  where a variant cannot do a task; a task no variant ran has no column), the tasks not run
+  and why (``skipped``, e.g. ``sugar eval`` on a dataset without their files), and one table
+  per task with every metric;
 - ``needle_by_position.png``, ``hard_negatives_by_kind.png`` and, given run logs,
   ``loss_curves.png`` (matplotlib, extra ``report``; skipped with a note when missing).
 """
@@ -105,22 +107,25 @@ def _plots(out_dir: Path, results: Results, logs: Mapping[str, Path]) -> list[st
     except ImportError:
         return ["plots skipped: matplotlib is not installed (pip install 'sugar-mllm[report]')"]
     written = []
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for variant, r in results.items():
-        needle = r.get("needle", {})
-        points = sorted(
+    series = {
+        variant: sorted(
             (int(k.split("_")[1]), v)
-            for k, v in needle.items()
+            for k, v in r.get("needle", {}).items()
             if k.startswith("position_") and k != "position_spread" and isinstance(v, float)
         )
-        if points:
-            axis.plot([p for p, _ in points], [v for _, v in points], marker="o", label=variant)
-    axis.set(xlabel="needle position", ylabel="accuracy", title="Needle accuracy by position")
-    axis.legend()
-    figure.savefig(out_dir / "needle_by_position.png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    written.append("needle_by_position.png")
-    figure, axis = plt.subplots(figsize=(7, 4))
+        for variant, r in results.items()
+    }
+    if any(series.values()):  # no needle figures (e.g. a caption-only dataset): no plot
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for variant, points in series.items():
+            if points:
+                xs, ys = [p for p, _ in points], [v for _, v in points]
+                axis.plot(xs, ys, marker="o", label=variant)
+        axis.set(xlabel="needle position", ylabel="accuracy", title="Needle accuracy by position")
+        axis.legend()
+        figure.savefig(out_dir / "needle_by_position.png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        written.append("needle_by_position.png")
     kinds = sorted(
         {
             k[3:]
@@ -129,20 +134,22 @@ def _plots(out_dir: Path, results: Results, logs: Mapping[str, Path]) -> list[st
             if k.startswith("ll_")
         }
     )
-    width = 0.8 / max(1, 2 * len(results))
-    for index, (variant, r) in enumerate(results.items()):
-        row = r.get("hard_negatives", {})
-        for offset, scoring in enumerate(("emb", "ll")):
-            values = [row.get(f"{scoring}_{k}") for k in kinds]
-            xs = [i + (2 * index + offset) * width for i in range(len(kinds))]
-            heights = [v if isinstance(v, float) else 0.0 for v in values]
-            axis.bar(xs, heights, width, label=f"{variant} ({scoring})")
-    axis.set_xticks([i + 0.4 for i in range(len(kinds))], kinds, rotation=20)
-    axis.set(ylabel="pairwise accuracy", title="Hard negatives by kind (n/a drawn as 0)")
-    axis.legend(fontsize=7)
-    figure.savefig(out_dir / "hard_negatives_by_kind.png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    written.append("hard_negatives_by_kind.png")
+    if kinds:  # no hard negatives in the data: no plot
+        figure, axis = plt.subplots(figsize=(7, 4))
+        width = 0.8 / max(1, 2 * len(results))
+        for index, (variant, r) in enumerate(results.items()):
+            row = r.get("hard_negatives", {})
+            for offset, scoring in enumerate(("emb", "ll")):
+                values = [row.get(f"{scoring}_{k}") for k in kinds]
+                xs = [i + (2 * index + offset) * width for i in range(len(kinds))]
+                heights = [v if isinstance(v, float) else 0.0 for v in values]
+                axis.bar(xs, heights, width, label=f"{variant} ({scoring})")
+        axis.set_xticks([i + 0.4 for i in range(len(kinds))], kinds, rotation=20)
+        axis.set(ylabel="pairwise accuracy", title="Hard negatives by kind (n/a drawn as 0)")
+        axis.legend(fontsize=7)
+        figure.savefig(out_dir / "hard_negatives_by_kind.png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        written.append("hard_negatives_by_kind.png")
     if logs:
         figure, axis = plt.subplots(figsize=(6, 4))
         for variant, path in logs.items():
@@ -199,11 +206,14 @@ def write_report(
     meta: Mapping[str, Any],
     logs: Mapping[str, Path] | None = None,
     compare: tuple[str, Sequence[str]] | None = None,
+    skipped: Mapping[str, str] | None = None,
 ) -> Path:
     """Write report.json, report.md and the plots to ``out_dir``; returns the Markdown path.
 
     ``compare = (variant, baselines)`` adds paired-bootstrap CIs of variant - each baseline
     (:func:`paired_comparison`; also stored in report.json under ``comparisons``).
+    ``skipped`` maps each task that was not run to why (``{"vqa": "DATA/vqa/test.jsonl is
+    absent"}``): listed under the headline table and stored under ``skipped``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -212,8 +222,10 @@ def write_report(
         variant, baselines = compare
         for baseline in baselines:
             comparisons[f"{variant} - {baseline}"] = paired_comparison(results, variant, baseline)
+    not_run = dict(skipped or {})
     atomic_write_json(
-        out / "report.json", {"meta": dict(meta), "results": results, "comparisons": comparisons}
+        out / "report.json",
+        {"meta": dict(meta), "results": results, "comparisons": comparisons, "skipped": not_run},
     )
     notes = _plots(out, results, logs or {})
     text = [
@@ -222,6 +234,7 @@ def write_report(
         "(no trained projector: no embedding scores). emb = embedding cosine, LL = caption "
         "log-likelihood under the LM.\n",
         headline_table(results),
+        *[f"\nNot run: {task} ({why})." for task, why in not_run.items()],
         *[
             f"\n## {name} (paired bootstrap, 10,000 resamples)\n\n"
             + _comparison_table(rows, *name.split(" - "))

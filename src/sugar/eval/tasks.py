@@ -40,7 +40,7 @@ from sugar.data.schema import Sample, Segment
 from sugar.edit.store import load_editor
 from sugar.embed import embed_vectors
 from sugar.eval.editing import edit_task
-from sugar.eval.grounding import caption_pairs, grounding
+from sugar.eval.grounding import caption_pairs, grounding, image_gallery
 from sugar.eval.instructed import instructed_retrieval
 from sugar.eval.metrics import (
     normalize_answer,
@@ -56,7 +56,16 @@ from sugar.models.base import MLLM
 from sugar.models.bundle import load_bundle
 from sugar.models.prefix import RetrievalProjector, projector_from_extras
 
-__all__ = ["GENERATION_TASKS", "TASKS", "EvalModel", "Evaluable", "load_eval_model", "run_tasks"]
+__all__ = [
+    "GENERATION_TASKS",
+    "TASKS",
+    "EvalModel",
+    "Evaluable",
+    "absent_task_files",
+    "load_eval_model",
+    "run_tasks",
+    "task_files",
+]
 
 NA = "n/a"
 Value = float | str
@@ -168,7 +177,18 @@ def _captioned(image: str, caption: str) -> Sample:
 
 def caption_retrieval(model: Evaluable, samples: Sequence[Sample], root: Path) -> dict[str, Any]:
     """R@1 / R@5 text->image and image->text among the split's caption pairs (all, and the
-    held-out attribute combinations alone when the world marks them)."""
+    held-out attribute combinations alone, ``heldout_*``, when the world marks them).
+
+    The COCO / Flickr30k protocol (Karpathy & Fei-Fei 2015), for sets with several captions per
+    image: the gallery is the distinct image paths, in first-seen order
+    (:func:`~sugar.eval.grounding.image_gallery`). text->image: each caption queries the
+    gallery, its own image relevant. image->text: each distinct image queries every caption,
+    any caption paired with it relevant. R@k is "n/a" when there are fewer than k candidates.
+    Per-item R@1 scores (for the paired bootstrap): ``t2i_r1`` per caption, ``i2t_r1`` per
+    distinct image, both in first-seen order; an item is a hit when its top-scoring candidate
+    (the first, among equal scores) is relevant. Where every path is distinct (the built-in
+    world) the gallery is the captions' images, one each.
+    """
     out: dict[str, Any] = {}
     groups = {"": list(samples)}
     heldout = [s for s in samples if s.meta.get("heldout_combo") in (True, "True")]
@@ -176,18 +196,23 @@ def caption_retrieval(model: Evaluable, samples: Sequence[Sample], root: Path) -
         groups["heldout_"] = heldout
     for prefix, group in groups.items():
         pairs = caption_pairs(group)
-        images = model.embed([_image(i) for i, _ in pairs], root)
-        texts = model.embed([_text(t) for _, t in pairs], root)
+        gallery, owner = image_gallery([image for image, _ in pairs])
+        images = model.embed([_image(i) for i in gallery], root)  # (I, P), I distinct images
+        texts = model.embed([_text(t) for _, t in pairs], root)  # (N, P), N captions
+        own = torch.tensor(owner, dtype=torch.long)  # (N,) caption -> its image
+        captions_of = torch.arange(len(gallery))[:, None] == own[None, :]  # (I, N) relevance
         for k in (1, 5):
-            if images is None or texts is None or len(pairs) < k:
-                out[f"{prefix}t2i_r{k}"] = out[f"{prefix}i2t_r{k}"] = NA
+            t2i, i2t = f"{prefix}t2i_r{k}", f"{prefix}i2t_r{k}"
+            if images is None or texts is None:
+                out[t2i] = out[i2t] = NA
                 continue
-            relevant = torch.arange(len(pairs))
-            out[f"{prefix}t2i_r{k}"] = recall_at_k(texts @ images.T, relevant, k)
-            out[f"{prefix}i2t_r{k}"] = recall_at_k(images @ texts.T, relevant, k)
-            if prefix == "" and k == 1:
-                _items(out, "t2i_r1", (texts @ images.T).argmax(1) == relevant)
-                _items(out, "i2t_r1", (images @ texts.T).argmax(1) == relevant)
+            t2i_scores, i2t_scores = texts @ images.T, images @ texts.T  # (N, I), (I, N)
+            out[t2i] = recall_at_k(t2i_scores, own, k) if len(gallery) >= k else NA
+            out[i2t] = recall_at_k(i2t_scores, captions_of, k) if len(pairs) >= k else NA
+            if prefix == "" and k == 1 and pairs:
+                _items(out, "t2i_r1", t2i_scores.argmax(1) == own)
+                top = i2t_scores.argmax(1)  # (I,) each image's top caption
+                _items(out, "i2t_r1", captions_of[torch.arange(len(gallery)), top])
     return out
 
 
@@ -479,6 +504,27 @@ _FUNCTIONS: dict[str, TaskFn] = {
 }
 
 
+def task_files(root: str | Path, task: str, split: str = "test") -> list[Path]:
+    """The JSONL files ``task`` reads under ``root`` for ``split``: ``root/<folder>/<split>.jsonl``
+    (folder: :data:`TASK_FOLDERS`), and for ``kb_qa`` also ``root/kb_items/<split>.jsonl``."""
+    root = Path(root)
+    if task not in TASK_FOLDERS:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(TASK_FOLDERS)}")
+    files = [root / TASK_FOLDERS[task] / f"{split}.jsonl"]
+    if task == "kb_qa":
+        files.append(root / "kb_items" / f"{split}.jsonl")
+    return files
+
+
+def absent_task_files(
+    root: str | Path, tasks: Sequence[str], split: str = "test"
+) -> dict[str, list[Path]]:
+    """``{task: its absent files}`` (:func:`task_files` that are not files) for each of
+    ``tasks`` that lacks any, in the order of ``tasks``; empty when every task can run."""
+    absent = {t: [f for f in task_files(root, t, split) if not f.is_file()] for t in tasks}
+    return {task: files for task, files in absent.items() if files}
+
+
 def run_tasks(
     model: Evaluable,
     root: str | Path,
@@ -487,11 +533,21 @@ def run_tasks(
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run ``tasks`` on ``root/<folder>/<split>.jsonl`` (the first ``limit`` items of each)."""
+    """Run ``tasks`` on ``root/<folder>/<split>.jsonl`` (the first ``limit`` items of each).
+
+    Raises ``ValueError`` for an unknown task, and ``FileNotFoundError`` naming every absent
+    file and its task (:func:`absent_task_files`) before running any; to run what a dataset
+    holds, leave out the tasks that :func:`absent_task_files` returns (as ``sugar eval`` does
+    with its default task list).
+    """
     root = Path(root)
     unknown = [t for t in tasks if t not in TASK_FOLDERS]
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; known: {sorted(TASK_FOLDERS)}")
+    absent = absent_task_files(root, tasks, split)
+    if absent:
+        listed = "; ".join(f"{f} (task {t!r})" for t, files in absent.items() for f in files)
+        raise FileNotFoundError(f"no such file: {listed}")
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         if progress is not None:

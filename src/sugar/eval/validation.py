@@ -12,7 +12,7 @@ import torch
 from sugar.data.schema import Sample
 from sugar.data.views import caption_view, is_caption_pair
 from sugar.embed import embed_vectors
-from sugar.eval.grounding import grounding
+from sugar.eval.grounding import grounding, image_gallery
 from sugar.eval.metrics import pope_metrics, recall_at_k, vqa_item_scores
 from sugar.models.base import MLLM
 from sugar.train.objective import SugarObjective
@@ -37,7 +37,8 @@ def evaluate(
     (:mod:`sugar.eval.grounding`, when L_g trains), ``val_answer_accuracy`` (when L_g trains
     and the validation samples hold VQA or POPE samples: :func:`answer_accuracy`) and, when a
     projector is trained, caption retrieval text->image R@1 among the validation caption
-    pairs."""
+    pairs (:func:`caption_retrieval_r1`). Grounding and R@1 need caption pairs of at least 2
+    distinct images; with fewer, their metrics are left out."""
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
@@ -51,14 +52,15 @@ def evaluate(
         batches += 1
     metrics = {f"val_{name}": value / max(1, batches) for name, value in totals.items()}
     pairs = [s for s in samples if is_caption_pair(s)]
-    if objective.weights.lm > 0 and len(pairs) >= 2:  # does the model use its images?
+    distinct = len({s.segments[0].image for s in pairs})  # images of the caption pairs
+    if objective.weights.lm > 0 and distinct >= 2:  # does the model use its images?
         for name, value in grounding(model, pairs, root, batch_size, seed).items():
             if isinstance(value, float):
                 metrics[f"val_grounding_{name}"] = value
     answerable = [s for s in samples if s.task in ANSWER_TASKS and "answer" in s.meta]
     if objective.weights.lm > 0 and answerable:  # do its answers read the image?
         metrics["val_answer_accuracy"] = answer_accuracy(model, answerable, root, batch_size)
-    if objective.weights.uses_projector and len(pairs) >= 2:
+    if objective.weights.uses_projector and distinct >= 2:
         metrics["val_t2i_r1"] = caption_retrieval_r1(
             model, objective, pairs, root, batch_size=batch_size
         )
@@ -73,23 +75,36 @@ def caption_retrieval_r1(
     root: str | Path,
     batch_size: int,
 ) -> float:
-    """Text -> image R@1 among caption pairs ``[image, caption]``: each caption alone against
-    every image alone, through the objective's projector (caption i's image is image i)."""
+    """Text -> image R@1 among caption pairs ``[image, caption]``, through the objective's
+    projector: each caption alone queries every distinct image alone (distinct paths in
+    first-seen order, :func:`~sugar.eval.grounding.image_gallery`), its own image relevant;
+    the protocol of ``sugar eval``'s ``caption_retrieval`` ``t2i_r1``. Where every path is
+    distinct, image i is caption i's."""
+    gallery, owner = image_gallery([_image_path(s) for s in pairs])
+    first: dict[str, Sample] = {}  # distinct image -> the first pair that shows it
+    for sample in pairs:
+        first.setdefault(_image_path(sample), sample)
     views = {
         view: embed_vectors(
             model,
             objective.projector,
-            [caption_view(s, view) for s in pairs],
+            [caption_view(s, view) for s in members],
             root,
             batch_size=batch_size,
             image_pool=objective.options.image_pool,
             slice_text_by=objective.options.slice_text_by,
         )
-        for view in ("image_only", "caption_only")
+        for view, members in (("image_only", [first[i] for i in gallery]), ("caption_only", pairs))
     }
     images, texts = views["image_only"], views["caption_only"]
-    scores = texts @ images.T  # (captions, images); caption i's image is i
-    return float(recall_at_k(scores, torch.arange(len(pairs)), 1))
+    scores = texts @ images.T  # (captions, distinct images)
+    return float(recall_at_k(scores, torch.tensor(owner, dtype=torch.long), 1))
+
+
+def _image_path(pair: Sample) -> str:
+    image = pair.segments[0].image
+    assert image is not None, pair.id  # a caption pair (is_caption_pair) starts with its image
+    return image
 
 
 def answer_accuracy(
