@@ -119,8 +119,8 @@ def _plots(out_dir: Path, results: Results, logs: Mapping[str, Path]) -> list[st
         figure, axis = plt.subplots(figsize=(6, 4))
         for variant, points in series.items():
             if points:
-                xs, ys = [p for p, _ in points], [v for _, v in points]
-                axis.plot(xs, ys, marker="o", label=variant)
+                positions, accuracies = [p for p, _ in points], [v for _, v in points]
+                axis.plot(positions, accuracies, marker="o", label=variant)
         axis.set(xlabel="needle position", ylabel="accuracy", title="Needle accuracy by position")
         axis.legend()
         figure.savefig(out_dir / "needle_by_position.png", dpi=100, bbox_inches="tight")
