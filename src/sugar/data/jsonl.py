@@ -17,6 +17,8 @@ Reading rules:
   and decoded whole (after its header passed the pixel limit). A missing or corrupt image
   raises (``on_bad_image="fail"``) or drops the sample and counts it in a :class:`ReadReport`
   and a logged warning (``on_bad_image="skip"``).
+- :func:`load_image` returns an image upright: a photo's EXIF Orientation tag (2-8) is applied
+  (``PIL.ImageOps.exif_transpose``), as a viewer shows it; an image without one is unchanged.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from sugar.data.schema import Sample, SchemaError
 from sugar.io import atomic_write
@@ -167,10 +169,12 @@ def _plain_data_problem(data: Any) -> str | None:
     return None
 
 
-DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 """Largest image (width x height) sugar decodes unless ``SUGAR_MAX_IMAGE_PIXELS`` says
-otherwise: 16.8 megapixels, about 50 MB decoded, far below Pillow's own bomb limit (89 million,
-an error only at twice that). A 97 KB PNG can declare 100 megapixels (1 GB to decode)."""
+otherwise: Pillow's own decompression-bomb threshold (``PIL.Image.MAX_IMAGE_PIXELS``), about
+256 MB decoded in RGB. Camera and phone photos pass (50 megapixels is 8688 x 5792); a 97 KB PNG
+that declares 100 megapixels does not. Above twice this, Pillow refuses the file itself
+whatever ``SUGAR_MAX_IMAGE_PIXELS`` says (``DecompressionBombError``)."""
 
 
 def max_image_pixels() -> int:
@@ -185,15 +189,33 @@ def max_image_pixels() -> int:
 
 
 def pixel_problem(image: Image.Image) -> str | None:
-    """Why an opened (not yet decoded) image is too large to decode, or ``None``."""
+    """Why an opened (not yet decoded) image is too large to decode, or ``None``; the reason
+    says how to raise the limit.
+
+    >>> pixel_problem(Image.new("1", (10_000, 10_000)))  # doctest: +ELLIPSIS
+    '10000x10000 = 100,000,000 pixels is over the limit of 89,478,485; to decode it, set ...'
+    """
     width, height = image.size
     limit = max_image_pixels()
     if width * height > limit:
         return (
-            f"{width}x{height} = {width * height:,} pixels is over the limit of {limit:,} "
-            "(SUGAR_MAX_IMAGE_PIXELS)"
+            f"{width}x{height} = {width * height:,} pixels is over the limit of {limit:,}; "
+            f"to decode it, set the environment variable SUGAR_MAX_IMAGE_PIXELS={width * height} "
+            "(or more)"
         )
     return None
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """An opened image decoded, turned upright by its EXIF Orientation tag and in RGB.
+
+    Orientations 2-8 are undone with ``PIL.ImageOps.exif_transpose`` (a phone photo taken in
+    portrait is stored landscape with orientation 6); an image without the tag, or with 1, is
+    decoded and converted exactly as ``image.convert("RGB")`` does. Pillow reads a damaged EXIF
+    block as having no tag (with a warning) rather than failing.
+    """
+    ImageOps.exif_transpose(image, in_place=True)
+    return image.convert("RGB")
 
 
 def _image_problem(path: Path) -> str | None:
@@ -218,10 +240,12 @@ def _image_problem(path: Path) -> str | None:
 
 
 def load_image(root: str | Path, rel: str) -> Image.Image:
-    """Open image ``rel`` under ``root`` (escape-checked) and return it decoded, in RGB.
+    """Open image ``rel`` under ``root`` (escape-checked) and return it decoded, upright and in
+    RGB (:func:`upright_rgb`).
 
     Nothing is read until this is called; the file is closed before it returns. Raises
-    :class:`DataError` naming the path when the file is missing, unreadable or corrupt.
+    :class:`DataError` naming the path when the file is missing, unreadable, corrupt or over
+    the pixel limit (:func:`max_image_pixels`).
     """
     path = resolve_image(root, rel)
     if not path.is_file():
@@ -230,7 +254,7 @@ def load_image(root: str | Path, rel: str) -> Image.Image:
         with Image.open(path) as image:
             too_large = pixel_problem(image)
             if too_large is None:
-                return image.convert("RGB")
+                return upright_rgb(image)
     except Exception as exc:
         raise DataError(f"image={rel!r}: unreadable {path}: {type(exc).__name__}: {exc}") from exc
     raise DataError(f"image={rel!r}: {path}: {too_large}")

