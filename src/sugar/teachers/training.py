@@ -5,43 +5,70 @@ Shapes: N training pairs, Fi / Ft frozen image / text feature widths, D the head
 The two frozen encoders (EfficientNet-Lite0, MiniLM; :mod:`sugar.teachers`) run once
 over every pair, through the persistent feature cache when one is given; the head
 (:class:`~sugar.teachers.heads.CrossModalHead`) then trains on the features alone with symmetric
-InfoNCE and a learnable temperature (:func:`sugar.losses.clip_contrastive_loss`), AdamW,
-random batches without replacement within each pass. Everything random comes from ``seed``:
+InfoNCE and a learnable temperature (:func:`sugar.losses.clip_contrastive_loss`, with the
+false negatives masked:
+:func:`~sugar.losses.contrastive.contrastive_loss_without_false_negatives`), AdamW, random
+batches without replacement within each pass. Everything random comes from ``seed``:
 same data, options and seed -> bit-identical head on one machine.
 
 A pair is a sample's first image and its text segments joined by a space. Samples marked
-``meta.split`` other than ``train`` are an error (the head must never see evaluation data);
-so is a sample with no image or no text.
+``meta.split`` other than ``train`` or ``restval`` (Karpathy's COCO split: training images
+taken from the validation set) are an error (the head must never see evaluation data); so is a
+sample with no image or no text.
+
+Caption sets name one image in several samples (COCO: five captions per image). Each distinct
+image path is decoded once and encoded in bounded chunks (:func:`image_feature_rows`), so memory
+holds the features plus one chunk of decoded photos, however large the set. A pair repeated
+exactly (same image path, same text) is trained on once (``duplicate_pairs`` in the summary
+counts the others). In a batch, the captions of one image are not each other's negatives
+(:func:`~sugar.losses.contrastive.contrastive_loss_without_false_negatives`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
+from torch import Tensor
 from tqdm import tqdm
 
 from sugar.data.jsonl import iter_samples, load_image
 from sugar.io import write_manifest
-from sugar.losses.contrastive import clip_contrastive_loss
+from sugar.losses.contrastive import contrastive_loss_without_false_negatives, same_image_mask
 from sugar.owned import claim_directory
-from sugar.teachers import ImageFeatures, TextFeatures
+from sugar.teachers import ImageFeatures, TextFeatures, slice_key
 from sugar.teachers.heads import CrossModalHead, save_head
 
-__all__ = ["read_pairs", "train_teacher"]
+__all__ = [
+    "TRAINING_SPLITS",
+    "image_feature_rows",
+    "read_pairs",
+    "train_teacher",
+]
+
+TRAINING_SPLITS = ("train", "restval")
+"""The ``meta.split`` values the head trains on (``restval``: Karpathy's COCO training images
+drawn from the validation set); a sample without ``meta.split`` counts as ``train``."""
 
 
 def read_pairs(data: str | Path, root: str | Path | None = None) -> tuple[list[str], list[str]]:
-    """(image paths, texts) of the training pairs of ``data`` (rules in the module doc)."""
+    """(image paths, texts) of the training pairs of ``data``, in file order, repeats kept.
+
+    Every sample's ``meta.split`` (default ``train``) must be one of :data:`TRAINING_SPLITS`
+    (``train``, or Karpathy's ``restval``); anything else is a ``ValueError`` naming the sample
+    and the accepted values. Other rules: the module doc.
+    """
     images, texts = [], []
     for sample in iter_samples(data, root, check_images=False):
         split = sample.meta.get("split", "train")
-        if split != "train":
+        if split not in TRAINING_SPLITS:
             raise ValueError(
                 f"{data}: sample {sample.id!r} is from split {split!r}; the teacher head trains "
-                "on the training split only"
+                f"on training data only (meta.split one of {list(TRAINING_SPLITS)})"
             )
         text = " ".join(s.text for s in sample.segments if s.text is not None)
         if not sample.images or not text:
@@ -51,6 +78,62 @@ def read_pairs(data: str | Path, root: str | Path | None = None) -> tuple[list[s
     if len(images) < 2:
         raise ValueError(f"{data}: needs at least 2 image-text pairs, found {len(images)}")
     return images, texts
+
+
+ENCODE_BATCH = 64
+"""Images per encoder pass in :func:`image_feature_rows` (``ImageFeatures``' default batch)."""
+DECODE_CHUNK = 4 * ENCODE_BATCH
+"""Most distinct decoded images :func:`image_feature_rows` holds at once."""
+DECODE_BYTES = 512 << 20
+"""Decoded RGB bytes at which :func:`image_feature_rows` encodes its chunk early: 512 MiB,
+which 256 COCO photos (640 x 480, 0.9 MB each) stay under and 15 twelve-megapixel ones reach."""
+
+
+def image_feature_rows(
+    image_features: ImageFeatures,
+    root: str | Path,
+    paths: Sequence[str],
+    chunk: int = DECODE_CHUNK,
+    chunk_bytes: int = DECODE_BYTES,
+) -> Tensor:
+    """(N, Fi) frozen features of the image at each of ``paths`` (under ``root``), row by row.
+
+    The same features, under the same cache keys, as
+    ``image_features([load_image(root, p) for p in paths])``, without holding N decoded
+    images: each distinct path is decoded once, and each distinct picture (by
+    :func:`~sugar.teachers.slice_key`, the cache's key: two files of one picture are encoded
+    once, as before) joins a pending chunk that is encoded and dropped when it holds ``chunk``
+    images or ``chunk_bytes`` of decoded pixels. Peak memory: the features plus one chunk.
+    ``chunk`` is a multiple of ``ENCODE_BATCH``, so when a chunk fills by count (COCO-sized
+    photos; the built-in world) the encoder sees exactly the batches of one call over every
+    image; a chunk cut by bytes is encoded in smaller batches.
+    """
+    if chunk < 1 or chunk % ENCODE_BATCH:
+        raise ValueError(f"chunk={chunk}: must be a positive multiple of {ENCODE_BATCH}")
+    row_of_key: dict[str, int] = {}
+    row_of_path: dict[str, int] = {}
+    rows: list[int] = []  # (N,) the feature row of each path
+    pending: list[Image.Image] = []
+    pending_bytes = 0
+    parts: list[Tensor] = []  # (chunk, Fi) each
+    for path in paths:
+        if path not in row_of_path:
+            image = load_image(root, path)
+            key = slice_key(image)
+            if key not in row_of_key:
+                row_of_key[key] = len(row_of_key)
+                pending.append(image)
+                pending_bytes += image.width * image.height * 3
+                if len(pending) == chunk or pending_bytes >= chunk_bytes:
+                    parts.append(image_features(pending, batch_size=ENCODE_BATCH))
+                    pending, pending_bytes = [], 0
+            row_of_path[path] = row_of_key[key]
+        rows.append(row_of_path[path])
+    if pending:
+        parts.append(image_features(pending, batch_size=ENCODE_BATCH))
+    if not parts:
+        raise ValueError("no images to encode")
+    return torch.cat(parts)[torch.tensor(rows, dtype=torch.long)]
 
 
 HEAD_ENTRIES = (
@@ -93,7 +176,11 @@ def train_teacher(
     claim_directory(out_dir, "teacher head", HEAD_ENTRIES, create=False)  # before the work
     data = Path(data)
     root = data.parent if root is None else Path(root)
-    paths, texts = read_pairs(data, root)
+    pairs = list(zip(*read_pairs(data, root), strict=True))
+    distinct = list(dict.fromkeys(pairs))  # an exact repeat would count twice as a positive
+    paths, texts = [p for p, _ in distinct], [t for _, t in distinct]
+    if len(distinct) < 2:
+        raise ValueError(f"{data}: needs at least 2 distinct image-text pairs, found 1")
     if image_features is None:
         image_features = ImageFeatures(image_size, grid, feature_cache_dir)
     if text_features is None:
@@ -103,7 +190,7 @@ def train_teacher(
             f"image_features are {image_features.identity!r}, not {image_size} px grid {grid}"
         )
     started = time.perf_counter()
-    image_feats = image_features([load_image(root, p) for p in paths])  # (N, Fi)
+    image_feats = image_feature_rows(image_features, root, paths)  # (N, Fi)
     text_feats = text_features(texts)  # (N, Ft)
     feature_seconds = time.perf_counter() - started
 
@@ -126,10 +213,11 @@ def train_teacher(
                 permutation, cursor = torch.randperm(n, generator=order), 0
             batch = permutation[cursor : cursor + size]
             cursor += size
-            parts = clip_contrastive_loss(
+            parts = contrastive_loss_without_false_negatives(
                 head.encode_image(image_feats[batch]),  # (B, D)
                 head.encode_text(text_feats[batch]),  # (B, D)
                 head.logit_scale,
+                same_image_mask([paths[i] for i in batch.tolist()]),  # (B, B)
             )
             optimizer.zero_grad(set_to_none=True)
             parts["contrastive_loss"].backward()
@@ -137,6 +225,7 @@ def train_teacher(
     head.eval()
     summary = {
         "pairs": n,
+        "duplicate_pairs": len(pairs) - n,
         "steps": steps,
         "batch_size": size,
         "learning_rate": learning_rate,

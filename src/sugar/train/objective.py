@@ -28,7 +28,7 @@ from sugar.align import TypeMedians
 from sugar.data.schema import Sample, Segment
 from sugar.data.slices import slices
 from sugar.data.views import group_of
-from sugar.losses.contrastive import clip_contrastive_loss
+from sugar.losses.contrastive import contrastive_loss_without_false_negatives, same_image_mask
 from sugar.losses.generative import LmReduction, generative_loss
 from sugar.losses.structure import (
     StructureOptions,
@@ -44,7 +44,14 @@ from sugar.train.distributed import Shard, all_reduce_sum, equal_pass_counts, ga
 from sugar.train.retrieval import pair_roles
 from sugar.train.states import _CHUNK, ChunkedStates, PrefixPlan, _length_chunks
 
-__all__ = ["ChunkedStates", "PrefixPlan", "SugarObjective", "group_indices"]
+__all__ = [
+    "ChunkedStates",
+    "Content",
+    "PrefixPlan",
+    "SugarObjective",
+    "group_indices",
+    "sample_content",
+]
 
 
 def _replicated(parameter: Tensor, shard: Shard | None) -> Tensor:
@@ -53,6 +60,17 @@ def _replicated(parameter: Tensor, shard: Shard | None) -> Tensor:
     if shard is None or not shard.active or shard.rank == 0:
         return parameter
     return parameter.detach()
+
+
+Content = tuple[tuple[str, str], ...]
+"""What a sample shows: (kind, image path or text) per segment (:func:`sample_content`)."""
+
+
+def sample_content(sample: Sample) -> Content:
+    """What ``sample`` shows: each segment's kind and image path or text, roles ignored. Two
+    retrieval documents with equal content are one document (for a caption pair's ``[image]``
+    document: the same image path)."""
+    return tuple((s.kind, s.image if s.image is not None else str(s.text)) for s in sample.segments)
 
 
 def group_indices(samples: Sequence[Sample]) -> Tensor:
@@ -71,7 +89,10 @@ class SugarObjective(nn.Module):
     contrastive-only (also lm 0). L_c is CLIP's symmetric InfoNCE with a learnable
     temperature over the image and caption of each ``split`` pair in the batch
     (:mod:`sugar.data.views`): image and caption as **separate** inputs, the other pairs of the
-    (global) batch as negatives, ``r`` of each view's final prefix as its embedding.
+    (global) batch as negatives, ``r`` of each view's final prefix as its embedding. Pairs whose
+    documents are the same (:func:`sample_content`: two captions of one image path) are not
+    negatives of each other, and a pair repeated exactly (same document, same query) counts
+    once (:meth:`contrastive_from`).
     ``lm_reduction``: L_g's mean over supervised tokens or over samples
     (:func:`~sugar.losses.generative.generative_loss`).
     """
@@ -282,17 +303,32 @@ class SugarObjective(nn.Module):
     ) -> dict[str, Tensor]:  # fmt: skip
         """InfoNCE over the batch's query/document pairs
         (:func:`~sugar.train.retrieval.pair_roles`) from this rank's final-prefix vectors
-        ``r_local`` (B_local, P); only ``pairs`` when fewer than two."""
+        ``r_local`` (B_local, P); only ``pairs`` when fewer than two.
+
+        Caption sets name one image in several pairs (COCO: five captions each). A pair whose
+        document equals another's (:func:`sample_content`) is left out of that pair's denominators
+        in both directions (:func:`~sugar.losses.contrastive.same_image_mask`,
+        :func:`~sugar.losses.contrastive.contrastive_loss_without_false_negatives`); a pair
+        whose document *and* query both equal an earlier pair's is dropped, so it is not a
+        positive twice. ``pairs`` counts the pairs kept. With every document distinct (the
+        built-in world) this is :func:`~sugar.losses.clip_contrastive_loss` exactly."""
         r = gather_with_grad(r_local, shard)  # (B, P): every sample's final prefix, global order
-        pairs = [(document, query) for query, document in pair_roles(samples)]
+        kept: dict[tuple[Content, Content], tuple[int, int]] = {}
+        for query, document in pair_roles(samples):
+            key = (sample_content(samples[document]), sample_content(samples[query]))
+            kept.setdefault(key, (document, query))
+        pairs = list(kept.values())
         if len(pairs) < 2:
             return {"pairs": torch.tensor(len(pairs))}
         image_rows = torch.tensor([i for i, _ in pairs], device=r.device)
         text_rows = torch.tensor([t for _, t in pairs], device=r.device)
         scale = _replicated(self.logit_scale, shard)
         negatives = self._hard_negatives(model, [samples[t] for _, t in pairs], root, shard)
+        same_image = same_image_mask([sample_content(samples[i]) for i, _ in pairs])  # (N, N)
         return {
-            **clip_contrastive_loss(r[image_rows], r[text_rows], scale, negatives),
+            **contrastive_loss_without_false_negatives(
+                r[image_rows], r[text_rows], scale, same_image, negatives
+            ),
             "pairs": torch.tensor(len(pairs)),
         }
 
