@@ -131,6 +131,6 @@ def test_slices_unknown_by() -> None:
         slices(sample, by="word")  # type: ignore[arg-type]
 
 
-def test_a_text_segment_without_a_visible_character_is_refused() -> None:
-    with pytest.raises(ValueError, match="needs a visible character"):
-        Segment.text_("\u200b\xad")
+def test_a_segment_without_a_visible_character_has_no_slice() -> None:
+    sample = Sample("s", [Segment.image_("a.png"), Segment.text_("\u200b\xad", "target")])
+    assert [piece.kind for piece in slices(sample)] == ["image"]

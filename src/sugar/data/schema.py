@@ -21,11 +21,10 @@ One JSON object per line::
 from __future__ import annotations
 
 import json
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["KINDS", "ROLES", "Sample", "SchemaError", "Segment", "has_visible_character"]
+__all__ = ["KINDS", "ROLES", "Sample", "SchemaError", "Segment"]
 
 KINDS = ("image", "text")
 ROLES = ("context", "target")
@@ -42,17 +41,6 @@ def _check_fields(data: Any, what: str, fields: tuple[str, ...]) -> None:
     unknown = set(data) - set(fields)
     if unknown:
         raise SchemaError(f"unknown {what} field(s) {sorted(unknown)}")
-
-
-def has_visible_character(text: str) -> bool:
-    """Whether ``text`` holds a letter, digit, punctuation mark or symbol (Unicode categories
-    L, N, P, S): what a tokenizer keeps. Whitespace, format characters (a zero-width space, a
-    soft hyphen) and lone combining marks alone are not text.
-
-    >>> has_visible_character("\u200b\xad "), has_visible_character("\u200bok")
-    (False, True)
-    """
-    return any(unicodedata.category(char)[0] in "LNPS" for char in text)
 
 
 def _is_unicode(text: str) -> bool:
@@ -86,11 +74,6 @@ class Segment:
         if self.kind == "text":
             if not isinstance(self.text, str) or not self.text.strip():
                 raise SchemaError(f"text={self.text!r}: a text segment needs non-empty text")
-            if not has_visible_character(self.text):
-                raise SchemaError(
-                    f"text={self.text[:80]!r}: a text segment needs a visible character (a "
-                    "letter, digit, punctuation mark or symbol)"
-                )
             if not _is_unicode(self.text):  # e.g. undecodable bytes of a command-line argument
                 raise SchemaError(
                     f"text={self.text[:80]!r}: contains a lone surrogate (not valid Unicode text)"
