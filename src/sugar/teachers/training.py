@@ -180,7 +180,9 @@ def train_teacher(
     distinct = list(dict.fromkeys(pairs))  # an exact repeat would count twice as a positive
     paths, texts = [p for p, _ in distinct], [t for _, t in distinct]
     if len(distinct) < 2:
-        raise ValueError(f"{data}: needs at least 2 distinct image-text pairs, found 1")
+        raise ValueError(
+            f"{data}: needs at least 2 distinct image-text pairs, found {len(distinct)}"
+        )
     if image_features is None:
         image_features = ImageFeatures(image_size, grid, feature_cache_dir)
     if text_features is None:
