@@ -12,6 +12,7 @@ from typing import Any
 
 from PIL import Image
 
+from sugar.data.jsonl import upright_rgb
 from sugar.data.schema import Sample, Segment
 from sugar.rag import PAYLOAD_FIELD
 from sugar.serve.inputs import RequestError, RequestImages
@@ -85,9 +86,11 @@ def text_of(metadata: Any) -> str:
 
 
 def thumbnail(path: Path, size: int = 96) -> str | None:
+    """A PNG data URL of the image at ``path``, upright (its EXIF orientation applied, as the
+    model reads it) and at most ``size`` px a side; ``None`` when it cannot be read."""
     try:
         with Image.open(path) as opened:
-            image = opened.convert("RGB")
+            image = upright_rgb(opened)
         image.thumbnail((size, size))
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
