@@ -237,3 +237,14 @@ def test_data_error_is_a_value_error_and_pickles() -> None:
     error = DataError("field: bad", "f.jsonl", line=3)
     assert isinstance(error, ValueError) and str(error) == "f.jsonl:3: field: bad"
     assert str(pickle.loads(pickle.dumps(error))) == str(error)
+
+
+def test_a_text_without_a_visible_character_is_refused_with_its_line(tmp_path: Path) -> None:
+    """A zero-width space or a lone combining mark alone would make no slice, and training
+    would stop at the step that drew the sample: reading names the file, line and field."""
+    path = tmp_path / "d.jsonl"
+    good = {"id": "a", "segments": [{"kind": "text", "text": "A dog.\u200b"}]}
+    bad = {"id": "b", "segments": [{"kind": "text", "text": "\u200b\u0301", "role": "target"}]}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(DataError, match=r"d\.jsonl:2: segments\[0\]\.text=.*no visible character"):
+        read_samples(path, tmp_path)

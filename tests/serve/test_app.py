@@ -278,6 +278,12 @@ def _bad_inputs(served: Served) -> list[tuple[str, str, object, int, str]]:
          "lone surrogate"),
         ("lone surrogate in a message", "/v1/chat/completions",
          b'{"messages": [{"role": "user", "content": "\\ud800"}]}', 400, "lone surrogate"),
+        ("no visible character in an input", "/v1/embeddings", {"input": ["a", "\u200b\xad"]},
+         400, "has no visible character"),
+        ("no visible character in a query", "/v1/search", {"query": "\u200b"}, 400,
+         "has no visible character"),
+        ("no visible character in a message", "/v1/chat/completions",
+         {"messages": [{"role": "user", "content": "\u0301"}]}, 400, "has no visible character"),
     ]  # fmt: skip
 
 

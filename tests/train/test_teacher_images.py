@@ -213,3 +213,11 @@ def test_captions_of_one_image_are_masked_and_exact_repeats_count_once(
     for mask in masks:  # every batch holds all 12 pairs: each picture's two captions
         assert int(mask.sum()) == 12 and torch.equal(mask, mask.T)
         assert not mask.diagonal().any()
+
+
+def test_captions_of_a_single_image_are_refused(tiny_captions: Path, tmp_path: Path) -> None:
+    """With one image every in-batch negative is masked: the loss would be 0, nothing learnt."""
+    image = _copy_images(tiny_captions.parent, tmp_path, 1)[0]
+    data = _write_set(tmp_path, [(image, f"Caption {k}.", "train") for k in range(3)])
+    with pytest.raises(ValueError, match="at least 2 distinct images, found 3 distinct pairs of 1"):
+        train_teacher(data=data, out_dir=tmp_path / "head", steps=1, image_size=64)

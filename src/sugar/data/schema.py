@@ -21,10 +21,11 @@ One JSON object per line::
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["KINDS", "ROLES", "Sample", "SchemaError", "Segment"]
+__all__ = ["KINDS", "ROLES", "Sample", "SchemaError", "Segment", "has_visible_character"]
 
 KINDS = ("image", "text")
 ROLES = ("context", "target")
@@ -41,6 +42,17 @@ def _check_fields(data: Any, what: str, fields: tuple[str, ...]) -> None:
     unknown = set(data) - set(fields)
     if unknown:
         raise SchemaError(f"unknown {what} field(s) {sorted(unknown)}")
+
+
+def has_visible_character(text: str) -> bool:
+    """Whether ``text`` holds a letter, digit, punctuation mark or symbol (Unicode categories
+    L, N, P, S): what a tokenizer keeps. Whitespace, format characters (a zero-width space, a
+    soft hyphen) and lone combining marks alone are not text.
+
+    >>> has_visible_character("\u200b\xad "), has_visible_character("\u200bok")
+    (False, True)
+    """
+    return any(unicodedata.category(char)[0] in "LNPS" for char in text)
 
 
 def _is_unicode(text: str) -> bool:
@@ -111,6 +123,14 @@ class Segment:
         _check_fields(data, "segment", ("kind", "role", "text", "image"))
         if "kind" not in data:
             raise SchemaError("a segment needs a 'kind' ('image' or 'text')")
+        text = data.get("text")
+        # a text of only invisible characters would make no slice (sugar.data.slices); a
+        # model's generated text may be one, so only data read from files is refused here
+        if isinstance(text, str) and text.strip() and not has_visible_character(text):
+            raise SchemaError(
+                f"text={text[:80]!r}: has no visible character (a letter, digit, punctuation "
+                "mark or symbol)"
+            )
         return cls(
             kind=data["kind"],
             role=data.get("role", "context"),

@@ -33,11 +33,10 @@ Known limits, accepted for determinism: a sentence ending in an abbreviation or 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from sugar.data.schema import Sample
+from sugar.data.schema import Sample, has_visible_character
 
 __all__ = ["ABBREVIATIONS", "Slice", "has_visible_character", "slices", "split_sentences"]
 
@@ -51,17 +50,6 @@ _OPENERS = "\"'“‘([{«"
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
 _END = re.compile(rf"([.!?…]+)[{re.escape(_CLOSERS)}]*(?=\s|\Z)")
 _NEXT_WORD = re.compile(rf"\s*[{re.escape(_OPENERS)}]*(\S)")
-
-
-def has_visible_character(text: str) -> bool:
-    """Whether ``text`` holds a letter, digit, punctuation mark or symbol (Unicode categories
-    L, N, P, S): what a tokenizer keeps. Whitespace, format characters (a zero-width space, a
-    soft hyphen) and lone combining marks alone are not text.
-
-    >>> has_visible_character("\u200b\xad "), has_visible_character("\u200bok")
-    (False, True)
-    """
-    return any(unicodedata.category(char)[0] in "LNPS" for char in text)
 
 
 def _is_end(text: str, match: re.Match[str], stop: int) -> bool:

@@ -92,12 +92,17 @@ def images_to_pixels(images: Sequence[Image.Image], size: int) -> Tensor:
 def _preprocessing_changed(data: bytes) -> bool:
     """Whether the image file ``data`` is preprocessed otherwise than before
     :data:`PREPROCESSING`: it is not square, or its EXIF orientation turns it (2-8). ``False``
-    for data Pillow cannot open (reading it fails later, naming the file)."""
+    for data Pillow cannot open or that is over the pixel limit (reading it fails later, naming
+    the file): Pillow decodes a PNG whole to find its EXIF, so the limit is checked first."""
+    from sugar.data.jsonl import pixel_problem
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             if width != height:
                 return True
+            if pixel_problem(image) is not None:
+                return False
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:  # Pillow raises many types for corrupt data
         return False

@@ -58,6 +58,7 @@ from sugar.serve.inputs import (
     Limits,
     MediaStore,
     RequestError,
+    check_visible,
     parse_embedding_input,
 )
 from sugar.serve.schemas import (
@@ -413,6 +414,7 @@ def create_app(model: SugarModel, settings: ServeSettings | None = None) -> Fast
             if body.query is not None:
                 if not body.query.strip():
                     raise RequestError("query: an empty text", param="query")
+                check_visible(body.query, "query")
                 segments.append(Segment.text_(body.query))
             question = Sample("query", segments, "question")
             await service.checked_query_tokens([question], instruction, "query")

@@ -29,9 +29,16 @@ from typing import Any
 
 from PIL import Image
 
-from sugar.data.schema import Sample, Segment
+from sugar.data.schema import Sample, Segment, has_visible_character
 
-__all__ = ["Limits", "MediaStore", "RequestError", "decode_image", "parse_embedding_input"]
+__all__ = [
+    "Limits",
+    "MediaStore",
+    "RequestError",
+    "check_visible",
+    "decode_image",
+    "parse_embedding_input",
+]
 
 
 @dataclass(frozen=True)
@@ -185,11 +192,28 @@ class RequestImages:
         return name
 
 
+def check_visible(text: str, param: str) -> None:
+    """Refuse a text of only whitespace, format characters or lone marks: it has no slice to
+    embed (:func:`~sugar.data.schema.has_visible_character`). A lone surrogate is left to the
+    segment, whose error names it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return
+    if not has_visible_character(text):
+        raise RequestError(
+            f"{param}: {text[:40]!r} has no visible character (a letter, digit, punctuation "
+            "mark or symbol)",
+            param=param,
+        )
+
+
 def _parts(item: Any, images: RequestImages, param: str) -> list[Segment]:
     """The segments of one part: a text, or a ``{"text", "image"}`` object (image first)."""
     if isinstance(item, str):
         if not item:
             raise RequestError(f"{param}: an empty text", param=param)
+        check_visible(item, param)
         return [Segment.text_(item)]
     if isinstance(item, dict):
         unknown = sorted(set(item) - {"text", "image", "type", "image_url"})
@@ -205,6 +229,7 @@ def _parts(item: Any, images: RequestImages, param: str) -> list[Segment]:
         if text is not None:
             if not isinstance(text, str) or not text:
                 raise RequestError(f"{param}.text: a non-empty string", param=f"{param}.text")
+            check_visible(text, f"{param}.text")
             segments.append(Segment.text_(text))
         if not segments:
             raise RequestError(f"{param}: an item needs a 'text' or an 'image'", param=param)

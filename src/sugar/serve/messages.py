@@ -15,7 +15,7 @@ from PIL import Image
 from sugar.data.jsonl import upright_rgb
 from sugar.data.schema import Sample, Segment
 from sugar.rag import PAYLOAD_FIELD
-from sugar.serve.inputs import RequestError, RequestImages
+from sugar.serve.inputs import RequestError, RequestImages, check_visible
 from sugar.serve.schemas import ChatMessage
 
 __all__ = [
@@ -35,6 +35,7 @@ def segments_of_content(content: Any, images: RequestImages, param: str) -> list
     if isinstance(content, str):
         if not content:
             raise RequestError(f"{param}: an empty message", param=param)
+        check_visible(content, param)
         return [Segment.text_(content)]
     if not isinstance(content, list) or not content:
         raise RequestError(f"{param}: a string or a non-empty list of parts", param=param)
@@ -43,6 +44,7 @@ def segments_of_content(content: Any, images: RequestImages, param: str) -> list
         where = f"{param}[{i}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str) and part["text"]:
+            check_visible(part["text"], f"{where}.text")
             segments.append(Segment.text_(part["text"]))
         elif kind == "image_url":
             url = part.get("image_url")

@@ -60,7 +60,8 @@ class ImageFeatures:
         self.cache = FeatureCache(cache_root, self.identity) if cache_root is not None else None
 
     def __call__(self, images: Sequence[Image.Image], batch_size: int = 64) -> Tensor:
-        """(N, G*G*1280) features of ``images`` (any size; resized to ``image_size``)."""
+        """(N, G*G*1280) features of ``images`` (any size: the centred square of each, resized
+        to ``image_size``; :func:`~sugar.models.pretrained.images_to_pixels`)."""
         return _cached(self.cache, images, self._compute, batch_size)
 
     def _compute(self, images: Sequence[Image.Image]) -> Tensor:

@@ -78,13 +78,19 @@ def retrieval_recall(
 ) -> dict[str, float]:
     """Image -> text Recall@k through cross-modal vectors, all N captions as candidates.
 
-    Returns ``{"R@1": ..., "R@5": ..., "candidates": N}``.
+    Each distinct image (:func:`~sugar.eval.grounding.image_gallery`) queries once, any of its
+    captions relevant: the COCO / Flickr30k protocol of ``sugar eval``, and one query per
+    caption pair where every image is distinct. Returns ``{"R@1": ..., "R@5": ...,
+    "candidates": N}``.
     """
+    from sugar.eval.grounding import image_gallery
+
     pairs = caption_pairs(samples)
-    images = embed_slices(teacher, [load_image(root, p) for p, _, _ in pairs], cache=cache)
+    gallery, owner = image_gallery([p for p, _, _ in pairs])
+    images = embed_slices(teacher, [load_image(root, p) for p in gallery], cache=cache)
     texts = embed_slices(teacher, [t for _, t, _ in pairs], cache=cache)
-    scores = (images.cross @ texts.cross.T).numpy()  # (N, N)
-    relevant = np.arange(len(pairs))
+    scores = (images.cross @ texts.cross.T).numpy()  # (I, N), I distinct images
+    relevant = np.arange(len(gallery))[:, None] == np.asarray(owner)[None, :]  # (I, N)
     out: dict[str, float] = {f"R@{k}": recall_at_k(scores, relevant, k) for k in ks}
     out["candidates"] = float(len(pairs))
     return out

@@ -105,8 +105,11 @@ def image_feature_rows(
     once, as before) joins a pending chunk that is encoded and dropped when it holds ``chunk``
     images or ``chunk_bytes`` of decoded pixels. Peak memory: the features plus one chunk.
     ``chunk`` is a multiple of ``ENCODE_BATCH``, so when a chunk fills by count (COCO-sized
-    photos; the built-in world) the encoder sees exactly the batches of one call over every
-    image; a chunk cut by bytes is encoded in smaller batches.
+    photos; the built-in world) and the cache holds none of them, the encoder sees exactly the
+    batches of one call over every image; a chunk cut by bytes, or one with cached images, is
+    encoded in other batches (equal features up to float rounding). Two files of one picture
+    share a feature row, while the in-batch mask of :func:`train_teacher` tells images apart by
+    path: such copies are each other's negatives.
     """
     if chunk < 1 or chunk % ENCODE_BATCH:
         raise ValueError(f"chunk={chunk}: must be a positive multiple of {ENCODE_BATCH}")
@@ -179,9 +182,11 @@ def train_teacher(
     pairs = list(zip(*read_pairs(data, root), strict=True))
     distinct = list(dict.fromkeys(pairs))  # an exact repeat would count twice as a positive
     paths, texts = [p for p, _ in distinct], [t for _, t in distinct]
-    if len(distinct) < 2:
+    images = len(set(paths))
+    if len(distinct) < 2 or images < 2:  # with one image every in-batch negative is masked
         raise ValueError(
-            f"{data}: needs at least 2 distinct image-text pairs, found {len(distinct)}"
+            f"{data}: needs image-text pairs of at least 2 distinct images, found "
+            f"{len(distinct)} distinct pairs of {images} image(s)"
         )
     if image_features is None:
         image_features = ImageFeatures(image_size, grid, feature_cache_dir)
