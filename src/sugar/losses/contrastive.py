@@ -52,6 +52,8 @@ def clip_contrastive_loss(
     logit_scale: Tensor,
     hard_negative_text_emb: Tensor | None = None,
     max_logit_scale: float = MAX_LOGIT_SCALE,
+    *,
+    same_image: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Symmetric InfoNCE of N matched pairs (module doc for the formula).
 
@@ -63,6 +65,10 @@ def clip_contrastive_loss(
         hard_negative_text_emb: optional (N, H, D) hard-negative texts, added as candidates of
             the image->text direction for every image.
         max_logit_scale: the clamp of ``exp(logit_scale)`` (open_clip: 100).
+        same_image: optional (N, N) bool, False on the diagonal (:func:`same_image_mask`): the
+            false negatives, left out of both directions' denominators
+            (:func:`contrastive_loss_without_false_negatives` has the formula). ``None``, or a
+            mask with no True entry, computes exactly the unmasked loss.
 
     Returns:
         ``contrastive_loss`` (the objective), ``image_to_text_loss``, ``text_to_image_loss``,
@@ -77,6 +83,16 @@ def clip_contrastive_loss(
     if logit_scale.numel() != 1:
         raise ValueError(f"logit_scale must be a scalar, got shape {tuple(logit_scale.shape)}")
     n, d = image_emb.shape
+    if same_image is not None:
+        if same_image.shape != (n, n) or same_image.dtype != torch.bool:
+            raise ValueError(
+                f"same_image must be ({n}, {n}) bool, got {tuple(same_image.shape)} "
+                f"{same_image.dtype}"
+            )
+        if bool(same_image.diagonal().any()):
+            raise ValueError("same_image must be False on the diagonal (a pair's own image)")
+        if not bool(same_image.any()):
+            same_image = None  # nothing to mask: the unmasked computation, bit for bit
     candidates = text_emb  # (C, D), C = N or N + N*H
     if hard_negative_text_emb is not None:
         if hard_negative_text_emb.dim() != 3 or hard_negative_text_emb.shape[::2] != (n, d):
@@ -88,6 +104,11 @@ def clip_contrastive_loss(
     scale = logit_scale.reshape(()).exp().clamp(max=max_logit_scale)
     logits_i2t = scale * image_emb @ candidates.T  # (N, C)
     logits_t2i = scale * text_emb @ image_emb.T  # (N, N)
+    if same_image is not None:
+        mask = same_image.to(image_emb.device)  # (N, N)
+        wide = functional.pad(mask, (0, candidates.shape[0] - n))  # (N, C): hard negatives kept
+        logits_i2t = logits_i2t.masked_fill(wide, -math.inf)
+        logits_t2i = logits_t2i.masked_fill(mask, -math.inf)
     target = torch.arange(n, device=image_emb.device)
     i2t = functional.cross_entropy(logits_i2t, target)
     t2i = functional.cross_entropy(logits_t2i, target)
@@ -129,8 +150,8 @@ def contrastive_loss_without_false_negatives(
     hard_negative_text_emb: Tensor | None = None,
     max_logit_scale: float = MAX_LOGIT_SCALE,
 ) -> dict[str, Tensor]:
-    """Symmetric InfoNCE (:func:`~sugar.losses.clip_contrastive_loss`) with the false negatives
-    ``same_image`` (N, N) left out of both directions' denominators.
+    """Symmetric InfoNCE with the false negatives ``same_image`` (N, N) left out of both
+    directions' denominators: :func:`clip_contrastive_loss` with its ``same_image``.
 
     With ``M = same_image`` (:func:`same_image_mask`) and ``s`` the clamped scale::
 
@@ -141,8 +162,8 @@ def contrastive_loss_without_false_negatives(
     from i's caption (the usual false-negative mask for sets with several captions per image,
     such as COCO's five); hard negatives are never masked. ``accuracy`` ranks
     each image's own text among its unmasked candidates. When ``same_image`` has no True entry
-    this *is* :func:`~sugar.losses.clip_contrastive_loss` (same call: bit-identical value and
-    gradient). Returns the same named parts.
+    this is the unmasked loss (the same computation: bit-identical value and gradient).
+    Returns the same named parts.
 
     >>> eye = torch.eye(3)
     >>> mask = same_image_mask(["a", "a", "b"])
@@ -151,48 +172,7 @@ def contrastive_loss_without_false_negatives(
     >>> round(float(out["contrastive_loss"]), 4)
     0.3927
     """
-    n = image_emb.shape[0]
-    if same_image.shape != (n, n) or same_image.dtype != torch.bool:
-        raise ValueError(
-            f"same_image must be ({n}, {n}) bool, got {tuple(same_image.shape)} {same_image.dtype}"
-        )
-    if not bool(same_image.any()):
-        return clip_contrastive_loss(
-            image_emb, text_emb, logit_scale, hard_negative_text_emb, max_logit_scale
-        )
-    if bool(same_image.diagonal().any()):
-        raise ValueError("same_image must be False on the diagonal (a pair's own image)")
-    if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
-        raise ValueError(
-            f"image_emb {tuple(image_emb.shape)} and text_emb {tuple(text_emb.shape)} must both "
-            "be (N, D)"
-        )
-    candidates = text_emb  # (C, D), C = N or N + N*H
-    if hard_negative_text_emb is not None:
-        d = image_emb.shape[1]
-        if hard_negative_text_emb.dim() != 3 or hard_negative_text_emb.shape[::2] != (n, d):
-            raise ValueError(
-                f"hard_negative_text_emb {tuple(hard_negative_text_emb.shape)} must be "
-                f"({n}, H, {d})"
-            )
-        candidates = torch.cat([text_emb, hard_negative_text_emb.reshape(-1, d)])
-    mask = same_image.to(image_emb.device)  # (N, N)
-    wide = functional.pad(mask, (0, candidates.shape[0] - n))  # (N, C): hard negatives kept
-    scale = logit_scale.reshape(()).exp().clamp(max=max_logit_scale)
-    logits_i2t = (scale * image_emb @ candidates.T).masked_fill(wide, -math.inf)  # (N, C)
-    logits_t2i = (scale * text_emb @ image_emb.T).masked_fill(mask, -math.inf)  # (N, N)
-    target = torch.arange(n, device=image_emb.device)
-    i2t = functional.cross_entropy(logits_i2t, target)
-    t2i = functional.cross_entropy(logits_t2i, target)
-    with torch.no_grad():
-        own = logits_i2t[target, target]
-        others = logits_i2t.clone()
-        others[target, target] = -math.inf
-        accuracy = (own > others.max(dim=1).values).float().mean()
-    return {
-        "contrastive_loss": (i2t + t2i) / 2,
-        "image_to_text_loss": i2t,
-        "text_to_image_loss": t2i,
-        "logit_scale": scale.detach(),
-        "accuracy": accuracy,
-    }
+    return clip_contrastive_loss(
+        image_emb, text_emb, logit_scale, hard_negative_text_emb, max_logit_scale,
+        same_image=same_image,
+    )  # fmt: skip
