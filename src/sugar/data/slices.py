@@ -38,7 +38,7 @@ from typing import Literal
 
 from sugar.data.schema import Sample, has_visible_character
 
-__all__ = ["ABBREVIATIONS", "Slice", "has_visible_character", "slices", "split_sentences"]
+__all__ = ["ABBREVIATIONS", "Slice", "slices", "split_sentences"]
 
 ABBREVIATIONS = frozenset(
     {"mr", "mrs", "ms", "dr", "prof", "sr", "st", "vs", "e.g", "i.e", "cf", "fig", "approx"}
