@@ -115,3 +115,12 @@ def test_a_root_where_no_task_can_run_is_an_error(
         result.output
     )
     assert str(empty / "kb_items" / "test.jsonl") in result.output
+
+
+def test_the_default_list_is_every_task_but_instructed() -> None:
+    """Spelt out in the CLI, which must not import the tasks at start-up (0.6 s on every
+    command): kept in step with sugar.eval.tasks.TASKS here. ``instructed`` needs a bundle's
+    control branch."""
+    from sugar.eval.tasks import TASKS
+
+    assert tuple(task for task in TASKS if task != "instructed") == DEFAULT_TASKS

@@ -21,7 +21,7 @@ from PIL import Image
 from sugar.data.jsonl import load_image
 from sugar.losses import clip_contrastive_loss
 from sugar.models.feature_cache import FeatureCache
-from sugar.teachers import ImageFeatures, TextFeatures, slice_key, training
+from sugar.teachers import ImageFeatures, TextFeatures, offline, slice_key, training
 from sugar.teachers.heads import CrossModalHead
 from sugar.teachers.training import image_feature_rows, read_pairs, train_teacher
 
@@ -74,9 +74,14 @@ def _encoder_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = ImageFeatures.__call__
 
-    def spy(self: ImageFeatures, images: Sequence[Image.Image], batch_size: int = 64) -> Any:
+    def spy(
+        self: ImageFeatures,
+        images: Sequence[Image.Image],
+        batch_size: int = 64,
+        keys: Sequence[str] | None = None,
+    ) -> Any:
         calls.append(len(images))
-        return original(self, images, batch_size)
+        return original(self, images, batch_size, keys)
 
     monkeypatch.setattr(ImageFeatures, "__call__", spy)
     return calls
@@ -98,10 +103,15 @@ def test_each_path_is_decoded_once_into_the_one_call_features(
     paths = [distinct[i] for i in (0, 1, 0, 2, 1, 3, 4, 4, 0)] + ["images/copy.png"]
     reference = encoders[0]([load_image(tmp_path, p) for p in paths])  # the old loading
     decoded, calls = _counting_decodes(monkeypatch), _encoder_calls(monkeypatch)
+    hashed: list[Image.Image] = []  # the encoder's own hashing: the rows' keys are passed in
+    monkeypatch.setattr(offline, "slice_key", lambda item: hashed.append(item) or "")
     rows = image_feature_rows(encoders[0], tmp_path, paths)
+    monkeypatch.undo()
     assert torch.equal(rows, reference)
     assert sorted(decoded) == sorted(set(paths))  # every file once
     assert calls == [5]  # five pictures: the copy is not encoded again
+    assert hashed == []  # each picture hashed once, by image_feature_rows
+    decoded, calls = _counting_decodes(monkeypatch), _encoder_calls(monkeypatch)
     decoded.clear()
     calls.clear()
     one_by_one = image_feature_rows(encoders[0], tmp_path, paths, chunk_bytes=1)  # bounded

@@ -59,10 +59,17 @@ class ImageFeatures:
         self.identity = f"{self.encoder.identity}:px{image_size}"
         self.cache = FeatureCache(cache_root, self.identity) if cache_root is not None else None
 
-    def __call__(self, images: Sequence[Image.Image], batch_size: int = 64) -> Tensor:
+    def __call__(
+        self,
+        images: Sequence[Image.Image],
+        batch_size: int = 64,
+        keys: Sequence[str] | None = None,
+    ) -> Tensor:
         """(N, G*G*1280) features of ``images`` (any size: the centred square of each, resized
-        to ``image_size``; :func:`~sugar.models.pretrained.images_to_pixels`)."""
-        return _cached(self.cache, images, self._compute, batch_size)
+        to ``image_size``; :func:`~sugar.models.pretrained.images_to_pixels`). ``keys``: their
+        :func:`~sugar.teachers.slice_key` when the caller has them (hashing a photo's pixels
+        again costs about a millisecond a megapixel)."""
+        return _cached(self.cache, images, self._compute, batch_size, keys)
 
     def _compute(self, images: Sequence[Image.Image]) -> Tensor:
         pixels = images_to_pixels(images, self.image_size)  # (N, 3, H, W)
@@ -106,11 +113,16 @@ def _cached(
     items: Sequence[T],
     compute: Callable[[Sequence[T]], Tensor],
     batch_size: int,
+    keys: Sequence[str] | None = None,
 ) -> Tensor:
-    """``compute`` over ``items`` in batches, through ``cache`` when given. # (N, F)"""
+    """``compute`` over ``items`` in batches, through ``cache`` when given; ``keys`` are the
+    items' :func:`slice_key` (computed here when not given). # (N, F)"""
     if not items:
         raise ValueError("no items to encode")
-    keys = [slice_key(item) for item in items]
+    if keys is None:
+        keys = [slice_key(item) for item in items]
+    elif len(keys) != len(items):
+        raise ValueError(f"{len(keys)} keys for {len(items)} items")
     found = cache.get(dict.fromkeys(keys)) if cache is not None else {}
     todo = {k: item for k, item in zip(keys, items, strict=True) if k not in found}
     pending = list(todo.items())

@@ -117,6 +117,7 @@ def image_feature_rows(
     row_of_path: dict[str, int] = {}
     rows: list[int] = []  # (N,) the feature row of each path
     pending: list[Image.Image] = []
+    pending_keys: list[str] = []
     pending_bytes = 0
     parts: list[Tensor] = []  # (chunk, Fi) each
     for path in paths:
@@ -126,14 +127,15 @@ def image_feature_rows(
             if key not in row_of_key:
                 row_of_key[key] = len(row_of_key)
                 pending.append(image)
+                pending_keys.append(key)
                 pending_bytes += image.width * image.height * 3
                 if len(pending) == chunk or pending_bytes >= chunk_bytes:
-                    parts.append(image_features(pending, batch_size=ENCODE_BATCH))
-                    pending, pending_bytes = [], 0
+                    parts.append(image_features(pending, ENCODE_BATCH, pending_keys))
+                    pending, pending_keys, pending_bytes = [], [], 0
             row_of_path[path] = row_of_key[key]
         rows.append(row_of_path[path])
     if pending:
-        parts.append(image_features(pending, batch_size=ENCODE_BATCH))
+        parts.append(image_features(pending, ENCODE_BATCH, pending_keys))
     if not parts:
         raise ValueError("no images to encode")
     return torch.cat(parts)[torch.tensor(rows, dtype=torch.long)]
