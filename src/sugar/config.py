@@ -394,7 +394,13 @@ class TeacherConfig:
     :func:`sugar.teachers.training.train_teacher`)."""
 
     family: str = "offline"
-    """Registered teacher family (``offline``, ``hf``; see ``sugar.teachers``)."""
+    """Registered teacher family (``offline``, ``hf``, ``bundle``; see ``sugar.teachers``)."""
+    options: dict[str, str | int | float | bool] = field(default_factory=dict)
+    """Keyword options of the family's builder: ``hf`` takes ``cross``, ``image``, ``text``
+    (names or local directories), ``text_pooling``, ``device``, ``offline``; ``bundle`` takes
+    ``path`` (a trained run's ``model`` directory) and ``batch_size``; ``offline`` reads
+    ``head_dir`` and ``cache_dir`` below. On the command line as a YAML mapping:
+    ``'teacher.options={path: runs/cafe/model}'``."""
     head_dir: str = "runs/teacher"
     """Directory of the trained cross-modal head (``offline`` family)."""
     cache_dir: str = "cache/teachers"

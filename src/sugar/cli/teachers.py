@@ -54,7 +54,7 @@ def _teacher(teacher: Path | None, option: list[str] | None, cfg: Any) -> Any:
     from sugar.config import parse_override
     from sugar.teachers import build_teacher
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(cfg.teacher.options)
     for text in option or []:
         keys, value = parse_override(text)
         options[".".join(keys)] = value

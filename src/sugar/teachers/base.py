@@ -20,11 +20,14 @@ Teacher families register themselves (:func:`register_teacher`) and are built by
   installed packages, no network (OFFLINE_WEIGHTS.md).
 - ``hf`` (:mod:`sugar.teachers.hf`): CLIP / SigLIP cross-modal, DINOv2 image and
   BGE-style text encoders through transformers, for GPU users.
+- ``bundle`` (:mod:`sugar.teachers.bundle`): a trained sugar bundle with a retrieval projector
+  (e.g. a CAFe-style fine-tune), each slice embedded alone.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +94,7 @@ class Teacher(Protocol):
 TeacherBuilder = Callable[..., Teacher]
 TEACHER_FAMILIES: dict[str, TeacherBuilder] = {}
 """Family name -> builder (keyword arguments -> :class:`Teacher`); see :func:`register_teacher`."""
-_BUILTIN_MODULES = ("sugar.teachers.offline", "sugar.teachers.hf")
+_BUILTIN_MODULES = ("sugar.teachers.offline", "sugar.teachers.hf", "sugar.teachers.bundle")
 B = TypeVar("B", bound=TeacherBuilder)
 
 
@@ -115,7 +118,16 @@ def build_teacher(family: str, **options: Any) -> Teacher:
         raise ValueError(
             f"unknown teacher family {family!r}; registered: {sorted(TEACHER_FAMILIES)}"
         )
-    return TEACHER_FAMILIES[family](**options)
+    builder = TEACHER_FAMILIES[family]
+    accepted = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"teacher family {family!r}: unknown option(s) {unknown}; it takes "
+                f"{sorted(accepted)} (teacher.options)"
+            )
+    return builder(**options)
 
 
 # --------------------------------------------------------------------------------------------

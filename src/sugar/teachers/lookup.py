@@ -93,12 +93,12 @@ def teacher_lookup_from_config(cfg: SugarConfig) -> TeacherLookup:
     """
     t = cfg.teacher
     cache_dir = t.cache_dir or None
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(t.options)
     if t.family == "offline":
         if not (Path(t.head_dir) / "head.json").is_file():
             raise FileNotFoundError(
                 f"teacher.head_dir={t.head_dir!r}: no trained head; run sugar train-teacher first"
             )
-        options = {"head_dir": t.head_dir, "feature_cache_dir": cache_dir}
+        options = {"head_dir": t.head_dir, "feature_cache_dir": cache_dir, **options}
     teacher = build_teacher(t.family, **options)
     return TeacherLookup(teacher, teacher_cache(cache_dir, teacher), cfg.structure.slice_text_by)
