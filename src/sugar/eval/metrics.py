@@ -93,9 +93,19 @@ def recall_at_k(scores: ArrayLike, relevant: ArrayLike, k: int) -> float:
     >>> recall_at_k([[0.9, 0.1], [0.8, 0.3]], [0, 1], k=1)
     0.5
     """
+    return float(np.mean(recall_at_k_items(scores, relevant, k)))
+
+
+def recall_at_k_items(scores: ArrayLike, relevant: ArrayLike, k: int) -> NDArray[np.bool_]:
+    """Per-query hits behind :func:`recall_at_k` (the same pessimistic ranking), so a per-item
+    list averages to the figure even where scores tie. # (Q,)
+
+    >>> recall_at_k_items([[0.5, 0.5], [0.8, 0.3]], [0, 0], k=1).tolist()
+    [False, True]
+    """
     s = _scores_2d(scores)
     _check_k(k, s.shape[1])
-    return float(np.mean(_first_relevant_rank(s, _relevance(relevant, s.shape)) <= k))
+    return _first_relevant_rank(s, _relevance(relevant, s.shape)) <= k
 
 
 def ndcg_at_k_items(scores: ArrayLike, relevant: ArrayLike, k: int) -> NDArray[np.float64]:

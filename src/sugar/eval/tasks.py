@@ -48,6 +48,7 @@ from sugar.eval.metrics import (
     pope_metrics,
     pope_says_yes,
     recall_at_k,
+    recall_at_k_items,
     vqa_item_scores,
     winoground_item_scores,
     winoground_scores,
@@ -210,9 +211,10 @@ def caption_retrieval(model: Evaluable, samples: Sequence[Sample], root: Path) -
             out[t2i] = recall_at_k(t2i_scores, own, k) if len(gallery) >= k else NA
             out[i2t] = recall_at_k(i2t_scores, captions_of, k) if len(pairs) >= k else NA
             if prefix == "" and k == 1 and pairs:
-                _items(out, "t2i_r1", t2i_scores.argmax(1) == own)
-                top = i2t_scores.argmax(1)  # (I,) each image's top caption
-                _items(out, "i2t_r1", captions_of[torch.arange(len(gallery)), top])
+                # the figures' own pessimistic hits, so each list averages to its figure
+                _items(out, "t2i_r1", torch.from_numpy(recall_at_k_items(t2i_scores, own, 1)))
+                i2t_hits = recall_at_k_items(i2t_scores, captions_of, 1)
+                _items(out, "i2t_r1", torch.from_numpy(i2t_hits))
     return out
 
 
@@ -299,7 +301,8 @@ def story_retrieval(model: Evaluable, samples: Sequence[Sample], root: Path) -> 
             else:
                 out[key] = recall_at_k(emb @ pool.T, torch.arange(len(samples)), k)
                 if k == 1:
-                    _items(out, key, (emb @ pool.T).argmax(1) == torch.arange(len(samples)))
+                    hits = recall_at_k_items(emb @ pool.T, torch.arange(len(samples)), 1)
+                    _items(out, key, torch.from_numpy(hits))
     return out
 
 
@@ -438,8 +441,8 @@ def kb_qa(
     relevant = torch.tensor([ids.index(s.meta["fact_id"]) for s in samples])
     scores = queries @ keys.T
     out["retrieval_r1"] = recall_at_k(scores, relevant, 1)
-    best = scores.argmax(dim=1)
-    _items(out, "retrieval_r1", (best == relevant).float())
+    best = scores.argmax(dim=1)  # the fact generation reads
+    _items(out, "retrieval_r1", torch.from_numpy(recall_at_k_items(scores, relevant, 1)))
     if not model.generates:
         return out
     top = best.tolist()
