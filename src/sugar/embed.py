@@ -55,6 +55,7 @@ def embed_samples(
         for start in tqdm(starts, desc="embed", disable=not progress, unit="batch"):
             chunk = samples[start : start + batch_size]
             batch = model.collate(chunk, root, slice_text_by=slice_text_by)
+            _check_sliced(chunk, batch.spans)
             hidden = model(batch).hidden
             if prefixes:
                 b, e = all_prefixes(batch.spans)
@@ -72,6 +73,18 @@ def embed_samples(
     if not out:
         return torch.zeros(0, projector.dim)
     return torch.cat(out)
+
+
+def _check_sliced(samples: Sequence[Sample], spans: Sequence[Sequence[Any]]) -> None:
+    """Refuse a sample with nothing to embed: no image and no text with a visible character
+    (a zero-width space, a soft hyphen alone), naming it, rather than failing deep inside."""
+    for sample, sample_spans in zip(samples, spans, strict=True):
+        if not sample_spans:
+            texts = [segment.text for segment in sample.segments if segment.text is not None]
+            raise ValueError(
+                f"sample {sample.id!r}: nothing to embed: no image, and its text {texts!r} has "
+                "no visible character (a letter, digit, punctuation mark or symbol)"
+            )
 
 
 def embed_vectors(

@@ -101,3 +101,12 @@ def test_sentence_transformers_module(rag_world: RagWorld, tmp_path) -> None:
     again = SentenceTransformer(str(tmp_path / "st"), trust_remote_code=True, device="cpu")
     assert isinstance(again[0], SugarEncoder)
     np.testing.assert_allclose(again.encode(texts), model.encode(texts), rtol=0, atol=1e-6)
+
+
+def test_text_without_a_visible_character_is_refused_by_name(rag_world: RagWorld) -> None:
+    model = sugar.load(rag_world.bundle)
+    with pytest.raises(ValueError, match=r"nothing to embed: no image, and its text \['\\u200b'\]"):
+        model.encode(["A red square.", "\u200b"])
+    with pytest.raises(ValueError, match=r"text-0.*nothing to embed"):
+        model.embed(texts=["\u00ad"])
+    assert model.encode(["A red square.", "\u200bA red square."]).shape == (2, 16)
