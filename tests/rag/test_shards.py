@@ -20,6 +20,7 @@ from sugar.index import Index
 from sugar.index.shards import Rank, embed_shard, merge_shards, shard_bounds, shard_paths
 from sugar.io import sha256_file
 from sugar.models.bundle import bundle_identity
+from sugar.models.pretrained import PREPROCESSING
 from tests.rag.conftest import RagWorld
 
 
@@ -180,6 +181,7 @@ def test_two_ranks_embed_and_index_like_one(rag_world: RagWorld, tmp_path: Path)
         "data_sha256": sha256_file(data),
         "model_identity": bundle_identity(rag_world.bundle),
         "prefixes": False,
+        "preprocessing": PREPROCESSING,
     }
     samples = json.loads("[" + ",".join(data.read_text().splitlines()) + "]")
     planted = single.copy()

@@ -243,13 +243,16 @@ def _sharded(
 
     from sugar.index.shards import run_sharded
     from sugar.io import sha256_file
+    from sugar.models.pretrained import PREPROCESSING
 
     def compute(chunk: Any) -> Any:
         ids, vectors, metadata = _entries(bundle, list(chunk), root, prefixes, batch_size, False)
         return ids, vectors.numpy(), metadata
 
+    # how images become pixels is part of what a vector means: shards written before a change
+    # to it (the centre crop) are refused, not merged with new ones
     fingerprint = {"data_sha256": sha256_file(data), "model_identity": bundle.identity,
-                   "prefixes": prefixes}  # fmt: skip
+                   "prefixes": prefixes, "preprocessing": PREPROCESSING}  # fmt: skip
     shards = output.with_name(output.name + ".shards")
     try:
         run_sharded(samples, compute, shards, fingerprint, _ranks(), write, batch_size,
