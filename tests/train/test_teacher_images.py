@@ -231,3 +231,29 @@ def test_captions_of_a_single_image_are_refused(tiny_captions: Path, tmp_path: P
     data = _write_set(tmp_path, [(image, f"Caption {k}.", "train") for k in range(3)])
     with pytest.raises(ValueError, match="at least 2 distinct images, found 3 distinct pairs of 1"):
         train_teacher(data=data, out_dir=tmp_path / "head", steps=1, image_size=64)
+
+
+def test_two_files_of_one_picture_are_one_image_to_the_mask(
+    encoders: Encoders, tiny_captions: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = _copy_images(tiny_captions.parent, tmp_path, 4)
+    shutil.copy(tmp_path / images[0], tmp_path / "images/copy.png")  # picture 0 again
+    rows = [(image, f"Picture {i}.", "train") for i, image in enumerate(images)]
+    rows.append(("images/copy.png", "Another caption of picture 0.", "train"))
+    rows.append(("images/copy.png", "Picture 0.", "train"))  # pair 0 again, through the copy
+    data = _write_set(tmp_path, rows)
+    masks: list[torch.Tensor] = []
+    masked_loss = training.contrastive_loss_without_false_negatives
+
+    def spy(*args: Any) -> dict[str, torch.Tensor]:
+        masks.append(args[3])
+        return masked_loss(*args)
+
+    monkeypatch.setattr(training, "contrastive_loss_without_false_negatives", spy)
+    summary = train_teacher(
+        data=data, out_dir=tmp_path / "head", steps=2, batch_size=5, image_size=64,
+        image_features=encoders[0], text_features=encoders[1],
+    )  # fmt: skip
+    assert summary["pairs"] == 5 and summary["duplicate_pairs"] == 1
+    for mask in masks:  # all 5 pairs per batch: picture 0's two captions mask each other only
+        assert int(mask.sum()) == 2 and torch.equal(mask, mask.T)

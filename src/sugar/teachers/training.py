@@ -18,10 +18,11 @@ sample with no image or no text.
 
 Caption sets name one image in several samples (COCO: five captions per image). Each distinct
 image path is decoded once and encoded in bounded chunks (:func:`image_feature_rows`), so memory
-holds the features plus one chunk of decoded photos, however large the set. A pair repeated
-exactly (same image path, same text) is trained on once (``duplicate_pairs`` in the summary
-counts the others). In a batch, the captions of one image are not each other's negatives
-(:func:`~sugar.losses.contrastive.contrastive_loss_without_false_negatives`).
+holds the features plus one chunk of decoded photos, however large the set. Images are told
+apart by picture (their decoded pixels, :func:`~sugar.teachers.slice_key`), not by file: a pair
+repeated exactly (same picture, same text) is trained on once (``duplicate_pairs`` in the
+summary counts the others), and in a batch the captions of one picture are not each other's
+negatives (:func:`~sugar.losses.contrastive.contrastive_loss_without_false_negatives`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from sugar.teachers.heads import CrossModalHead, save_head
 __all__ = [
     "TRAINING_SPLITS",
     "image_feature_rows",
+    "image_feature_table",
     "read_pairs",
     "train_teacher",
 ]
@@ -96,7 +98,21 @@ def image_feature_rows(
     chunk: int = DECODE_CHUNK,
     chunk_bytes: int = DECODE_BYTES,
 ) -> Tensor:
-    """(N, Fi) frozen features of the image at each of ``paths`` (under ``root``), row by row.
+    """(N, Fi) frozen features of the image at each of ``paths`` (under ``root``), row by row:
+    :func:`image_feature_table`'s table at its rows."""
+    table, rows = image_feature_table(image_features, root, paths, chunk, chunk_bytes)
+    return table[rows]
+
+
+def image_feature_table(
+    image_features: ImageFeatures,
+    root: str | Path,
+    paths: Sequence[str],
+    chunk: int = DECODE_CHUNK,
+    chunk_bytes: int = DECODE_BYTES,
+) -> tuple[Tensor, Tensor]:
+    """((P, Fi) frozen features of the P distinct pictures among ``paths`` (under ``root``),
+    (N,) each path's picture row).
 
     The same features, under the same cache keys, as
     ``image_features([load_image(root, p) for p in paths])``, without holding N decoded
@@ -108,8 +124,7 @@ def image_feature_rows(
     photos; the built-in world) and the cache holds none of them, the encoder sees exactly the
     batches of one call over every image; a chunk cut by bytes, or one with cached images, is
     encoded in other batches (equal features up to float rounding). Two files of one picture
-    share a feature row, while the in-batch mask of :func:`train_teacher` tells images apart by
-    path: such copies are each other's negatives.
+    share a row, which is how :func:`train_teacher`'s in-batch mask tells pictures apart.
     """
     if chunk < 1 or chunk % ENCODE_BATCH:
         raise ValueError(f"chunk={chunk}: must be a positive multiple of {ENCODE_BATCH}")
@@ -138,7 +153,7 @@ def image_feature_rows(
         parts.append(image_features(pending, ENCODE_BATCH, pending_keys))
     if not parts:
         raise ValueError("no images to encode")
-    return torch.cat(parts)[torch.tensor(rows, dtype=torch.long)]
+    return torch.cat(parts), torch.tensor(rows, dtype=torch.long)
 
 
 HEAD_ENTRIES = (
@@ -199,7 +214,20 @@ def train_teacher(
             f"image_features are {image_features.identity!r}, not {image_size} px grid {grid}"
         )
     started = time.perf_counter()
-    image_feats = image_feature_rows(image_features, root, paths)  # (N, Fi)
+    table, pictures = image_feature_table(image_features, root, paths)  # (P, Fi), (N,)
+    # two files of one picture with one caption are one pair, and each other's positives
+    seen: dict[tuple[int, str], int] = {}
+    for i, key in enumerate(zip(pictures.tolist(), texts, strict=True)):
+        seen.setdefault(key, i)
+    kept = list(seen.values())
+    if len(kept) < len(paths):
+        paths, texts, pictures = [paths[i] for i in kept], [texts[i] for i in kept], pictures[kept]
+    if len(set(pictures.tolist())) < 2:
+        raise ValueError(
+            f"{data}: needs image-text pairs of at least 2 distinct images, found "
+            f"{len(set(paths))} image files of one picture"
+        )
+    image_feats = table[pictures]  # (N, Fi)
     text_feats = text_features(texts)  # (N, Ft)
     feature_seconds = time.perf_counter() - started
 
@@ -226,7 +254,7 @@ def train_teacher(
                 head.encode_image(image_feats[batch]),  # (B, D)
                 head.encode_text(text_feats[batch]),  # (B, D)
                 head.logit_scale,
-                same_image_mask([paths[i] for i in batch.tolist()]),  # (B, B)
+                same_image_mask(pictures[batch].tolist()),  # (B, B), by picture
             )
             optimizer.zero_grad(set_to_none=True)
             parts["contrastive_loss"].backward()
