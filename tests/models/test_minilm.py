@@ -206,3 +206,17 @@ def test_sparse_word_embedding_gradients_sum_to_the_dense_gradient(
         table.weight.grad = None
     assert int((sparse != 0).any(dim=1).sum()) > 10  # rows of inputs and of the head
     torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-7)
+
+
+def test_standardisation_sample_is_uniform_not_the_first_folders() -> None:
+    from sugar.models.minilm import standardisation_sample
+
+    few = ["b.png", "a.png", "a.png"]
+    assert standardisation_sample(few, 8) == ["a.png", "b.png"]  # all distinct, sorted
+    # a set stored in class folders: the first 100 sorted paths are one class
+    paths = [f"class{c:02d}/{i:04d}.jpg" for c in range(20) for i in range(100)]
+    chosen = standardisation_sample(reversed(paths), 100)
+    assert chosen == sorted(chosen) and len(set(chosen)) == 100
+    assert len({p.split("/")[0] for p in chosen}) >= 15  # spread over the classes
+    assert chosen == standardisation_sample(paths, 100)  # a function of the paths alone
+    assert chosen != standardisation_sample(paths, 100, seed=1)

@@ -14,7 +14,8 @@ WordPiece tokenizer. Measured (issue 17): a from-scratch trunk does not learn to
 that passes through it at CPU budgets; this trunk does, in tens of steps.
 
 - Adapter: each feature vector is standardised with the training set's per-feature mean and
-  standard deviation (:meth:`MiniLMMLLM.prepare`, stored in the weights), dropped out with
+  standard deviation (:meth:`MiniLMMLLM.prepare`: over all distinct training images, or a
+  seeded uniform sample of 2,048 of them; stored in the weights), dropped out with
   ``image_dropout`` while training, and mapped by one ``Linear`` to D.
 - LM head: BERT's prediction head (``Linear`` + GELU + ``LayerNorm``, trained from scratch: the
   installed checkpoint has no MLM head) and the output matrix **tied** to the input word
@@ -40,8 +41,9 @@ pads, and ``[unused0]`` is the ``<image>`` placeholder (WordPiece never produces
 from __future__ import annotations
 
 import json
+import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +64,7 @@ from sugar.models.pretrained import FEATURE_DIM, minilm_path
 from sugar.models.splice import splice_image_features
 from sugar.models.tiny import FrozenGridVision
 
-__all__ = ["MiniLMMLLM", "WordPieceTokenizer"]
+__all__ = ["MiniLMMLLM", "WordPieceTokenizer", "standardisation_sample"]
 
 WEIGHTS = "backbone.safetensors"
 TOKENIZER = "tokenizer.json"
@@ -155,6 +157,19 @@ class LMHead(nn.Module):
     def forward(self, hidden: Tensor, rows: Tensor, bias: Tensor) -> Tensor:
         x = self.norm(F.gelu(self.dense(hidden)))
         return x @ rows.T + bias
+
+
+def standardisation_sample(paths: Iterable[str], limit: int, seed: int = 0) -> list[str]:
+    """The image paths the feature standardisation is measured on: all distinct ``paths`` when
+    there are at most ``limit``, else a uniform sample of ``limit`` of them drawn with a fixed
+    ``seed`` (a function of the paths alone), in sorted order.
+
+    A uniform sample, not the first ``limit`` in sorted order: a set stored in class or date
+    folders would otherwise standardise on its first few folders."""
+    distinct = sorted(set(paths))
+    if len(distinct) <= limit:
+        return distinct
+    return sorted(random.Random(seed).sample(distinct, limit))
 
 
 @register_backbone("minilm")
@@ -320,15 +335,17 @@ class MiniLMMLLM(BuiltinMLLM):
     @torch.no_grad()
     def prepare(self, samples: Sequence[Sample], root: str | Path, limit: int = 2048) -> None:
         """Set the feature standardisation from up to ``limit`` training images (a fresh
-        model only; the statistics are saved with the weights)."""
-        paths = sorted(
+        model only; the statistics are saved with the weights): :func:`standardisation_sample`
+        of their distinct paths."""
+        paths = standardisation_sample(
             {
                 str(resolve_image(root, seg.image))
                 for s in samples
                 for seg in s.segments
                 if seg.image is not None
-            }
-        )[:limit]
+            },
+            limit,
+        )
         if len(paths) < 2:
             return
         features = torch.cat(
