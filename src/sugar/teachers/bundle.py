@@ -7,11 +7,12 @@ one vector serves as the slice's uni-modal and its cross-modal vector, so with
 ``structure.triple_kernel: true`` every distance comes from the same space (the Triple Kernel
 then equals the cross-modal kernel).
 
-Why: METHOD.md's L_d regresses the student onto its teacher's similarities, so the student's
-retrieval is bounded by the teacher's (README, "The variant comparison"). The offline teacher is
-a head over frozen encoders trained on a few hundred pairs; no stronger cross-modal model
-installs offline. A bundle you trained, e.g. a CAFe-style fine-tune, is such a stronger
-teacher, and this family lets a run distil from it.
+Why: METHOD.md's L_d regresses the student onto its teacher's similarities. The offline
+teacher is a head over frozen encoders trained on a few hundred pairs, and no stronger
+cross-modal model installs offline; a bundle you trained, e.g. a CAFe-style fine-tune, ranks
+captions far better, and this family lets a run distil from it (measured in the README, "A
+stronger teacher"). With ``structure.slice_text_by: sentence`` it embeds each *sentence* alone,
+which a bundle trained on whole captions may do poorly.
 
 The teacher is loaded once per process, kept in evaluation mode and never trained (its vectors
 come from a ``torch.no_grad`` pass); its :attr:`~BundleTeacher.identity` names the bundle's
