@@ -72,6 +72,12 @@ def test_validate_passes_and_unknown_keys_fail(smoke_world: Path) -> None:
     bad = runner.invoke(app, ["validate", *BASE_SMOKE, "train.stpes=3"])
     assert bad.exit_code == 2
     assert "train.stpes" in bad.output and "steps" in bad.output
+    distil = REPO / "configs" / "sugar_distil.yaml"
+    missing = runner.invoke(
+        app, ["validate", "-c", str(distil), "-c", str(SMOKE), f"data.root={smoke_world}",
+              f"teacher.options={{path: {smoke_world / 'no-such-run'}}}"],
+    )  # fmt: skip
+    assert missing.exit_code != 0 and "teacher.options.path" in missing.output
 
 
 def test_train_cli_lowers_the_loss_and_resumes(smoke_world: Path, tmp_path: Path) -> None:
