@@ -168,6 +168,10 @@ def test_checksums_detect_corruption(tmp_path: Path) -> None:
 
 
 def test_manifest_records_versions_seed_and_input_hashes(tmp_path: Path) -> None:
+    import torch  # loaded, so the manifest says whether the CPU has native bfloat16
+
+    from sugar.models.precision import native_bfloat16
+
     data = atomic_write_text(tmp_path / "data.jsonl", '{"id": 1}\n')
     folder = tmp_path / "teachers"
     folder.mkdir()
@@ -179,5 +183,8 @@ def test_manifest_records_versions_seed_and_input_hashes(tmp_path: Path) -> None
     assert manifest["inputs"]["data"] == sha256_file(data)
     assert len(manifest["inputs"]["teachers"]) == 64
     assert manifest["versions"]["torch"] and manifest["versions"]["sugar-mllm"]
+    # the figures of model.autocast: auto depend on whether the CPU has native bfloat16
+    assert manifest["host"]["cpu_bfloat16"] is native_bfloat16(torch.device("cpu"))
+    assert manifest["host"]["cpu_count"] == os.cpu_count() and "cpu" in manifest["host"]
     with pytest.raises(FileNotFoundError, match="manifest input not found"):
         write_manifest(tmp_path / "run", seed=5, inputs={"x": tmp_path / "missing"})

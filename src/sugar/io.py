@@ -43,6 +43,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_writable_file",
+    "host_facts",
     "read_json_object",
     "read_log",
     "read_log_lines",
@@ -401,6 +402,34 @@ def _torch_threads() -> int | None:
     return int(torch.get_num_threads())
 
 
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def host_facts() -> dict[str, Any]:
+    """What a run's figures and timings depend on about its machine: the platform, the CPU
+    model and count, and (once torch is loaded) whether the CPU multiplies bfloat16 natively,
+    since ``model.autocast: auto`` computes in float32 where it does not, with other figures."""
+    host: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+    }
+    if "torch" in sys.modules:
+        import torch
+
+        from sugar.models.precision import native_bfloat16
+
+        host["cpu_bfloat16"] = native_bfloat16(torch.device("cpu"))
+    return host
+
+
 def write_manifest(
     run_dir: str | Path,
     seed: int,
@@ -427,7 +456,7 @@ def write_manifest(
         "git_commit": _git_commit(Path(__file__).resolve().parent),
         "versions": versions,
         "torch_threads": _torch_threads(),
-        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "host": host_facts(),
         "inputs": hashes,
         **dict(extra or {}),
     }

@@ -42,7 +42,7 @@ from sugar.config import SugarConfig, load_config, to_dict
 from sugar.data.world import generate_world
 from sugar.eval.report import headline_table, write_report
 from sugar.eval.tasks import TASKS
-from sugar.io import atomic_write_json, sha256_file
+from sugar.io import atomic_write_json, host_facts, sha256_file
 from sugar.owned import claim_directory
 from sugar.recipes.jobs import (
     clear_unfinished,
@@ -432,6 +432,7 @@ def run_demo(
     wall = round(time.perf_counter() - wall_start, 1)
     meta = {
         "seed": seed,
+        "host": host_facts(),  # on a CPU without native bfloat16 the demo computes in float32
         "sizes": size,
         "timings_s": timings,
         "wall_s": wall,
