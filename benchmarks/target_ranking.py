@@ -12,8 +12,8 @@ and prints per task:
 
 - the R@1 of ranking the documents by ``Ml`` alone (the same-sample rule left out): how well
   the targets themselves retrieve;
-- the mean target of the right pair (before the rule sets it to 1) and of wrong pairs, and
-  the share of queries whose right pair has the largest ``Ml``.
+- the mean target of the right pair (before the rule sets it to 1) and of wrong pairs;
+- for queries of several text segments, the same from each query's last text segment alone.
 
     python benchmarks/target_ranking.py --run runs/demo/sugar [--limit 200] [key=value ...]
 
@@ -29,12 +29,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from sugar.config import load_config
 from sugar.data.jsonl import read_samples
+from sugar.data.schema import Sample
 from sugar.eval.metrics import recall_at_k
-from sugar.losses.structure import structure_targets
-from sugar.teachers.lookup import teacher_lookup_from_config
+from sugar.losses.structure import StructureOptions, structure_targets
+from sugar.teachers.lookup import TeacherLookup, teacher_lookup_from_config
 from sugar.train.retrieval import is_retrieval_source, retrieval_pair
 
 TASKS = {"caption": "caption/val.jsonl", "story": "story/val.jsonl", "kb": "kb/train.jsonl"}
@@ -64,14 +66,8 @@ def main() -> None:
             continue
         pairs = [retrieval_pair(s) for s in sources[: args.limit]]
         queries, documents = [q for q, _ in pairs], [d for _, d in pairs]
-        slices = lookup(queries + documents, root)
-        n = len(pairs)
-        last = slices.lengths - 1  # each sample's full prefix
-        target = structure_targets(
-            slices, torch.arange(2 * n), last, sigma=delta, options=options
-        )  # (2n, 2n), no same-sample rule
-        _print(task, f"{n} pairs, {slices.lengths[:n].float().mean():.1f} query slices",
-               target[:n, n:], started)  # fmt: skip
+        ml, query_slices = _targets(lookup, queries, documents, root, delta, options)
+        _print(task, f"{len(pairs)} pairs, {query_slices:.1f} query slices", ml, started)
         texts = [sum(g.kind == "text" for g in q.segments) for q in queries]
         if max(texts) > 1:  # the same documents from each query's last text segment alone
             started = time.perf_counter()
@@ -79,11 +75,26 @@ def main() -> None:
                 replace(q, segments=[[g for g in q.segments if g.kind == "text"][-1]])
                 for q in queries
             ]
-            slices = lookup(alone + documents, root)
-            target = structure_targets(
-                slices, torch.arange(2 * n), slices.lengths - 1, sigma=delta, options=options
-            )
-            _print("", "the query's last text segment alone", target[:n, n:], started)
+            ml = _targets(lookup, alone, documents, root, delta, options)[0]
+            _print("", "the query's last text segment alone", ml, started)
+
+
+def _targets(
+    lookup: TeacherLookup,
+    queries: list[Sample],
+    documents: list[Sample],
+    root: Path,
+    delta: float,
+    options: StructureOptions,
+) -> tuple[Tensor, float]:
+    """(queries, documents) Ml between full prefixes, without the same-sample rule; the mean
+    number of query slices."""
+    slices = lookup(queries + documents, root)
+    n = len(queries)
+    target = structure_targets(
+        slices, torch.arange(2 * n), slices.lengths - 1, sigma=delta, options=options
+    )  # (2n, 2n)
+    return target[:n, n:], slices.lengths[:n].float().mean().item()
 
 
 def _print(task: str, what: str, ml: torch.Tensor, started: float) -> None:

@@ -28,11 +28,9 @@ def validate_command(config: ConfigPath = None, overrides: Overrides = None) -> 
             raise FileNotFoundError(f"teacher.head_dir: {head} missing (run sugar train-teacher)")
         typer.echo(f"ok teacher head {head.parent}")
     if cfg.structure.alpha > 0 and cfg.teacher.family == "bundle":
-        bundle = Path(str(cfg.teacher.options.get("path", "")))
-        if not (bundle / "model.json").is_file():
-            raise FileNotFoundError(
-                f"teacher.options.path: {bundle}/model.json missing (train the teacher run first)"
-            )
+        from sugar.teachers.bundle import bundle_directory
+
+        bundle = bundle_directory(str(cfg.teacher.options.get("path", "")))
         typer.echo(f"ok teacher bundle {bundle}")
     if cfg.train.init_from:
         from sugar.models.bundle import load_bundle

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from sugar.teachers.base import register_teacher
 
-__all__ = ["BundleTeacher", "build_bundle_teacher"]
+__all__ = ["BundleTeacher", "build_bundle_teacher", "bundle_directory"]
 
 
 class BundleTeacher:
@@ -75,15 +75,21 @@ class BundleTeacher:
         return self._encode(texts)
 
 
-@register_teacher("bundle")
-def build_bundle_teacher(path: str | Path, batch_size: int = 64) -> BundleTeacher:
-    """The ``bundle`` family: ``path`` is a bundle directory (``<run>/model``)."""
-    from sugar.api import load
-
+def bundle_directory(path: str | Path) -> Path:
+    """``path`` as a bundle directory, or a FileNotFoundError naming it (``sugar validate``
+    checks a config with this before anything loads)."""
     directory = Path(path)
     if not (directory / "model.json").is_file():
         raise FileNotFoundError(
             f"teacher bundle {str(directory)!r}: no model.json there; give a trained run's model "
             "directory (teacher.options.path)"
         )
-    return BundleTeacher(load(directory), batch_size)
+    return directory
+
+
+@register_teacher("bundle")
+def build_bundle_teacher(path: str | Path, batch_size: int = 64) -> BundleTeacher:
+    """The ``bundle`` family: ``path`` is a bundle directory (``<run>/model``)."""
+    from sugar.api import load
+
+    return BundleTeacher(load(bundle_directory(path)), batch_size)
