@@ -72,6 +72,27 @@ def test_plan_matches_what_is_written(world: World) -> None:
             assert len(world.text(task, split).splitlines()) == n
 
 
+def test_a_larger_test_split_leaves_what_models_train_on_unchanged(tmp_path: Path) -> None:
+    """The README's powered comparisons evaluate a demo's models on a world generated with a
+    larger ``test_per_task``: that is sound only while every training and validation file and
+    image stays byte for byte the demo's, and the larger test split extends the smaller one."""
+    small = generate_world(tmp_path / "small", seed=0, **TINY)
+    large = generate_world(tmp_path / "large", seed=0, **{**TINY, "test_per_task": 24})
+    assert large["world"]["tasks"]["vqa"]["test"] == 4 * small["world"]["tasks"]["vqa"]["test"]
+    fs, fl = _files(tmp_path / "small"), _files(tmp_path / "large")
+
+    def is_test(name: str) -> bool:
+        return name.endswith("test.jsonl") or "/test/" in name
+
+    kept = sorted(k for k in fs if not is_test(k) and k != "manifest.json")
+    assert [k for k in kept if fl.get(k) != fs[k]] == []
+    assert sorted(k for k in fl if not is_test(k) and k != "manifest.json") == kept
+    assert any(k.startswith("images/caption/train/") for k in kept)
+    for task in ("caption", "vqa", "pope", "kb"):  # drawn item by item from the split's stream
+        lines = fs[f"{task}/test.jsonl"].decode().splitlines()
+        assert fl[f"{task}/test.jsonl"].decode().splitlines()[: len(lines)] == lines, task
+
+
 def test_more_probes_per_image_ask_the_same_images_more_questions(tmp_path: Path) -> None:
     one = generate_world(tmp_path / "one", seed=0, **TINY)
     three = generate_world(tmp_path / "three", seed=0, train_probes_per_image=3, **TINY)
