@@ -6,7 +6,9 @@ README "Generation kept, with 20x the VQA items"). Prints, per report and pooled
 (items of report k paired with report k, as `sugar bench quality` pools seeds): each model's
 mean, the paired-bootstrap difference with its 95 % CI (`sugar.eval.metrics.paired_bootstrap`),
 the share of items on which the two disagree, and how many items a CI of +-`--half-width`
-points would take at that spread (the normal approximation, 1.96 sd / sqrt(n)).
+points would take at that spread (the normal approximation, 1.96 sd / sqrt(n)). A model is
+named as in its report (its run directory's name); where the name differs from report to
+report, give `--first` or `--second` once per report, in the reports' order.
 
     python benchmarks/pooled_pair.py --first sugar --second generative --metric vqa.exact_match \
         --report E0/report.json --report E1/report.json --report E2/report.json
@@ -34,6 +36,16 @@ def _items(path: Path, model: str, task: str, metric: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
+def _per_report(names: list[str], reports: list[Path], flag: str) -> list[str]:
+    if len(names) == 1:
+        return names * len(reports)
+    if len(names) != len(reports):
+        raise SystemExit(
+            f"{flag} given {len(names)} times for {len(reports)} reports: once or once per report"
+        )
+    return names
+
+
 def _row(label: str, a: np.ndarray, b: np.ndarray, half_width: float) -> str:
     if a.shape != b.shape:
         raise SystemExit(f"{label}: {a.size} items against {b.size}: not the same items")
@@ -49,8 +61,14 @@ def _row(label: str, a: np.ndarray, b: np.ndarray, half_width: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--first", required=True, help="model name in the reports (minuend)")
-    parser.add_argument("--second", required=True, help="model name in the reports")
+    parser.add_argument(
+        "--first", action="append", required=True,
+        help="model name in the reports (minuend); once, or once per report",
+    )  # fmt: skip
+    parser.add_argument(
+        "--second", action="append", required=True,
+        help="model name in the reports; once, or once per report",
+    )  # fmt: skip
     parser.add_argument("--metric", default="vqa.exact_match", help="task.metric")
     parser.add_argument(
         "--report", type=Path, action="append", required=True,
@@ -62,13 +80,17 @@ def main() -> None:
     if not metric:
         raise SystemExit(f"--metric {args.metric!r}: expected task.metric")
 
+    first, second = (_per_report(names, args.report, flag) for names, flag in (
+        (args.first, "--first"), (args.second, "--second")
+    ))  # fmt: skip
     pairs = [
-        (_items(p, args.first, task, metric), _items(p, args.second, task, metric))
-        for p in args.report
+        (_items(p, a, task, metric), _items(p, b, task, metric))
+        for p, a, b in zip(args.report, first, second, strict=True)
     ]
+    a_name, b_name = "/".join(dict.fromkeys(first)), "/".join(dict.fromkeys(second))
     print(
-        f"{args.first} - {args.second}, {args.metric}, in points:\n\n"
-        f"| report | {args.first} | {args.second} | difference | 95 % CI | n | disagree % "
+        f"{a_name} - {b_name}, {args.metric}, in points:\n\n"
+        f"| report | {a_name} | {b_name} | difference | 95 % CI | n | disagree % "
         f"| n for +-{args.half_width:g} |\n|---|---|---|---|---|---|---|---|"
     )
     for path, (a, b) in zip(args.report, pairs, strict=True):

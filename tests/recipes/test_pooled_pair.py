@@ -50,3 +50,20 @@ def test_a_missing_model_or_unequal_items_is_named(tmp_path: Path) -> None:
         [*base, "--first", "a", "--second", "b"], capture_output=True, text=True
     )
     assert unequal.returncode != 0 and "2 items against 3" in unequal.stderr
+
+
+def test_names_can_differ_from_report_to_report(tmp_path: Path) -> None:
+    r0 = _report(tmp_path / "r0.json", [1.0, 1.0], [0.0, 1.0])
+    r1 = _report(tmp_path / "r1.json", [1.0, 0.0], [1.0, 0.0])
+    data = json.loads(r1.read_text())
+    data["results"] = {"a": data["results"]["a"], "b1": data["results"]["b"]}
+    r1.write_text(json.dumps(data))
+    args = ["--first", "a", "--second", "b", "--second", "b1"]
+    reports = ["--report", str(r0), "--report", str(r1)]
+    out = subprocess.run([*SCRIPT, *args, *reports], capture_output=True, text=True, check=True)
+    assert _rows(out.stdout)["pooled over 2"][:3] == ["75.0", "50.0", "+25.0"]
+    assert out.stdout.startswith("a - b/b1,")
+    twice = subprocess.run(
+        [*SCRIPT, *args, "--second", "c", *reports], capture_output=True, text=True
+    )
+    assert twice.returncode != 0 and "--second given 3 times for 2 reports" in twice.stderr
