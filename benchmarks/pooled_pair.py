@@ -2,7 +2,7 @@
 
 Each report is one seed's `sugar eval` of both models on the same items (for instance a
 demo's Sugar and generative-only models on a world generated with a larger `test_per_task`,
-README "Generation kept, with 20x the VQA items"). Prints, per report and pooled over them
+README "Generation kept, measured on 20x the VQA items"). Prints, per report and pooled over them
 (items of report k paired with report k, as `sugar bench quality` pools seeds): each model's
 mean, the paired-bootstrap difference with its 95 % CI (`sugar.eval.metrics.paired_bootstrap`),
 the share of items on which the two disagree, and how many items a CI of +-`--half-width`
@@ -80,9 +80,8 @@ def main() -> None:
     if not metric:
         raise SystemExit(f"--metric {args.metric!r}: expected task.metric")
 
-    first, second = (_per_report(names, args.report, flag) for names, flag in (
-        (args.first, "--first"), (args.second, "--second")
-    ))  # fmt: skip
+    first = _per_report(args.first, args.report, "--first")
+    second = _per_report(args.second, args.report, "--second")
     pairs = [
         (_items(p, a, task, metric), _items(p, b, task, metric))
         for p, a, b in zip(args.report, first, second, strict=True)
