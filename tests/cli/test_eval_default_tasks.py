@@ -1,6 +1,7 @@
 """``sugar eval`` on a dataset that holds some tasks only: the default task list skips the
-absent ones (a line each, listed in the report); a named absent task, or a root where no task
-can run, is an error naming the files."""
+absent ones, and hard negatives on captions that state none (a line each, listed in the report);
+a named absent or unscorable task, or a root where no task can run, is an error naming the
+files."""
 
 from __future__ import annotations
 
@@ -68,23 +69,65 @@ def test_default_tasks_run_what_a_caption_only_set_holds(
         line = f"[eval] skipped {task}: {data / folder / 'test.jsonl'}"
         assert line in result.output
     assert f"{data / 'kb_items' / 'test.jsonl'} absent (task not run)" in result.output
+    captions_file = data / "caption" / "test.jsonl"
+    assert (
+        f"[eval] skipped hard_negatives: no sample of {captions_file} has meta.negatives "
+        "(sugar mine adds them) (task not run)"
+    ) in result.output
     report = json.loads((out / "report.json").read_text())
     ran = report["results"]["runA"]
-    assert set(ran) == set(DEFAULT_TASKS) - absent == {"caption_retrieval", "hard_negatives",
-                                                       "grounding"}  # fmt: skip
+    assert set(ran) == set(DEFAULT_TASKS) - absent - {"hard_negatives"}
+    assert set(ran) == {"caption_retrieval", "grounding"}
     captions = ran["caption_retrieval"]
     assert isinstance(captions["t2i_r1"], float) and captions["items"] == 6
     assert len(captions["per_item"]["t2i_r1"]) == 6  # per caption
     assert len(captions["per_item"]["i2t_r1"]) == 3  # per distinct image
-    assert set(report["skipped"]) == absent
+    assert set(report["skipped"]) == absent | {"hard_negatives"}
     markdown = (out / "report.md").read_text()
     assert "Not run: vqa (" in markdown and "caption t2i R@1" in markdown
+    assert "Not run: hard_negatives (no sample of" in markdown
     assert "VQA EM" not in markdown  # no column for a task no variant ran
+    assert "relation swap" not in markdown  # nor "n/a" columns for negatives the data lacks
     assert not (out / "needle_by_position.png").exists()  # no needle figures: no empty plot
-    assert "not run (data absent): winoground, story_retrieval" in result.output
+    assert "not run (no data for them): hard_negatives, winoground, story_retrieval" in (
+        result.output
+    )
     assert sorted(p.name for p in (out / "mteb" / "runA").glob("*/*.json")) == [
-        "caption_retrieval.json", "grounding.json", "hard_negatives.json", "model_meta.json",
+        "caption_retrieval.json", "grounding.json", "model_meta.json",
     ]  # fmt: skip
+
+
+def test_hard_negatives_run_once_a_caption_states_one(
+    caption_only: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Named on captions without ``meta.negatives`` it is an error naming the file, before any
+    task runs; one stated (or mined) negative is enough for the default list to run it."""
+    source, bundle = caption_only
+    data = tmp_path / "data"
+    (data / "caption").mkdir(parents=True)
+    for image in source.glob("*.png"):
+        (data / image.name).write_bytes(image.read_bytes())
+    captions = data / "caption" / "test.jsonl"
+    samples = read_samples(source / "caption" / "test.jsonl", source)
+    captions.write_text("".join(s.to_json() + "\n" for s in samples))
+    named = ["eval", "--model", str(bundle), "--data", str(data), "--tasks",
+             "caption_retrieval,hard_negatives", "--out", str(tmp_path / "named")]  # fmt: skip
+    result = CliRunner().invoke(app, named)
+    assert result.exit_code == 2
+    assert f"{captions}: no sample has meta.negatives, which hard_negatives scores" in (
+        result.output
+    )
+    assert not (tmp_path / "named").exists()  # nothing ran
+    negative = {"kind": "mined", "caption": samples[1].segments[1].text}
+    samples[0].meta["negatives"] = [negative]
+    captions.write_text("".join(s.to_json() + "\n" for s in samples))
+    out = tmp_path / "default"
+    result = CliRunner().invoke(
+        app, ["eval", "--model", str(bundle), "--data", str(data), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    scored = json.loads((out / "report.json").read_text())["results"]["runA"]["hard_negatives"]
+    assert scored["count_mined"] == 1.0 and isinstance(scored["emb_mined"], float)
 
 
 def test_a_named_task_whose_file_is_absent_is_an_error(

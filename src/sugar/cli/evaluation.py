@@ -17,8 +17,9 @@ DEFAULT_TASKS = (
     "pope", "kb_qa", "grounding",
 )  # fmt: skip
 """``sugar eval``'s tasks when ``--tasks`` is not given: those whose files the data root lacks
-are skipped, each with a note (a caption-only set runs caption_retrieval, hard_negatives and
-grounding)."""
+are skipped, each with a note, and so is hard_negatives on captions without ``meta.negatives`` (a
+caption-only set runs caption_retrieval and grounding, and hard_negatives once ``sugar mine`` has
+added negatives)."""
 
 
 @app.command("eval")
@@ -32,7 +33,7 @@ def eval_command(
         typer.Option(
             help="Comma-separated tasks; one whose file is absent is an error (default: "
             + ",".join(DEFAULT_TASKS)
-            + ", those whose file is absent skipped with a note)."
+            + ", those whose file is absent or holds nothing to score skipped with a note)."
         ),
     ] = None,
     split: Annotated[str, typer.Option(help="Split to read (test is read once per model).")] = (
@@ -50,10 +51,17 @@ def eval_command(
     """Evaluate bundles on the world's tasks; writes report.json, report.md and plots, with
     paired-bootstrap CIs of the first model minus each other one, and OUT/mteb/ (per-task
     results in MTEB's layout, sugar.eval.mteb). Without --tasks, a task whose file DATA lacks
-    is skipped (one line each, listed in the report as not run); a named one is an error."""
+    is skipped (one line each, listed in the report as not run), and so is hard_negatives when
+    no caption has meta.negatives; a named one is an error."""
     from sugar.eval.mteb import write_mteb_results
     from sugar.eval.report import headline_table, write_report
-    from sugar.eval.tasks import TASK_FOLDERS, absent_task_files, load_eval_model, run_tasks
+    from sugar.eval.tasks import (
+        TASK_FOLDERS,
+        absent_task_files,
+        load_eval_model,
+        run_tasks,
+        unscorable_tasks,
+    )
 
     skipped: dict[str, str] = {}
     if tasks is None:  # the default list: run what the data root holds
@@ -63,8 +71,12 @@ def eval_command(
             raise FileNotFoundError(f"{data}: no task's data is there; looked for {looked}")
         for task, files in absent.items():
             skipped[task] = " and ".join(str(f) for f in files) + " absent"
-            typer.echo(f"[eval] skipped {task}: {skipped[task]} (task not run)")
-        names = [t for t in DEFAULT_TASKS if t not in absent]
+        present = [t for t in DEFAULT_TASKS if t not in absent]
+        skipped.update(unscorable_tasks(data, present, split))
+        skipped = {t: skipped[t] for t in DEFAULT_TASKS if t in skipped}  # in the list's order
+        for task, why in skipped.items():
+            typer.echo(f"[eval] skipped {task}: {why} (task not run)")
+        names = [t for t in DEFAULT_TASKS if t not in skipped]
     else:
         names = [t.strip() for t in tasks.split(",") if t.strip()]
     results, metas = {}, {}
@@ -92,7 +104,7 @@ def eval_command(
     )  # fmt: skip
     typer.echo(headline_table(results))
     if skipped:
-        typer.echo(f"not run (data absent): {', '.join(skipped)}")
+        typer.echo(f"not run (no data for them): {', '.join(skipped)}")
     typer.echo(f"report: {report}")
 
 

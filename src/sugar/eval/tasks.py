@@ -66,6 +66,7 @@ __all__ = [
     "load_eval_model",
     "run_tasks",
     "task_files",
+    "unscorable_tasks",
 ]
 
 NA = "n/a"
@@ -528,6 +529,27 @@ def absent_task_files(
     return {task: files for task, files in absent.items() if files}
 
 
+def _holds_negatives(samples: Sequence[Sample]) -> bool:
+    return any(s.meta.get("negatives") for s in samples)
+
+
+def unscorable_tasks(root: str | Path, tasks: Sequence[str], split: str = "test") -> dict[str, str]:
+    """``{task: why}`` for each of ``tasks`` whose file is there but holds nothing the task
+    scores, in the order of ``tasks``: ``hard_negatives`` on captions without
+    ``meta.negatives`` (a user's caption set; the world states them, ``sugar mine`` adds mined
+    ones). Absent files are :func:`absent_task_files`' concern and are not read here."""
+    out = {}
+    for task in tasks:
+        path = Path(root) / TASK_FOLDERS[task] / f"{split}.jsonl"
+        if (
+            task == "hard_negatives"
+            and path.is_file()
+            and not _holds_negatives(read_samples(path, root, check_images=False))
+        ):
+            out[task] = f"no sample of {path} has meta.negatives (sugar mine adds them)"
+    return out
+
+
 def run_tasks(
     model: Evaluable,
     root: str | Path,
@@ -538,10 +560,11 @@ def run_tasks(
 ) -> dict[str, dict[str, Any]]:
     """Run ``tasks`` on ``root/<folder>/<split>.jsonl`` (the first ``limit`` items of each).
 
-    Raises ``ValueError`` for an unknown task, and ``FileNotFoundError`` naming every absent
-    file and its task (:func:`absent_task_files`) before running any; to run what a dataset
-    holds, leave out the tasks that :func:`absent_task_files` returns (as ``sugar eval`` does
-    with its default task list).
+    Raises ``ValueError`` for an unknown task, ``FileNotFoundError`` naming every absent
+    file and its task (:func:`absent_task_files`), and ``ValueError`` naming the file when
+    ``hard_negatives`` has no ``meta.negatives`` to score (:func:`unscorable_tasks`), all before
+    running any; to run what a dataset holds, leave out the tasks those two functions return
+    (as ``sugar eval`` does with its default task list).
     """
     root = Path(root)
     unknown = [t for t in tasks if t not in TASK_FOLDERS]
@@ -551,6 +574,14 @@ def run_tasks(
     if absent:
         listed = "; ".join(f"{f} (task {t!r})" for t, files in absent.items() for f in files)
         raise FileNotFoundError(f"no such file: {listed}")
+    if "hard_negatives" in tasks:  # before any task runs, as for absent files
+        path = root / TASK_FOLDERS["hard_negatives"] / f"{split}.jsonl"
+        if not _holds_negatives(read_samples(path, root, check_images=False)[:limit]):
+            first = f" of the first {limit}" if limit is not None else ""
+            raise ValueError(
+                f"{path}: no sample{first} has meta.negatives, which hard_negatives scores "
+                "(sugar mine adds them)"
+            )
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         if progress is not None:
