@@ -121,11 +121,14 @@ def demo_command(
     overrides: Overrides = None,
 ) -> None:
     """World -> teacher -> shared base -> Sugar and generative-only fine-tunes -> evaluation ->
-    report, with per-stage timings."""
+    report, with per-stage timings. KEY=VALUE may change the built-in model (model.grid=1) and
+    anything the recipe does not set itself; an override of what it sets (steps, lr, paths,
+    seed: use --seed, world.*) is an error."""
     from sugar.recipes.demo import run_demo
 
     cfg = load_config(config, overrides or [])
-    run_demo(out, smoke=smoke, seed=seed, config=cfg, say=typer.echo, workers=workers)
+    run_demo(out, smoke=smoke, seed=seed, config=cfg, say=typer.echo, workers=workers,
+             overrides=overrides or [])  # fmt: skip
 
 
 @bench_app.command("quality")
@@ -158,5 +161,6 @@ def bench_quality(
 
     cfg = load_config(config, overrides or [])
     path = run_quality_bench(out, smoke=smoke, size_name=size, seeds=seeds, workers=workers,
-                             variants=variant, config=cfg, say=typer.echo)  # fmt: skip
+                             variants=variant, config=cfg, say=typer.echo,
+                             overrides=overrides or [])  # fmt: skip
     typer.echo(path.read_text(encoding="utf-8"))

@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -310,17 +310,21 @@ def run_quality_bench(
     variants: list[str] | None = None,
     config: SugarConfig | None = None,
     say: Callable[[str], None] = print,
+    overrides: Sequence[str] = (),
 ) -> Path:
     """Run the protocol of the module doc into ``out`` (world, teacher and base via ``sugar
     demo``'s stages, in ``out``); returns the path of ``bench.md`` (``bench.json`` holds every
     figure). ``variants``: a subset of :data:`VARIANTS` (generative-only is always run: the
-    difficulty step needs it)."""
-    from sugar.recipes.demo import run_demo
+    difficulty step needs it). ``config`` and ``overrides`` as in
+    :func:`~sugar.recipes.demo.run_demo`; the bench also sets each variant's loss weights
+    itself (:data:`~sugar.recipes.demo.BENCH_FIELDS`)."""
+    from sugar.recipes.demo import BENCH_FIELDS, recipe_overrides, run_demo
     from sugar.teachers.sensitivity import TeacherEvalModel
 
     unknown = sorted(set(variants or []) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    own_model = recipe_overrides(overrides, BENCH_FIELDS)
     wanted = set(variants or VARIANTS) | {"generative"}
     chosen_variants = [v for v in VARIANTS if v in wanted]
     out = Path(out)
@@ -337,8 +341,11 @@ def run_quality_bench(
         progress=False,
         through_base=True,
         workers=workers,
+        overrides=overrides,
     )
     size, grid = SIZES[name], GRIDS[name]
+    if own_model:  # the config's values of these, not BUILT_IN's (as the demo's stages)
+        size = {**size, "model": {k: v for k, v in size["model"].items() if k not in own_model}}
     world = out / "world"
     limit = size["eval_limit"]
 

@@ -53,6 +53,7 @@ from sugar.recipes.jobs import (
     train_on_workers,
     train_until,
 )
+from sugar.strict import ConfigError, parse_override
 from sugar.teachers.training import train_teacher
 from sugar.train.loop import train
 
@@ -73,6 +74,47 @@ KB fact +6.8 [+4.3, +9.3], caption t2i +2.5 [-1.7, +6.7]; README, "A stronger te
 RETRIEVAL = {"retrieval_batch": 64, "retrieval_interleaved": 8}
 """Every fine-tune's retrieval micro-batch: 64 image-caption pairs and 8 story / knowledge-key
 pairs per step (sugar.train.retrieval); generative runs draw the same generative batches."""
+
+RECIPE_FIELDS = frozenset({
+    "run.output_dir", "run.torch_threads", "run.seed", "data.root", "data.train", "data.val",
+    "model.feature_cache", "model.freeze_trunk", "teacher.head_dir", "teacher.cache_dir",
+    "teacher.steps", "structure.structure_reduction", "structure.slice_text_by",
+    "train.batch_size", "train.eval_every", "train.checkpoint_every", "train.log_every",
+    "train.eval_samples", "train.retrieval_batch", "train.retrieval_interleaved", "train.steps",
+    "train.lr", "train.select_metric", "train.init_from",
+})  # fmt: skip
+"""The fields ``sugar demo`` sets itself in every run (from ``--out``, ``--seed`` and
+:data:`SIZES`), and every ``world.`` field: a ``KEY=VALUE`` override of one is refused
+(:func:`recipe_overrides`), never silently replaced. The built-in model's fields
+(:data:`BUILT_IN`) are not among them: an override of one replaces the recipe's value."""
+BENCH_FIELDS = RECIPE_FIELDS | {"structure.alpha", "contrastive.weight", "train.lm_weight"}
+"""``sugar bench quality`` also sets each variant's losses and tunes their weights."""
+
+
+def recipe_overrides(overrides: Sequence[str], fields: frozenset[str] = RECIPE_FIELDS) -> set[str]:
+    """The built-in model's fields (:data:`BUILT_IN`) that ``overrides`` (``KEY=VALUE``) set,
+    whose values then come from the config instead of the recipe's sizes; raises
+    :class:`~sugar.strict.ConfigError` naming every override of a field the recipe sets
+    itself (``fields``, and ``world.``).
+
+    >>> sorted(recipe_overrides(["model.grid=2", "structure.alpha=0.5"]))
+    ['grid']
+    >>> recipe_overrides(["train.steps=10"])
+    Traceback (most recent call last):
+    ...
+    sugar.strict.ConfigError: train.steps: the recipe sets this itself in every run ...
+    """
+    keys = [".".join(parse_override(text)[0]) for text in overrides]
+    fixed = sorted(k for k in keys if k in fields or k.startswith("world."))
+    if fixed:
+        raise ConfigError(
+            f"{', '.join(fixed)}: the recipe sets {'this' if len(fixed) == 1 else 'these'} "
+            "itself in every run (from --out, --seed and its size, sugar.recipes.demo.SIZES); "
+            "to change it, train from a run's resolved config: sugar train -c "
+            "OUT/<run>/config.yaml KEY=VALUE"
+        )
+    return {k.removeprefix("model.") for k in keys if k.removeprefix("model.") in BUILT_IN}
+
 
 SIZES: dict[str, dict[str, Any]] = {
     "demo": {
@@ -292,8 +334,15 @@ def run_demo(
     progress: bool = True,
     through_base: bool = False,
     workers: int = 2,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run every stage into ``out``; returns the report path, the timings and the results.
+
+    ``config`` supplies every field the recipe does not set itself (:data:`RECIPE_FIELDS`,
+    :data:`BUILT_IN`); ``overrides`` are the ``KEY=VALUE`` overrides it was built with: one of
+    a built-in model field replaces the recipe's value, one of a recipe field is refused
+    (:func:`recipe_overrides`), and they are stamped in ``demo.json``, so that finished stages
+    are reused only by a demo with the same ones.
 
     ``through_base`` stops after the shared base (``sugar bench quality`` runs its own
     fine-tunes): the result then holds only the timings. ``workers``: local one-thread
@@ -305,8 +354,13 @@ def run_demo(
     name = size_name or ("smoke" if smoke else "demo")
     if name not in SIZES:
         raise ValueError(f"size {name!r}: one of {sorted(SIZES)}")
+    own_model = recipe_overrides(overrides)
     size = SIZES[name]
-    stamp = {"size": name, "seed": seed}
+    if own_model:  # the config's values of these, not BUILT_IN's
+        size = {**size, "model": {k: v for k, v in size["model"].items() if k not in own_model}}
+    stamp: dict[str, Any] = {"size": name, "seed": seed}
+    if overrides:
+        stamp["overrides"] = list(overrides)
     stamp_path = out / "demo.json"
     if stamp_path.is_file():  # finished stages are reused only for the same size and seed
         found = json.loads(stamp_path.read_text(encoding="utf-8"))
@@ -333,7 +387,10 @@ def run_demo(
         train_teacher(
             data=world / "caption" / "train.jsonl", out_dir=teacher_dir, root=world,
             steps=size["teacher_steps"], seed=seed, feature_cache_dir=out / "cache" / "teachers",
-            progress=progress,
+            progress=progress, batch_size=base.teacher.batch_size,
+            learning_rate=base.teacher.learning_rate, weight_decay=base.teacher.weight_decay,
+            dropout=base.teacher.dropout, dim=base.teacher.head_dim,
+            image_size=base.teacher.image_size, grid=base.teacher.grid,
         )  # fmt: skip
     done()
 
