@@ -92,7 +92,7 @@ ConfigPath = Annotated[
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Dotted overrides, e.g. structure.alpha=0.5 train.steps=100.", metavar="KEY=VALUE"
+        help="Dotted overrides, e.g. model.grid=2 model.image_dropout=0.3.", metavar="KEY=VALUE"
     ),
 ]
 

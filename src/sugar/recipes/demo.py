@@ -113,7 +113,8 @@ def recipe_overrides(overrides: Sequence[str], fields: frozenset[str] = RECIPE_F
             "to change it, train from a run's resolved config: sugar train -c "
             "OUT/<run>/config.yaml KEY=VALUE"
         )
-    return {k.removeprefix("model.") for k in keys if k.removeprefix("model.") in BUILT_IN}
+    model = [k.removeprefix("model.") for k in keys if k.startswith("model.")]
+    return {k for k in model if k in BUILT_IN}
 
 
 SIZES: dict[str, dict[str, Any]] = {
