@@ -26,7 +26,7 @@ def train_teacher_command(
     overrides: Overrides = None,
 ) -> None:
     """Train the offline teacher's cross-modal head over the frozen encoders; save it to OUT."""
-    from sugar.teachers.training import train_teacher
+    from sugar.teachers.training import head_options, train_teacher
 
     cfg = load_config(config, overrides or [])
     t = cfg.teacher
@@ -35,13 +35,7 @@ def train_teacher_command(
         out_dir=out if out is not None else Path(t.head_dir),
         root=root,
         steps=t.steps if steps is None else steps,
-        batch_size=t.batch_size,
-        learning_rate=t.learning_rate,
-        weight_decay=t.weight_decay,
-        dropout=t.dropout,
-        dim=t.head_dim,
-        image_size=t.image_size,
-        grid=t.grid,
+        **head_options(t),
         seed=cfg.run.seed if seed is None else seed,
         feature_cache_dir=t.cache_dir or None,
         progress=True,

@@ -54,7 +54,7 @@ from sugar.recipes.jobs import (
     train_until,
 )
 from sugar.strict import ConfigError, parse_override
-from sugar.teachers.training import train_teacher
+from sugar.teachers.training import head_options, train_teacher
 from sugar.train.loop import train
 
 __all__ = ["SIZES", "cpu_seconds", "run_demo"]
@@ -388,10 +388,7 @@ def run_demo(
         train_teacher(
             data=world / "caption" / "train.jsonl", out_dir=teacher_dir, root=world,
             steps=size["teacher_steps"], seed=seed, feature_cache_dir=out / "cache" / "teachers",
-            progress=progress, batch_size=base.teacher.batch_size,
-            learning_rate=base.teacher.learning_rate, weight_decay=base.teacher.weight_decay,
-            dropout=base.teacher.dropout, dim=base.teacher.head_dim,
-            image_size=base.teacher.image_size, grid=base.teacher.grid,
+            progress=progress, **head_options(base.teacher),
         )  # fmt: skip
     done()
 

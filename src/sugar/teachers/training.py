@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -44,8 +44,12 @@ from sugar.owned import claim_directory
 from sugar.teachers import ImageFeatures, TextFeatures, slice_key
 from sugar.teachers.heads import CrossModalHead, save_head
 
+if TYPE_CHECKING:
+    from sugar.config import TeacherConfig
+
 __all__ = [
     "TRAINING_SPLITS",
+    "head_options",
     "image_feature_rows",
     "image_feature_table",
     "read_pairs",
@@ -55,6 +59,20 @@ __all__ = [
 TRAINING_SPLITS = ("train", "restval")
 """The ``meta.split`` values the head trains on (``restval``: Karpathy's COCO training images
 drawn from the validation set); a sample without ``meta.split`` counts as ``train``."""
+
+
+def head_options(teacher: TeacherConfig) -> dict[str, Any]:
+    """The :func:`train_teacher` keyword options that a ``teacher`` config section sets (all but
+    the data, the output, the steps, the seed and the cache, which each caller decides)."""
+    return {
+        "batch_size": teacher.batch_size,
+        "learning_rate": teacher.learning_rate,
+        "weight_decay": teacher.weight_decay,
+        "dropout": teacher.dropout,
+        "dim": teacher.head_dim,
+        "image_size": teacher.image_size,
+        "grid": teacher.grid,
+    }
 
 
 def read_pairs(data: str | Path, root: str | Path | None = None) -> tuple[list[str], list[str]]:
