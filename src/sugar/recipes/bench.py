@@ -53,7 +53,7 @@ from sugar.eval.metrics import paired_bootstrap
 from sugar.eval.report import HEADLINE, write_report
 from sugar.eval.tasks import TASKS, run_tasks
 from sugar.io import atomic_write_json, atomic_write_text, sha256_file, write_manifest
-from sugar.recipes.demo import SIZES, run_config, stage
+from sugar.recipes.demo import BENCH_FIELDS, recipe_size, run_config, stage
 from sugar.recipes.jobs import in_one_torch_thread, train_and_evaluate
 
 __all__ = ["HEADLINE_VARIANTS", "VARIANTS", "pooled_items", "run_quality_bench"]
@@ -318,20 +318,20 @@ def run_quality_bench(
     difficulty step needs it). ``config`` and ``overrides`` as in
     :func:`~sugar.recipes.demo.run_demo`; the bench also sets each variant's loss weights
     itself (:data:`~sugar.recipes.demo.BENCH_FIELDS`)."""
-    from sugar.recipes.demo import BENCH_FIELDS, recipe_overrides, run_demo
+    from sugar.recipes.demo import run_demo
     from sugar.teachers.sensitivity import TeacherEvalModel
 
     unknown = sorted(set(variants or []) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
-    own_model = recipe_overrides(overrides, BENCH_FIELDS)
+    name = size_name or ("smoke" if smoke else "demo")
+    size = recipe_size(name, overrides, BENCH_FIELDS)  # refused before anything is written
     wanted = set(variants or VARIANTS) | {"generative"}
     chosen_variants = [v for v in VARIANTS if v in wanted]
     out = Path(out)
     bench_dir = out / "bench"
     start = time.perf_counter()
     base_cfg = config or load_config(None)
-    name = size_name or ("smoke" if smoke else "demo")
     run_demo(
         out,
         size_name=name,
@@ -343,9 +343,7 @@ def run_quality_bench(
         workers=workers,
         overrides=overrides,
     )
-    size, grid = SIZES[name], GRIDS[name]
-    if own_model:  # the config's values of these, not BUILT_IN's (as the demo's stages)
-        size = {**size, "model": {k: v for k, v in size["model"].items() if k not in own_model}}
+    grid = GRIDS[name]
     world = out / "world"
     limit = size["eval_limit"]
 

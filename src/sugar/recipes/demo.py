@@ -170,6 +170,23 @@ SIZES: dict[str, dict[str, Any]] = {
         "eval_limit": 8,
     },
 }
+
+
+def recipe_size(
+    name: str, overrides: Sequence[str] = (), fields: frozenset[str] = RECIPE_FIELDS
+) -> dict[str, Any]:
+    """Size ``name`` of :data:`SIZES` (``ValueError`` for an unknown one) without the built-in
+    model fields that ``overrides`` set, whose values then come from the config; an override
+    of one of ``fields`` is refused (:func:`recipe_overrides`)."""
+    if name not in SIZES:
+        raise ValueError(f"size {name!r}: one of {sorted(SIZES)}")
+    own_model = recipe_overrides(overrides, fields)
+    size = SIZES[name]
+    if not own_model:
+        return size
+    return {**size, "model": {k: v for k, v in size["model"].items() if k not in own_model}}
+
+
 TRAIN_FILES = [
     "caption/train.jsonl",
     "story/train.jsonl",
@@ -353,12 +370,7 @@ def run_demo(
         raise ValueError(f"workers={workers}: must be >= 1")
     out = Path(out)
     name = size_name or ("smoke" if smoke else "demo")
-    if name not in SIZES:
-        raise ValueError(f"size {name!r}: one of {sorted(SIZES)}")
-    own_model = recipe_overrides(overrides)
-    size = SIZES[name]
-    if own_model:  # the config's values of these, not BUILT_IN's
-        size = {**size, "model": {k: v for k, v in size["model"].items() if k not in own_model}}
+    size = recipe_size(name, overrides)
     stamp: dict[str, Any] = {"size": name, "seed": seed}
     if overrides:
         stamp["overrides"] = list(overrides)
