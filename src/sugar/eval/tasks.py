@@ -529,8 +529,14 @@ def absent_task_files(
     return {task: files for task, files in absent.items() if files}
 
 
-def _holds_negatives(samples: Sequence[Sample]) -> bool:
-    return any(s.meta.get("negatives") for s in samples)
+def _without_negatives(root: Path, split: str, limit: int | None = None) -> Path | None:
+    """The hard-negative file of ``split`` when none of its first ``limit`` samples (all by
+    default) has ``meta.negatives``; None when one has, or the file is absent."""
+    path = root / TASK_FOLDERS["hard_negatives"] / f"{split}.jsonl"
+    if not path.is_file():
+        return None
+    samples = read_samples(path, root, check_images=False)[:limit]
+    return None if any(s.meta.get("negatives") for s in samples) else path
 
 
 def unscorable_tasks(root: str | Path, tasks: Sequence[str], split: str = "test") -> dict[str, str]:
@@ -539,14 +545,8 @@ def unscorable_tasks(root: str | Path, tasks: Sequence[str], split: str = "test"
     ``meta.negatives`` (a user's caption set; the world states them, ``sugar mine`` adds mined
     ones). Absent files are :func:`absent_task_files`' concern and are not read here."""
     out = {}
-    for task in tasks:
-        path = Path(root) / TASK_FOLDERS[task] / f"{split}.jsonl"
-        if (
-            task == "hard_negatives"
-            and path.is_file()
-            and not _holds_negatives(read_samples(path, root, check_images=False))
-        ):
-            out[task] = f"no sample of {path} has meta.negatives (sugar mine adds them)"
+    if "hard_negatives" in tasks and (path := _without_negatives(Path(root), split)) is not None:
+        out["hard_negatives"] = f"no sample of {path} has meta.negatives (sugar mine adds them)"
     return out
 
 
@@ -574,14 +574,13 @@ def run_tasks(
     if absent:
         listed = "; ".join(f"{f} (task {t!r})" for t, files in absent.items() for f in files)
         raise FileNotFoundError(f"no such file: {listed}")
-    if "hard_negatives" in tasks:  # before any task runs, as for absent files
-        path = root / TASK_FOLDERS["hard_negatives"] / f"{split}.jsonl"
-        if not _holds_negatives(read_samples(path, root, check_images=False)[:limit]):
-            first = f" of the first {limit}" if limit is not None else ""
-            raise ValueError(
-                f"{path}: no sample{first} has meta.negatives, which hard_negatives scores "
-                "(sugar mine adds them)"
-            )
+    # before any task runs, as for absent files
+    if "hard_negatives" in tasks and (path := _without_negatives(root, split, limit)) is not None:
+        first = f" of the first {limit}" if limit is not None else ""
+        raise ValueError(
+            f"{path}: no sample{first} has meta.negatives, which hard_negatives scores "
+            "(sugar mine adds them)"
+        )
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         if progress is not None:
